@@ -1,0 +1,124 @@
+"""A ``Plan``: every decision of one global period (section 3 of the design), and its JSON form.
+
+Indices refer to the scenario's device index ``u``, edge index ``e`` and module index ``k``. Units: Hz, W,
+cycles/s, s. A plan is only data: :func:`hffm_opt.evaluate.evaluate` checks it against a scenario.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("star", "hierarchical")
+TIERS = ("aggregator", "edge", "cloud")  # tier index 0, 1, 2: the highest node that aggregates a module
+RELAY_MODES = ("aggregate", "forward")  # in-network aggregation on relay trees, or store-and-forward
+
+
+class PlanError(ValueError):
+    """A plan breaks a constraint; the message names the field, the value and the rule."""
+
+
+def _ro(a, dtype) -> np.ndarray:
+    arr = np.array(a, dtype=dtype, copy=True)
+    arr.flags.writeable = False
+    return arr
+
+
+_ARRAY_TYPES = {"association": np.int64, "train": bool, "tier": np.int8, "aggregator": np.int64, "parent": np.int64,
+                "bandwidth_hz": float, "power_w": float, "d2d_power_w": float, "cpu_hz": float}
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The decisions of one global period.
+
+    - ``mode``: ``"star"`` (every device sends its update straight to the cloud each round) or
+      ``"hierarchical"`` (devices -> cluster -> cloud every ``e_agg`` edge rounds).
+    - ``association`` (U,) edge index a(u); ``train`` (U, K) bool x[u,k]; ``tier`` (E, K) index into
+      :data:`TIERS` (the highest node aggregating module k of cluster e: D2D aggregator, edge, or cloud).
+    - ``aggregator`` (E,) D2D aggregator device per cluster, -1 = no D2D; ``parent`` (U,) next hop of the relay
+      tree toward the aggregator, -1 for the aggregator and for devices of clusters without D2D.
+    - ``bandwidth_hz`` (U,) uplink share b_u; ``power_w`` (U,) uplink power p_u; ``d2d_power_w`` (U,) power on
+      the link u -> parent(u) (used in both directions); ``cpu_hz`` (U,) CPU frequency f_u.
+    - ``e_agg`` edge rounds per global period; ``local_steps`` tau and ``batch_size`` (samples per step) per
+      edge round; ``deadline_s`` the round deadline T for compute + reaching the aggregation point (None = wait
+      for everyone); ``relay_mode`` as in :data:`RELAY_MODES`.
+    """
+
+    mode: str
+    e_agg: int
+    association: np.ndarray
+    train: np.ndarray
+    tier: np.ndarray
+    aggregator: np.ndarray
+    parent: np.ndarray
+    bandwidth_hz: np.ndarray
+    power_w: np.ndarray
+    d2d_power_w: np.ndarray
+    cpu_hz: np.ndarray
+    local_steps: int = 1
+    batch_size: int = 16
+    deadline_s: float | None = None
+    relay_mode: str = "aggregate"
+    scheduler: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, dtype in _ARRAY_TYPES.items():
+            object.__setattr__(self, name, _ro(getattr(self, name), dtype))
+
+    @property
+    def uses_d2d(self) -> np.ndarray:
+        """(E,) bool: clusters that aggregate over a D2D relay tree."""
+        return self.aggregator >= 0
+
+    def replace(self, **changes) -> "Plan":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # ----------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        """JSON-ready dict (arrays as lists, tiers by name)."""
+        out = {"format": "hffm-opt/plan", "version": 1}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "tier":
+                v = [[TIERS[t] for t in row] for row in v.tolist()]
+            elif isinstance(v, np.ndarray):
+                v = v.astype(int).tolist() if v.dtype == bool else v.tolist()
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        """Inverse of :meth:`to_dict`; raises :class:`PlanError` on a malformed document."""
+        if data.get("format") != "hffm-opt/plan":
+            raise PlanError(f"format = {data.get('format')!r}: a plan file must have format 'hffm-opt/plan'")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise PlanError(f"{f.name} = <missing>: required in a plan file")
+                continue
+            kwargs[f.name] = data[f.name]
+        try:
+            kwargs["tier"] = [[TIERS.index(t) for t in row] for row in kwargs["tier"]]
+        except ValueError as exc:
+            raise PlanError(f"tier = {exc}: tiers must be one of {TIERS}") from None
+        return cls(**kwargs)
+
+    def save(self, path) -> None:
+        """Write the plan as JSON atomically (temporary file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path) -> "Plan":
+        """Read a plan written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))

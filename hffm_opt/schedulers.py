@@ -1,0 +1,159 @@
+"""Schedulers map a scenario to a plan: the protocol, the registry, and the paper's baselines.
+
+Register a scheduler with ``@register("name")`` or, from another distribution, an entry point in the group
+``hffm_opt.schedulers`` pointing at a callable ``(scenario, *, e_agg, seed, **options) -> Plan``.
+
+The paper's baselines (section 5 of the design) train every trainable module each device needs, give each
+device an equal share of its edge's band, use the prototype's fixed rate powers (capped at each device's
+Pmax) and full CPU speed:
+
+- ``star``: every device sends its update straight to the cloud every round (e_agg = 1);
+- ``hierarchical``: edge aggregation every round, cloud every ``e_agg`` rounds;
+- ``edge-only``: edge aggregation only, never the cloud (priced over the prototype's 200 rounds);
+- ``hierarchical-d2d`` / ``edge-only-d2d``: as above with in-cluster D2D aggregation at the scenario's recorded
+  aggregator (else a seeded random device) over shortest-path relay routes on the prototype's D2D graph.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .plan import TIERS, Plan
+from .scenario import Scenario
+from .topology import distances_to, prototype_latency_graph
+
+ENTRY_POINT_GROUP = "hffm_opt.schedulers"
+EDGE_ONLY_ROUNDS = 200  # the prototype prices "edge only" over 200 edge rounds
+
+
+class Scheduler(Protocol):
+    """A callable turning a scenario into a plan; ``seed`` drives any randomness."""
+
+    def __call__(self, scenario: Scenario, *, e_agg: int = 2, seed: int = 0, **options) -> Plan: ...
+
+
+_REGISTRY: dict[str, Scheduler] = {}
+
+
+def register(name: str) -> Callable[[Scheduler], Scheduler]:
+    """Decorator adding a scheduler to the registry under ``name``."""
+
+    def deco(fn: Scheduler) -> Scheduler:
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"scheduler name = {name!r}: already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def available() -> list[str]:
+    """Names of the built-in, registered and entry-point schedulers."""
+    names = set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def get_scheduler(name: str) -> Scheduler:
+    """The scheduler registered as ``name`` (loading entry points on demand)."""
+    if name not in _REGISTRY:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == name:
+                _REGISTRY[name] = ep.load()
+                break
+    if name not in _REGISTRY:
+        raise KeyError(f"scheduler = {name!r}: unknown; available: {available()}")
+    return _REGISTRY[name]
+
+
+def schedule(scenario: Scenario, name: str, **options) -> Plan:
+    """Run the scheduler ``name`` on ``scenario``."""
+    return get_scheduler(name)(scenario, **options)
+
+
+# ---------------------------------------------------------------------- shared building blocks
+def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, name: str) -> Plan:
+    """The prototype's fixed decisions: everything needed is trained, equal bandwidth, fixed powers, full CPU.
+
+    ``top_tier`` is the highest aggregation tier ("cloud" or "edge"); cluster-local modules stop at the edge.
+    """
+    dev, proto = scenario.devices, scenario.prototype
+    n, n_e = scenario.n_devices, scenario.n_edges
+    mods = scenario.module_arrays
+    counts = np.bincount(dev.edge, minlength=n_e)
+    tier = np.full((n_e, len(scenario.modules)), TIERS.index(top_tier), dtype=np.int8)
+    tier[:, mods["cluster_local"]] = np.minimum(tier[:, mods["cluster_local"]], TIERS.index("edge"))
+    return Plan(mode=mode, e_agg=e_agg, association=dev.edge.copy(), train=scenario.need & mods["trainable"], tier=tier,
+                aggregator=np.full(n_e, -1), parent=np.full(n, -1),
+                bandwidth_hz=scenario.edges.bandwidth_hz[dev.edge] / counts[dev.edge],
+                power_w=np.minimum(proto.uplink_rate_power_w, dev.pmax_w),
+                d2d_power_w=np.minimum(proto.d2d_rate_power_w, dev.pmax_w), cpu_hz=dev.cpu_hz.copy(), scheduler=name)
+
+
+def shortest_path_trees(scenario: Scenario, plan: Plan, aggregators: np.ndarray) -> np.ndarray:
+    """Parent array of shortest-path relay trees into each cluster's aggregator on the prototype's D2D graph.
+
+    Link weights are the prototype's D2D latencies of the cluster's largest update.
+    """
+    parent = np.full(scenario.n_devices, -1)
+    s_bits = plan.train @ scenario.module_arrays["update_bits"]
+    for e in np.flatnonzero(aggregators >= 0):
+        members = np.flatnonzero(plan.association == e)
+        if len(members) < 2:
+            continue
+        graph = prototype_latency_graph(scenario, members, max(float(s_bits[members].max()), 1.0))
+        root = int(np.flatnonzero(members == aggregators[e])[0])
+        _, nxt = distances_to(graph, root)
+        parent[members] = np.where(nxt >= 0, members[np.maximum(nxt, 0)], -1)
+    return parent
+
+
+def with_d2d(scenario: Scenario, plan: Plan, aggregators: np.ndarray) -> Plan:
+    """``plan`` with D2D aggregation at ``aggregators`` (E,) over shortest-path relay trees."""
+    return plan.replace(aggregator=aggregators, parent=shortest_path_trees(scenario, plan, aggregators))
+
+
+def recorded_or_random_aggregators(scenario: Scenario, seed: int) -> np.ndarray:
+    """(E,) the scenario's recorded D2D aggregators, else a seeded uniform draw from each cluster."""
+    rng = np.random.default_rng(seed)
+    out = np.full(scenario.n_edges, -1)
+    for e in range(scenario.n_edges):
+        members = scenario.cluster(e)
+        draw = int(rng.choice(members)) if members.size else -1
+        out[e] = scenario.recorded_aggregators[e] if scenario.recorded_aggregators[e] >= 0 else draw
+    return out
+
+
+# ---------------------------------------------------------------------- the paper's baselines
+@register("star")
+def star(scenario: Scenario, *, e_agg: int = 1, seed: int = 0, **_) -> Plan:
+    """Every device uploads straight to the cloud every round."""
+    return baseline_plan(scenario, mode="star", e_agg=1, top_tier="cloud", name="star")
+
+
+@register("hierarchical")
+def hierarchical(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, **_) -> Plan:
+    """HF-FM: edge aggregation every round, cloud aggregation every ``e_agg`` rounds."""
+    return baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="hierarchical")
+
+
+@register("edge-only")
+def edge_only(scenario: Scenario, *, e_agg: int = EDGE_ONLY_ROUNDS, seed: int = 0, **_) -> Plan:
+    """Edge aggregation only; the cloud never aggregates."""
+    return baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="edge", name="edge-only")
+
+
+@register("hierarchical-d2d")
+def hierarchical_d2d(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, **_) -> Plan:
+    """HF-FM + D2D: in-cluster aggregation at the recorded (else random) aggregator over shortest paths."""
+    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="hierarchical-d2d")
+    return with_d2d(scenario, plan, recorded_or_random_aggregators(scenario, seed))
+
+
+@register("edge-only-d2d")
+def edge_only_d2d(scenario: Scenario, *, e_agg: int = EDGE_ONLY_ROUNDS, seed: int = 0, **_) -> Plan:
+    """Edge only + D2D: D2D aggregation in each cluster, the edge as top tier, no cloud."""
+    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="edge", name="edge-only-d2d")
+    return with_d2d(scenario, plan, recorded_or_random_aggregators(scenario, seed))
