@@ -8,6 +8,7 @@ from .plan import Plan, PlanError
 from .scenario import ModuleSpec, Scenario, ScenarioError
 from .scenario_io import load_scenario, save_scenario
 from .schedulers import available, get_scheduler, register, schedule
+from . import heuristics, optimizing  # noqa: E402,F401  (register the greedy, random and optimising schedulers)
 
 __version__ = "0.1.0"
 __all__ = ["Metrics", "ModuleSpec", "Plan", "PlanError", "Scenario", "ScenarioError", "available", "evaluate",

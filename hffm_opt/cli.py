@@ -11,7 +11,7 @@ from .evaluate import evaluate
 from .plan import Plan, PlanError
 from .scenario import ScenarioError
 from .scenario_io import load_scenario
-from .schedulers import available, schedule
+from .schedulers import SchedulerError, available, schedule
 
 # (method key of the JSON output, display name, scheduler, e_agg) of the paper's Table I
 PAPER_ROWS = (("star", "Star", "star", 1), ("hier", "HF-FM", "hierarchical", 2), ("hier", "HF-FM", "hierarchical", 8),
@@ -66,6 +66,85 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _progress(enabled: bool):
+    """tqdm on stderr when enabled (kept off in --json mode so stdout stays clean)."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, file=sys.stderr, leave=False)
+
+
+def _cmd_optimize(args) -> int:
+    from .solvers.joint import TooLargeForExact, optimise
+
+    scenario = load_scenario(args.scenario)
+    try:
+        res = optimise(scenario, e_agg=args.e_agg, seed=args.seed, target_latency_s=args.target_latency,
+                       target_from=args.target_from, exact=args.exact, progress=_progress(not args.json))
+    except TooLargeForExact as exc:
+        print(f"hffm-opt optimize: error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        res.plan.save(args.out)
+    out = {"solve": {"status": res.status, "objective_energy_j": res.objective, "bound": res.bound, "gap": res.gap,
+                     "target_latency_s": res.target_latency_s, "start": res.start, "structures_priced": res.evaluated,
+                     "solve_s": res.solve_s, "messages": res.messages},
+           "metrics": res.metrics.summary()}
+    print(json.dumps(out, indent=1))
+    return 0 if res.status != "infeasible" else 1
+
+
+def _cmd_compare(args) -> int:
+    from . import compare
+
+    rows = compare.run(args.scenario, args.schedulers.split(","), list(range(args.seeds)),
+                       [int(v) for v in args.e_agg.split(",")], progress=_progress(not args.json))
+    summary = compare.summarise(rows, args.reference)
+    if args.out:
+        compare.write(rows, summary, args.out)
+    if args.json:
+        print(json.dumps(compare.to_json(rows, summary)))
+        return 0
+    cols = ["scheduler", "e_agg", "n", "latency_s_mean", "latency_s_ci95", "energy_j_mean", "energy_j_ci95",
+            "access_energy_j_mean", "latency_ratio", "access_energy_ratio"]
+    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
+        print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.out:
+        print(f"written to {args.out}/ (rows.csv, summary.csv, compare.json, pareto.png)")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    sizes = [int(v) for v in args.sizes.split(",")]
+    out = {"schedulers": bench.bench_schedulers(sizes, progress=_progress(not args.json))}
+    try:
+        from .solvers.allocation_bench import bench_allocation
+    except ImportError:
+        out["allocation"] = []
+    else:
+        out["allocation"] = bench_allocation(sizes=tuple(sorted(set(sizes) | {1000})))
+    out["dynamic"] = bench.bench_dynamic()
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{'devices':>8}{'edges':>6}  {'scheduler':<10}{'build s':>9}{'solve s':>9}{'latency s':>11}{'energy J':>11}  gap")
+    for r in out["schedulers"]:
+        gap = "-" if r["gap"] is None else f"{r['gap']:.2%}"
+        print(f"{r['n_devices']:>8}{r['n_edges']:>6}  {r['scheduler']:<10}{r['build_s']:>9.3f}{r['solve_s']:>9.3f}"
+              f"{r['latency_s']:>11.3f}{r['energy_j']:>11.3f}  {gap}")
+    for r in out["allocation"]:
+        cvx = "skipped" if r["cvxpy_s"] is None else f"{r['cvxpy_s']:.3f} s"
+        print(f"F3 allocation, {r['n_devices']} devices: fast {r['fast_s']:.4f} s, cvxpy {cvx}, "
+              f"max relative difference {r['max_rel_diff']}")
+    d = out["dynamic"]
+    print(f"dynamic channels, {d['n_devices']} devices: re-solve {d['resolve_s_mean']:.3f} s per round (max "
+          f"{d['resolve_s_max']:.3f}) against a round latency of {d['round_latency_s_mean']:.3f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hffm-opt", description="Plan and compare hierarchical federated "
                                      "foundation-model training over wireless fog/edge networks.")
@@ -85,6 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the plan as JSON here")
     p.set_defaults(func=_cmd_schedule)
 
+    p = sub.add_parser("optimize", help="F4: least energy per edge round within a latency target; save the plan")
+    p.add_argument("--scenario", default="paper")
+    p.add_argument("--e-agg", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-latency", type=float, help="latency per edge round (s) not to exceed")
+    p.add_argument("--target-from", default="hierarchical-d2d",
+                   help="without --target-latency: match this heuristic's latency, or 'fastest' (default: %(default)s)")
+    p.add_argument("--exact", action="store_true", help="enumerate every structure (small instances only)")
+    p.add_argument("--json", action="store_true", help="no progress bar")
+    p.add_argument("--out", help="write the plan as JSON here")
+    p.set_defaults(func=_cmd_optimize)
+
+    p = sub.add_parser("compare", help="schedulers x scenarios x seeds into one table with 95%% CIs")
+    p.add_argument("--scenario", action="append", default=None,
+                   help="embedded name, file, generator .toml or 'paper-random' (repeatable; default paper)")
+    p.add_argument("--schedulers", default="hierarchical,hierarchical-d2d,greedy,optimal")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--e-agg", default="2,8", help="comma-separated E_agg values")
+    p.add_argument("--reference", default="hierarchical-d2d")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="directory for CSV, JSON and the Pareto plot")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("bench", help="scheduler, allocation and dynamic re-solve benchmarks across sizes")
+    p.add_argument("--sizes", default="40,400,4000,10000", help="comma-separated device counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("evaluate", help="check a saved plan and price it in both accountings")
     p.add_argument("--scenario", default="paper")
     p.add_argument("--plan", required=True, help="plan JSON written by 'schedule --out' or 'optimize --out'")
@@ -94,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "scenario", None) is None and args.command == "compare":
+        args.scenario = ["paper"]
     try:
         return args.func(args)
-    except (ScenarioError, PlanError) as exc:
+    except (ScenarioError, PlanError, SchedulerError) as exc:
         print(f"hffm-opt {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,8 @@ Consistent accounting, per edge round of cluster e (all sizes from the modules e
   ``kappa C f^2`` with ``C`` cycles;
 - without D2D it uploads its update to the edge (FDMA share ``b_u``, power ``p_u``); with D2D its update climbs
   the relay tree (each link ``B_d``, power of the link), a node sending once all its children have arrived;
-- ready time = compute + time to reach the aggregation point; a device later than ``deadline_s`` is a straggler:
+- ready time = compute + time to reach the aggregation point (a relay link's time counts once the sender holds
+  all its children's updates); a device later than ``deadline_s`` is a straggler:
   it is dropped (its compute energy is still spent; it sends nothing of its own) and the round waits until the
   deadline;
 - then the aggregate comes back down: D2D broadcast down the tree, or the edge's downlink broadcast (modelled
@@ -153,11 +154,11 @@ def check(scenario: Scenario, plan: Plan) -> _Tree:
     if plan.deadline_s is not None and not (plan.deadline_s > 0 and np.isfinite(plan.deadline_s)):
         _bad("deadline_s", plan.deadline_s, "must be a finite number of seconds > 0, or None")
     shapes = {"association": (n,), "train": (n, n_k), "tier": (n_e, n_k), "aggregator": (n_e,), "parent": (n,),
-              "bandwidth_hz": (n,), "power_w": (n,), "d2d_power_w": (n,), "cpu_hz": (n,)}
+              "bandwidth_hz": (n,), "power_w": (n,), "d2d_power_w": (n,), "d2d_down_power_w": (n,), "cpu_hz": (n,)}
     for name, want in shapes.items():
         if getattr(plan, name).shape != want:
             _bad(f"{name}.shape", getattr(plan, name).shape, f"must be {want} for this scenario")
-    for name in ("bandwidth_hz", "power_w", "d2d_power_w", "cpu_hz"):
+    for name in ("bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w", "cpu_hz"):
         v = getattr(plan, name)
         _first(np.isfinite(v) & (v >= 0), name, v, ids, "must be finite and >= 0")
 
@@ -224,6 +225,10 @@ def _check_tree(scenario: Scenario, plan: Plan) -> _Tree:
         _first(up_ok & down_ok, "parent", ids[par[child]], ids[child],
                "a relay-tree link must be a listed D2D link in both directions (in range)")
         _first(plan.d2d_power_w[child] > 0, "d2d_power_w", plan.d2d_power_w[child], ids[child], "a relay link needs power > 0")
+        down = plan.d2d_down_power_w[child]
+        _first(down > 0, "d2d_down_power_w", down, ids[child], "a relay link needs power > 0")
+        _first(down <= scenario.devices.pmax_w[par[child]] * (1 + _TOL), "d2d_down_power_w", down, ids[child],
+               "exceeds the max power of the parent, who transmits it")
     depth = trees.depths(par, member, roots)
     _first(~(member & (depth < 0)), "parent", par, ids, "the relay tree has a cycle or does not reach the aggregator")
     return _Tree(member=member, depth=depth)
@@ -390,14 +395,14 @@ def _tree_broadcast(plan, depth, member, x, update_bits, down_gain, n0, bw, modu
         return np.zeros(n_e), np.zeros(n_e)
     own = x if module_mask is None else x & module_mask
     bits = trees.subtree_or(plan.parent, depth, own) @ update_bits
-    rate = shannon_rate(bw, plan.d2d_power_w, down_gain, n0)
+    rate = shannon_rate(bw, plan.d2d_down_power_w, down_gain, n0)
     hop = plan.parent >= 0
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(hop & (bits > 0), bits / rate, 0.0)
     arrive = trees.path_sum(plan.parent, depth, t)
     t_e = np.zeros(n_e)
     np.maximum.at(t_e, plan.association, np.where(member, arrive, 0.0))
-    e_e = np.bincount(plan.association, weights=plan.d2d_power_w * t, minlength=n_e)
+    e_e = np.bincount(plan.association, weights=plan.d2d_down_power_w * t, minlength=n_e)
     return t_e, e_e
 
 

@@ -29,7 +29,8 @@ def _ro(a, dtype) -> np.ndarray:
 
 
 _ARRAY_TYPES = {"association": np.int64, "train": bool, "tier": np.int8, "aggregator": np.int64, "parent": np.int64,
-                "bandwidth_hz": float, "power_w": float, "d2d_power_w": float, "cpu_hz": float}
+                "bandwidth_hz": float, "power_w": float, "d2d_power_w": float, "d2d_down_power_w": float,
+                "cpu_hz": float}
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,8 +43,9 @@ class Plan:
       :data:`TIERS` (the highest node aggregating module k of cluster e: D2D aggregator, edge, or cloud).
     - ``aggregator`` (E,) D2D aggregator device per cluster, -1 = no D2D; ``parent`` (U,) next hop of the relay
       tree toward the aggregator, -1 for the aggregator and for devices of clusters without D2D.
-    - ``bandwidth_hz`` (U,) uplink share b_u; ``power_w`` (U,) uplink power p_u; ``d2d_power_w`` (U,) power on
-      the link u -> parent(u) (used in both directions); ``cpu_hz`` (U,) CPU frequency f_u.
+    - ``bandwidth_hz`` (U,) uplink share b_u; ``power_w`` (U,) uplink power p_u; ``d2d_power_w`` (U,) power u
+      transmits with to parent(u); ``d2d_down_power_w`` (U,) power parent(u) transmits with to u in the
+      broadcast; ``cpu_hz`` (U,) CPU frequency f_u. Each power sets its link's rate and is charged for its energy.
     - ``e_agg`` edge rounds per global period; ``local_steps`` tau and ``batch_size`` (samples per step) per
       edge round; ``deadline_s`` the round deadline T for compute + reaching the aggregation point (None = wait
       for everyone); ``relay_mode`` as in :data:`RELAY_MODES`.
@@ -59,6 +61,7 @@ class Plan:
     bandwidth_hz: np.ndarray
     power_w: np.ndarray
     d2d_power_w: np.ndarray
+    d2d_down_power_w: np.ndarray
     cpu_hz: np.ndarray
     local_steps: int = 1
     batch_size: int = 16

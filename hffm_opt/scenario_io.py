@@ -174,14 +174,14 @@ def load_scenario(name_or_path, profile: generators.DeviceProfile | None = None)
     if data.get("format") == FORMAT:
         return from_dict(data)
     if "generator" in data:
-        return _from_config(data, profile)
+        return from_config(data, profile)
     if "devices" in data and "edge_servers" in data:
         return generators.from_paper_format(data, profile, name=path.stem)
     raise ScenarioError(f"scenario file {str(path)!r} = <unknown format>: expected a native scenario "
                         f"(format {FORMAT!r}), a paper-format file or a [generator] config")
 
 
-def _from_config(data: dict, profile: generators.DeviceProfile | None) -> Scenario:
+def from_config(data: dict, profile: generators.DeviceProfile | None) -> Scenario:
     gen = dict(data["generator"])
     kind = gen.pop("name", None)
     try:

@@ -29,6 +29,10 @@ ENTRY_POINT_GROUP = "hffm_opt.schedulers"
 EDGE_ONLY_ROUNDS = 200  # the prototype prices "edge only" over 200 edge rounds
 
 
+class SchedulerError(ValueError):
+    """An unknown or clashing scheduler name."""
+
+
 class Scheduler(Protocol):
     """A callable turning a scenario into a plan; ``seed`` drives any randomness."""
 
@@ -43,7 +47,7 @@ def register(name: str) -> Callable[[Scheduler], Scheduler]:
 
     def deco(fn: Scheduler) -> Scheduler:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
-            raise ValueError(f"scheduler name = {name!r}: already registered")
+            raise SchedulerError(f"scheduler name = {name!r}: already registered")
         _REGISTRY[name] = fn
         return fn
 
@@ -64,7 +68,7 @@ def get_scheduler(name: str) -> Scheduler:
                 _REGISTRY[name] = ep.load()
                 break
     if name not in _REGISTRY:
-        raise KeyError(f"scheduler = {name!r}: unknown; available: {available()}")
+        raise SchedulerError(f"scheduler = {name!r}: unknown; available: {available()}")
     return _REGISTRY[name]
 
 
@@ -89,7 +93,8 @@ def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, n
                 aggregator=np.full(n_e, -1), parent=np.full(n, -1),
                 bandwidth_hz=scenario.edges.bandwidth_hz[dev.edge] / counts[dev.edge],
                 power_w=np.minimum(proto.uplink_rate_power_w, dev.pmax_w),
-                d2d_power_w=np.minimum(proto.d2d_rate_power_w, dev.pmax_w), cpu_hz=dev.cpu_hz.copy(), scheduler=name)
+                d2d_power_w=np.minimum(proto.d2d_rate_power_w, dev.pmax_w),
+                d2d_down_power_w=np.full(n, proto.d2d_rate_power_w), cpu_hz=dev.cpu_hz.copy(), scheduler=name)
 
 
 def shortest_path_trees(scenario: Scenario, plan: Plan, aggregators: np.ndarray) -> np.ndarray:
@@ -111,8 +116,12 @@ def shortest_path_trees(scenario: Scenario, plan: Plan, aggregators: np.ndarray)
 
 
 def with_d2d(scenario: Scenario, plan: Plan, aggregators: np.ndarray) -> Plan:
-    """``plan`` with D2D aggregation at ``aggregators`` (E,) over shortest-path relay trees."""
-    return plan.replace(aggregator=aggregators, parent=shortest_path_trees(scenario, plan, aggregators))
+    """``plan`` with D2D aggregation at ``aggregators`` (E,) over shortest-path relay trees; each parent
+    broadcasts at the prototype's D2D rate power capped at its own Pmax."""
+    parent = shortest_path_trees(scenario, plan, aggregators)
+    pmax_parent = scenario.devices.pmax_w[np.maximum(parent, 0)]
+    down = np.minimum(scenario.prototype.d2d_rate_power_w, pmax_parent)
+    return plan.replace(aggregator=aggregators, parent=parent, d2d_down_power_w=down)
 
 
 def recorded_or_random_aggregators(scenario: Scenario, seed: int) -> np.ndarray:

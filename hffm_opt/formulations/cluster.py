@@ -1,0 +1,148 @@
+"""One cluster's numbers for the continuous part of a plan, and the link physics used to optimise it.
+
+With the discrete choices fixed (association, modules, tiers, D2D aggregator and tree), clusters are
+independent: each must finish its period (``e_agg`` edge rounds plus the backhaul transfer) within a budget
+``P`` (s), and the period energy (J) is a sum over clusters. :func:`cluster_data` extracts one cluster's
+numbers from a scenario and a plan, in exactly the evaluator's consistent accounting. The convex program of
+a D2D cluster is in :mod:`hffm_opt.formulations.tree_program`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import trees
+from ..channel import shannon_rate
+from ..evaluate import CLOUD, EDGE
+from ..plan import Plan
+from ..scenario import Scenario
+
+LN2 = np.log(2.0)
+
+
+@dataclass(frozen=True)
+class ClusterData:
+    """One cluster's numbers (local index i over ``members``).
+
+    ``cycles`` C_i per round, ``fmax`` (Hz), ``kappa``, ``pmax`` (W); ``up_bits``/``up_gain``: what device i
+    sends each round (to the edge, or to its relay parent) and that link's gain; ``down_bits``/``down_gain``/
+    ``down_pmax``: the broadcast from the parent to i (D2D only); ``agg_bits``/``agg_gain``: the aggregator's
+    upload in the last round; ``parent`` local (-1 root / no D2D); ``root`` local or -1; ``band_hz`` B_e,
+    ``d2d_band_hz`` B_d, ``noise`` N0 (W/Hz); ``e_agg``; ``fixed_s``/``fixed_j`` time and energy of the period's
+    backhaul transfer and edge downlinks, which no continuous decision changes.
+    """
+
+    edge: int
+    members: np.ndarray
+    cycles: np.ndarray
+    fmax: np.ndarray
+    kappa: np.ndarray
+    pmax: np.ndarray
+    up_bits: np.ndarray
+    up_gain: np.ndarray
+    down_bits: np.ndarray
+    down_gain: np.ndarray
+    down_pmax: np.ndarray
+    agg_bits: float
+    agg_gain: float
+    parent: np.ndarray
+    root: int
+    band_hz: float
+    d2d_band_hz: float
+    noise: float
+    e_agg: int
+    fixed_s: float
+    fixed_j: float
+
+    @property
+    def uses_d2d(self) -> bool:
+        return self.root >= 0
+
+    def path_matrix(self) -> np.ndarray:
+        """(n, n) 0/1: entry [w, i] = 1 when link i -> parent(i) lies on w's path to the root."""
+        n = len(self.members)
+        depth = trees.depths(self.parent, np.ones(n, bool), np.array([self.root]))
+        onpath = np.eye(n)
+        for level in range(1, int(depth.max(initial=0)) + 1):
+            nodes = np.flatnonzero(depth == level)
+            onpath[nodes] += onpath[self.parent[nodes]]
+        onpath[:, self.root] = 0.0
+        return onpath
+
+
+def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
+    """Extract cluster ``e`` of ``plan`` (consistent accounting; no straggler is planned for)."""
+    dev, mods, edges = scenario.devices, scenario.module_arrays, scenario.edges
+    members = np.flatnonzero(plan.association == e)
+    n = len(members)
+    x = plan.train[members]
+    batch = np.minimum(plan.batch_size, dev.samples[members].sum(axis=1))
+    cycles = plan.local_steps * batch * (x @ mods["flops_per_sample"]) / dev.flops_per_cycle[members]
+    local = np.full(scenario.n_devices, -1)
+    local[members] = np.arange(n)
+    root = int(local[plan.aggregator[e]]) if plan.aggregator[e] >= 0 else -1
+    parent = np.where(plan.parent[members] >= 0, local[np.maximum(plan.parent[members], 0)], -1)
+    gain_up = dev.uplink_gain[members, e]
+    trained = x.any(axis=0)
+    tier = plan.tier[e]
+    agg_bits = float((trained & (tier >= EDGE)) @ mods["update_bits"])
+    cloud_bits = float((trained & (tier == CLOUD)) @ mods["update_bits"])
+    t_bh = edges.backhaul_delay_s[e] + cloud_bits / edges.backhaul_rate_bps[e] if cloud_bits > 0 else 0.0
+    r_dl = shannon_rate(edges.bandwidth_hz[e], edges.downlink_power_w[e], gain_up.min() if n else 0.0,
+                        scenario.noise_psd_w_per_hz)
+    t_dl = agg_bits / r_dl if (r_dl > 0 and agg_bits > 0) else 0.0
+    if root >= 0:
+        depth = trees.depths(parent, np.ones(n, bool), np.array([root]))
+        sub = trees.subtree_or(parent, depth, x)
+        down_bits = sub @ mods["update_bits"]
+        up_bits = down_bits if plan.relay_mode == "aggregate" else trees.subtree_sum(parent, depth, x @ mods["update_bits"])
+        child = parent >= 0
+        up_gain = np.ones(n)
+        down_gain = np.ones(n)
+        up_gain[child] = scenario.d2d.gain[scenario.link_lookup(members[child], members[parent[child]])]
+        down_gain[child] = scenario.d2d.gain[scenario.link_lookup(members[parent[child]], members[child])]
+        up_bits = np.where(child, up_bits, 0.0)
+        down_bits = np.where(child, down_bits, 0.0)
+        down_pmax = np.where(child, dev.pmax_w[members[np.maximum(parent, 0)]], 1.0)
+        fixed = t_bh + t_dl
+        fixed_j = edges.backhaul_power_w[e] * t_bh + edges.downlink_power_w[e] * t_dl
+        agg_gain = float(gain_up[root])
+    else:
+        up_bits, up_gain = x @ mods["update_bits"], gain_up
+        down_bits, down_gain, down_pmax = np.zeros(n), np.ones(n), np.ones(n)
+        fixed = t_bh + plan.e_agg * t_dl
+        fixed_j = edges.backhaul_power_w[e] * t_bh + plan.e_agg * edges.downlink_power_w[e] * t_dl
+        agg_gain = 1.0
+        agg_bits = 0.0
+    return ClusterData(edge=e, members=members, cycles=cycles, fmax=dev.cpu_hz[members], kappa=dev.kappa[members],
+                       pmax=dev.pmax_w[members], up_bits=up_bits, up_gain=up_gain, down_bits=down_bits,
+                       down_gain=down_gain, down_pmax=down_pmax, agg_bits=agg_bits, agg_gain=agg_gain, parent=parent,
+                       root=root, band_hz=float(edges.bandwidth_hz[e]), d2d_band_hz=float(scenario.d2d.bandwidth_hz),
+                       noise=scenario.noise_psd_w_per_hz, e_agg=int(plan.e_agg), fixed_s=float(fixed),
+                       fixed_j=float(fixed_j))
+
+
+def min_link_time(bits, band_hz, gain, pmax, noise):
+    """Shortest time (s) to send ``bits`` on a link of bandwidth ``band_hz`` at full power ``pmax``."""
+    rate = shannon_rate(band_hz, pmax, gain, noise)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.asarray(bits) > 0, np.asarray(bits) / rate, 0.0)
+
+
+def link_energy(t, bits, band_hz, gain, noise):
+    """Least energy (J) to send ``bits`` in ``t`` seconds on bandwidth ``band_hz``: (N0 B t/g)(2^(S/(B t)) - 1)."""
+    t = np.asarray(t, dtype=float)
+    bits = np.asarray(bits, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e = noise * band_hz * t / gain * np.expm1(bits * LN2 / (band_hz * t))
+    return np.where(bits > 0, e, 0.0)
+
+
+def power_for_time(t, bits, band_hz, gain, noise):
+    """Transmit power (W) that sends ``bits`` in exactly ``t`` seconds on bandwidth ``band_hz``."""
+    t = np.asarray(t, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p = noise * band_hz / gain * np.expm1(np.asarray(bits) * LN2 / (band_hz * t))
+    return np.where(np.asarray(bits) > 0, p, 0.0)

@@ -1,0 +1,93 @@
+"""The convex program of a D2D cluster's continuous decisions (F3 with the CPU block and D2D link times).
+
+cvxpy, exponential cones scaled around reference times; see :func:`tree_problem` for the model. Times in s,
+energy in J.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+from .cluster import LN2, ClusterData, min_link_time
+
+
+@dataclass
+class TreeProblem:
+    """A D2D cluster's convex program and the variables to read back (times in s)."""
+
+    problem: cp.Problem
+    compute_s: cp.Variable
+    up_s: cp.Variable
+    down_s: cp.Variable | None
+    agg_s: cp.Variable
+
+
+def _energy_term(t, bits, band_hz, gain, noise, t_ref):
+    """Convex expression of the link energy at time ``t``, scaled around ``t_ref`` (exp cone via cvxpy atoms).
+
+    (N0 B/g)(t e^(k/t) - t) with k = S ln2 / B, written as c e^(k/t_ref) * t e^(k/t - k/t_ref) - c t, so that
+    the cone variable is of the order of t near t_ref.
+    """
+    k = bits * LN2 / band_hz
+    kr = k / t_ref
+    coef = noise * band_hz / gain
+    z = cp.Variable(len(bits), nonneg=True)
+    cone = cp.constraints.ExpCone(k - cp.multiply(kr, t), t, z)
+    return coef * np.exp(kr) @ z - coef @ t, cone
+
+
+def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
+    """Minimum period energy of a D2D cluster whose period must end within ``budget_s``.
+
+    Variables: compute times tau_i (CPU f_i = C_i/tau_i), up-link times t_i (i -> parent), down-link times
+    s_i (parent -> i), the aggregator's upload time t_a, the phase lengths U and D. Constraints:
+    tau_i >= C_i/fmax_i; t_i, s_i, t_a no shorter than at full power; tau_w + sum_{i on w's path} t_i <= U
+    (in-network aggregation: a node sends once its subtree is in); sum_{i on w's path} s_i <= D;
+    e_agg U + (e_agg - 1) D + t_a + fixed <= budget. Objective (J): e_agg (sum kappa C^3/tau^2 + sum E(t_i))
+    + (e_agg - 1) sum E(s_i) + E_a(t_a), E the least energy of a link for a time (convex, decreasing).
+    The exponential cones are scaled around twice each link's full-power time.
+    """
+    g, n = data.e_agg, len(data.members)
+    child = np.flatnonzero(data.parent >= 0)
+    path = data.path_matrix()[:, child]
+    t_min_up = min_link_time(data.up_bits[child], data.d2d_band_hz, data.up_gain[child], data.pmax[child], data.noise)
+    tau_min = np.where(data.cycles > 0, data.cycles / data.fmax, 0.0)
+    tau = cp.Variable(n, nonneg=True)
+    up = cp.Variable(len(child), nonneg=True)
+    agg = cp.Variable(1, nonneg=True)
+    phase_up = cp.Variable(nonneg=True)
+    cons = [tau >= tau_min, up >= t_min_up, tau + path @ up <= phase_up]
+    busy = data.cycles > 0
+    energy = 0.0
+    if busy.any():
+        kc3 = data.kappa[busy] * data.cycles[busy] ** 3
+        energy = g * cp.sum(cp.multiply(kc3, cp.power(tau[busy], -2)))
+    if len(child):
+        e_up, cone = _energy_term(up, data.up_bits[child], data.d2d_band_hz, data.up_gain[child], data.noise,
+                                  2 * t_min_up)
+        energy = energy + g * e_up
+        cons.append(cone)
+    period = g * phase_up + data.fixed_s
+    down = None
+    if g > 1 and len(child):
+        t_min_down = min_link_time(data.down_bits[child], data.d2d_band_hz, data.down_gain[child],
+                                   data.down_pmax[child], data.noise)
+        down = cp.Variable(len(child), nonneg=True)
+        phase_down = cp.Variable(nonneg=True)
+        e_down, cone = _energy_term(down, data.down_bits[child], data.d2d_band_hz, data.down_gain[child], data.noise,
+                                    2 * t_min_down)
+        energy = energy + (g - 1) * e_down
+        cons += [cone, down >= t_min_down, path @ down <= phase_down]
+        period = period + (g - 1) * phase_down
+    if data.agg_bits > 0:
+        t_min_agg = float(min_link_time(data.agg_bits, data.band_hz, data.agg_gain, data.pmax[data.root], data.noise))
+        e_upload, cone = _energy_term(agg, np.array([data.agg_bits]), data.band_hz,
+                                   np.array([data.agg_gain]), data.noise, np.array([2 * t_min_agg]))
+        energy = energy + e_upload
+        cons += [cone, agg >= t_min_agg]
+        period = period + agg[0]
+    cons.append(period <= budget_s)
+    return TreeProblem(cp.Problem(cp.Minimize(energy), cons), tau, up, down, agg)
