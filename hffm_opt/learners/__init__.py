@@ -1,1 +1,28 @@
-"""The modular multi-modal multi-task model, its data, and the hierarchical trainer that executes a plan."""
+"""Learners: the modular M3T PyTorch model, its module catalogue, offline data and vectorised local training.
+
+- :mod:`.model`: :class:`M3TModel` (encoders, prompts, frozen backbone, adapters, MoE, heads).
+- :mod:`.catalogue`: :func:`module_catalogue`, the ``ModuleSpec`` of every module, from the real model.
+- :mod:`.data`: :class:`MultiModalTable`, the easy-VQA / digits / synthetic benchmarks, the Dirichlet partition.
+- :mod:`.central`: :func:`pretrain` (foundation-model stand-in), central training, the linear-probe baseline.
+- :mod:`.local`: :func:`local_train` (vmap over devices) and :func:`local_train_reference` (plain loop).
+"""
+
+from .catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
+from .central import (central_vs_linear, evaluate_accuracy, frozen_features, linear_probe, pretrain, pretrain_encoders,
+                      pretrained_model, train_central)
+from .data import (Batch, Benchmark, MultiModalDataset, MultiModalTable, Partition, cache_dir, device_tables,
+                   digits_benchmark, dirichlet_split, easy_vqa_benchmark, easy_vqa_question_embeddings, feasible_tasks,
+                   load_benchmark, partition, sample_counts, synthetic_benchmark)
+from .local import (DeviceBatches, LocalResult, local_train, local_train_reference, param_masks, sample_device_batches,
+                    stack_params, unstack_params)
+from .model import ForwardOutput, M3TConfig, M3TModel, ModalitySpec, TaskSpec, build_model, task_loss
+
+__all__ = [
+    "Batch", "Benchmark", "DeviceBatches", "ForwardOutput", "LocalResult", "M3TConfig", "M3TModel", "ModalitySpec",
+    "MultiModalDataset", "MultiModalTable", "Partition", "TaskSpec", "build_model", "cache_dir", "catalogue_summary",
+    "central_vs_linear", "device_tables", "digits_benchmark", "dirichlet_split", "easy_vqa_benchmark",
+    "easy_vqa_question_embeddings", "evaluate_accuracy", "feasible_tasks", "forward_flops", "frozen_features",
+    "linear_probe", "load_benchmark", "local_train", "local_train_reference", "module_catalogue", "module_param_counts",
+    "param_masks", "partition", "pretrain", "pretrain_encoders", "pretrained_model", "sample_counts",
+    "sample_device_batches", "stack_params", "synthetic_benchmark", "task_loss", "train_central", "unstack_params",
+]

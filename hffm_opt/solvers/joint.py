@@ -11,10 +11,10 @@ each device needs is trained, as in the baselines).
 Given the target every cluster only has to finish its period within ``e_agg * target`` and the energy is a
 sum over clusters, so the problem decomposes by cluster exactly. Per cluster:
 
-- ``optimise`` (scheduler ``optimal``): candidate structures (direct; the starting plan's; the least-
-  eccentricity shortest-path tree; shortest-path and minimum-energy arborescences into every aggregator;
-  optionally the F2 MILP's tree), each priced by the exact convex inner problem, then local search on the
-  best (re-parent a device, move the aggregator, switch D2D off) until no move improves;
+- ``optimise`` (scheduler ``optimal``): candidate structures (direct; the starting plan's; for the
+  aggregators of least eccentricity the shortest-path tree and the minimum-energy arborescence), each priced
+  by the exact convex inner problem, then, in clusters of at most ``local_search_max_n`` devices, local search
+  on the best (re-parent a device, move the aggregator, switch D2D off) until no move improves;
 - ``exact`` (scheduler ``optimal-exact``): every rooted spanning arborescence over the usable D2D links and
   direct uploads, each with the convex inner problem: the certified optimum, for clusters small enough.
 """
@@ -132,8 +132,9 @@ def _in_tree(nxt: np.ndarray, members: np.ndarray) -> np.ndarray:
     return np.where(nxt >= 0, members[np.maximum(nxt, 0)], -1)
 
 
-def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float) -> list:
-    """Direct, the plan's own structure, and per aggregator the shortest-path and minimum-energy trees."""
+def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, max_roots: int = 4) -> list:
+    """Direct, the plan's own structure, and for the ``max_roots`` aggregators of least eccentricity the
+    shortest-path tree (latency at full power) and the minimum-energy arborescence (energy within ``t_ref``)."""
     members = np.flatnonzero(plan.association == e)
     out = [None]
     if plan.aggregator[e] >= 0:
@@ -142,11 +143,13 @@ def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float) -
         return out
     bits = float((plan.train[members] @ scenario.module_arrays["update_bits"]).max())
     lat, energy = _link_costs(scenario, members, bits, t_ref)
-    for r in range(len(members)):
-        dist, nxt = distances_to(lat, r)
-        if np.isfinite(dist).all():
-            out.append((int(members[r]), _in_tree(nxt, members)))
-        arb = _min_arborescence(energy, r)
+    trees_by_root = [distances_to(lat, r) for r in range(len(members))]
+    ecc = np.array([dist.max() for dist, _ in trees_by_root])
+    for r in np.argsort(ecc, kind="stable")[:max_roots]:
+        if not np.isfinite(ecc[r]):
+            break
+        out.append((int(members[r]), _in_tree(trees_by_root[r][1], members)))
+        arb = _min_arborescence(energy, int(r))
         if arb is not None:
             out.append((int(members[r]), _in_tree(arb, members)))
     return out
@@ -270,7 +273,7 @@ def _neighbours(scenario, plan, e, members):
 
 def optimise(scenario: Scenario, e_agg: int = 2, target_latency_s: float | None = None, seed: int = 0,
              target_from: str = "hierarchical-d2d", exact: bool = False, local_search: bool = True,
-             exact_limit: int = EXACT_LIMIT, progress=None) -> JointResult:
+             local_search_max_n: int = 12, exact_limit: int = EXACT_LIMIT, progress=None) -> JointResult:
     """Run F4 (or the exact enumeration); see the module docstring."""
     t0 = time.perf_counter()
     fastest, start_name, start, latencies = fastest_start(scenario, e_agg, seed)
@@ -310,7 +313,7 @@ def optimise(scenario: Scenario, e_agg: int = 2, target_latency_s: float | None 
             if start_latency[e] > budget * (1 + 1e-9):
                 messages.append(f"cluster of edge {scenario.edges.ids[e]}: no structure meets {target:.6g} s per round")
             continue
-        if local_search and not exact:
+        if local_search and not exact and len(members) <= local_search_max_n:
             best = _local_search(scenario, plan, e, members, best, budget, counter)
         alloc, plan = best
         allocations[e] = (members, alloc)

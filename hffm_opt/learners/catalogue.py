@@ -1,0 +1,167 @@
+"""The module catalogue (section 2 of the design) derived from the real PyTorch model.
+
+One :class:`~hffm_opt.scenario.ModuleSpec` per module of :class:`~hffm_opt.learners.model.M3TModel`, in
+:meth:`~hffm_opt.learners.model.M3TModel.module_names` order, so the optimiser and the trainer talk about the
+same modules. Units: bits, FLOP per sample, bytes.
+
+- ``full_bits`` = bits of all the module's parameters (32 per float32 parameter); ``update_bits`` = bits of
+  its trainable parameters (0 for a frozen module).
+- ``flops_per_sample`` (phi_k) is counted from the layer shapes on one reference sample (default: every
+  modality present and every task's prompts in the sequence, the largest sample): 2 FLOP per multiply-add of
+  linear and convolution layers (+1 per bias element), 5 per element of a normalisation, and the two
+  attention products (2 L^2 d each) plus softmax (5 per score). Element-wise activations are not counted.
+  Experts are priced as the sparse layer they are: an expert's forward is its dense cost times top_k/E (the
+  expected share of tokens routed to it under balanced routing). Costs are *additive*: each module carries the
+  cost of its own layers, so the per-sample training cost of a device is the sum over its Need set:
+  ``3 x forward`` for a trained module (forward, activation gradient, weight gradient), ``2 x forward`` for a
+  frozen module that gradients pass through (a trainable module sits upstream, e.g. the frozen backbone below
+  trained prompts and adapters), ``1 x forward`` for a frozen module nothing upstream of which is trained (the
+  frozen encoders). Prompts carry no layer of their own (their tokens' cost is in the backbone's count).
+- ``memory_bytes`` = bytes of the parameters (+ ``activation_batch`` x the module's output activations of one
+  sample, if given); ``train_memory_bytes`` = gradients + optimiser state of the trainable parameters
+  (Adam: 2 moments; SGD with momentum: 1 buffer; plain SGD: none).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from hffm_opt.scenario import ModuleSpec
+
+from .model import Attention, M3TModel
+
+_STAGE = {"encoder": 0, "prompt": 0, "backbone": 1, "adapter": 1, "gate": 2, "expert": 2, "head": 3}
+_OPT_STATE = {"adam": 2, "sgd_momentum": 1, "sgd": 0}
+
+
+def module_param_counts(model: M3TModel) -> dict[str, tuple[int, int]]:
+    """``{module: (all parameters, trainable parameters)}`` from the torch parameters of each module."""
+    out = {}
+    for k, params in model.module_parameters().items():
+        total = sum(p.numel() for p in params.values())
+        train = 0 if model.is_frozen(k) else total
+        out[k] = (int(total), int(train))
+    return out
+
+
+def _dummy_inputs(model: M3TModel, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for m in model.cfg.modalities:
+        if m.name in modalities:
+            out[m.name] = torch.zeros((1,) + m.shape, dtype=torch.float32)
+    return out
+
+
+@torch.no_grad()
+def forward_flops(model: M3TModel, modalities: Sequence[str] | None = None, tasks: Sequence[str] | None = None
+                  ) -> tuple[dict[str, float], dict[str, float]]:
+    """Forward FLOPs and output activations (values) per module for one sample with ``modalities`` present and
+    the prompts of ``tasks`` in the sequence (defaults: all). Experts at their sparse (top_k/E) share."""
+    modalities = model.modality_names if modalities is None else tuple(modalities)
+    tasks = model.task_names if tasks is None else tuple(tasks)
+    flops = {k: 0.0 for k in model.module_names()}
+    acts = {k: 0.0 for k in model.module_names()}
+    hooks = []
+
+    def owner(qualname: str) -> str:
+        return model._module_of(qualname + ".weight")
+
+    def hook_for(qualname: str, mod: nn.Module):
+        def hook(module, args, output):
+            x = args[0]
+            k = owner(qualname)
+            if isinstance(module, nn.Linear):
+                rows = x.numel() // module.in_features
+                f = 2.0 * module.in_features * module.out_features * rows
+                f += module.out_features * rows if module.bias is not None else 0.0
+            elif isinstance(module, nn.Conv2d):
+                c_out, c_in_g, kh, kw = module.weight.shape
+                spatial = output.numel() // c_out
+                f = 2.0 * c_in_g * kh * kw * c_out * spatial + (output.numel() if module.bias is not None else 0.0)
+            elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+                f = 5.0 * x.numel()
+            elif isinstance(module, Attention):
+                b, n, d = x.shape
+                f = 2.0 * 2.0 * b * n * n * d + 5.0 * b * module.n_heads * n * n
+            else:
+                return
+            if model.module_kind(k) == "expert":
+                f *= model.cfg.top_k / model.cfg.n_experts
+            flops[k] += f
+            if not isinstance(module, Attention):
+                acts[k] += float(output.numel())
+        return hook
+
+    for qualname, mod in model.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, Attention)):
+            hooks.append(mod.register_forward_hook(hook_for(qualname, mod)))
+    try:
+        model(_dummy_inputs(model, modalities), tasks=tasks)
+    finally:
+        for h in hooks:
+            h.remove()
+    return flops, acts
+
+
+def module_catalogue(model: M3TModel, *, optimizer: str = "adam", cluster_local_experts: bool | Sequence[int] = False,
+                     modalities: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                     activation_batch: int = 0) -> tuple[ModuleSpec, ...]:
+    """The catalogue of ``model`` (see the module docstring for every rule).
+
+    ``optimizer`` (``"adam"``, ``"sgd_momentum"``, ``"sgd"``) sets the optimiser state in
+    ``train_memory_bytes``; ``cluster_local_experts`` marks all (True) or the listed experts cluster-local
+    (never sent to the cloud); ``modalities``/``tasks`` choose the reference sample of the FLOP count (default
+    all); ``activation_batch`` adds that many samples' activations to ``memory_bytes``.
+    """
+    if optimizer not in _OPT_STATE:
+        raise ValueError(f"optimizer = {optimizer!r}: must be one of {sorted(_OPT_STATE)}")
+    if isinstance(cluster_local_experts, bool):
+        local = set(range(model.cfg.n_experts)) if cluster_local_experts else set()
+    else:
+        local = {int(j) for j in cluster_local_experts}
+        bad = [j for j in local if not 0 <= j < model.cfg.n_experts]
+        if bad:
+            raise ValueError(f"cluster_local_experts = {sorted(local)}: experts are 0..{model.cfg.n_experts - 1}")
+    counts = module_param_counts(model)
+    fwd, acts = forward_flops(model, modalities, tasks)
+    params = model.module_parameters()
+    names = model.module_names()
+    trainable = {k: counts[k][1] > 0 for k in names}
+    specs = []
+    for k in names:
+        kind = model.module_kind(k)
+        key = k.split(":", 1)[1] if kind in ("encoder", "prompt", "head") else None
+        bits = sum(p.numel() * p.element_size() * 8 for p in params[k].values())
+        n_bytes = sum(p.numel() * p.element_size() for p in params[k].values())
+        if trainable[k]:
+            mult = 3.0
+        else:
+            st = _STAGE[kind]
+            upstream = any(trainable[j] and (_STAGE[model.module_kind(j)] < st or
+                                             (st == 1 and _STAGE[model.module_kind(j)] == 1 and j != k))
+                           for j in names)
+            mult = 2.0 if upstream else 1.0
+        elem = next(iter(params[k].values())).element_size() if params[k] else 4
+        train_mem = n_bytes * (1 + _OPT_STATE[optimizer]) if trainable[k] else 0.0
+        specs.append(ModuleSpec(
+            name=k, kind=kind, key=key,
+            update_bits=float(bits) if trainable[k] else 0.0,
+            full_bits=float(bits),
+            flops_per_sample=float(mult * fwd[k]),
+            memory_bytes=float(n_bytes + activation_batch * acts[k] * elem),
+            train_memory_bytes=float(train_mem),
+            trainable=bool(trainable[k]),
+            cluster_local=bool(kind == "expert" and int(k.split(":")[1]) in local and trainable[k]),
+        ))
+    return tuple(specs)
+
+
+def catalogue_summary(specs: Sequence[ModuleSpec]) -> list[dict]:
+    """The catalogue as a list of plain dicts (for a table or JSON)."""
+    return [{"name": s.name, "kind": s.kind, "key": s.key, "update_bits": s.update_bits, "full_bits": s.full_bits,
+             "flops_per_sample": s.flops_per_sample, "memory_bytes": s.memory_bytes,
+             "train_memory_bytes": s.train_memory_bytes, "trainable": s.trainable,
+             "cluster_local": s.cluster_local} for s in specs]

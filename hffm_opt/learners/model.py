@@ -1,0 +1,584 @@
+"""The modular multi-modal multi-task (M3T) foundation model, small enough for a 2-core CPU.
+
+Structure (section 2 of the design), with the catalogue names of its modules:
+
+- ``encoder:<modality>``: one per modality. Images (3 x 64 x 64, uint8 or float in [0, 1]) go through a
+  4-layer strided CNN (group norm) and a max pool to ``grid x grid`` tokens; vectors (e.g. 384-d MiniLM sentence
+  embeddings, sensor views, synthetic observations) through a layer norm and a 2-layer MLP (or one linear
+  projection) to ``n_tokens`` tokens. Each encoder adds its own positional and modality-type embeddings.
+- ``prompt:<task>``: ``n_prompts`` learnable tokens per task, prepended to the modality tokens.
+- ``backbone``: a pre-LN transformer encoder (``n_layers`` layers of width ``d_model``) plus a final norm.
+- ``adapter:<l>``: a bottleneck adapter after layer ``l`` (``x + up(gelu(down(x)))``, ``up`` zero-initialised
+  so a fresh adapter is the identity).
+- ``gate`` and ``expert:<j>``: one mixture-of-experts layer on top of the backbone (applied to the prompt
+  tokens, the only ones read out) with top-k routing and the Switch-style load-balancing auxiliary loss.
+- ``head:<task>``: layer norm + linear classifier reading the mean of the task's prompt-token outputs.
+
+Missing modalities are *absent tokens*: a modality that is not in ``inputs`` contributes no token and its
+encoder is never called; a modality that is in ``inputs`` but missing for some samples of the batch
+(``present[m][i] == False``) has its tokens removed from attention by the mask (their content, whatever it is,
+gets exactly zero attention weight and so exactly zero influence and zero gradient). Prompt tokens attend to
+their own task's prompts and the modality tokens; modality tokens attend only to modality tokens. So the
+prediction for a task does not depend on which other tasks are evaluated alongside it, and a device that runs
+only its tasks computes exactly what the full model computes for those tasks.
+
+Which kinds are frozen is configuration (:attr:`M3TConfig.frozen_kinds`, default encoders and backbone, the
+pre-trained foundation model); the rest (prompts, adapters, gate, experts, heads) is what federated training
+updates. Units: none (a neural network); sizes are parameter counts, see :mod:`hffm_opt.learners.catalogue`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Mapping, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+MODULE_KINDS = ("encoder", "backbone", "adapter", "gate", "expert", "prompt", "head")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_MASKED = -1e9  # score of a masked attention entry: exp underflows to exactly 0 in float32
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One input modality.
+
+    ``kind`` is ``"image"`` (``shape`` = (channels, height, width); uint8 0..255 or float 0..1 accepted) or
+    ``"vector"`` (``shape`` = (dim,)). ``n_tokens`` is the number of tokens the encoder emits (for images it
+    must be a square, ``grid**2``). ``hidden`` is the width of a vector encoder's MLP (0 = a single linear
+    projection). ``fixed`` = the encoder is a fixed random map that is never trained, not even in pre-training
+    (e.g. a frozen projection of precomputed sentence embeddings, which already are a foundation model's output).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    n_tokens: int = 2
+    hidden: int = 128
+    fixed: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"modality name = {self.name!r}: must be an identifier (letters, digits, _)")
+        if self.kind == "image":
+            if len(self.shape) != 3:
+                raise ValueError(f"modality {self.name}.shape = {self.shape}: an image is (channels, height, width)")
+            if math.isqrt(self.n_tokens) ** 2 != self.n_tokens:
+                raise ValueError(f"modality {self.name}.n_tokens = {self.n_tokens}: an image emits grid**2 tokens")
+        elif self.kind == "vector":
+            if len(self.shape) != 1:
+                raise ValueError(f"modality {self.name}.shape = {self.shape}: a vector modality is (dim,)")
+        else:
+            raise ValueError(f"modality {self.name}.kind = {self.kind!r}: must be 'image' or 'vector'")
+        if self.n_tokens < 1:
+            raise ValueError(f"modality {self.name}.n_tokens = {self.n_tokens}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One classification task: ``n_classes`` labels; ``requires`` = modalities a sample must have for its label
+    to be usable (e.g. VQA needs the image and the question); empty = any modality will do."""
+
+    name: str
+    n_classes: int
+    requires: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "requires", tuple(self.requires))
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"task name = {self.name!r}: must be an identifier (letters, digits, _)")
+        if self.n_classes < 2:
+            raise ValueError(f"task {self.name}.n_classes = {self.n_classes}: must be >= 2")
+
+
+@dataclass(frozen=True)
+class M3TConfig:
+    """Architecture and the frozen/trained split of :class:`M3TModel` (see the module docstring)."""
+
+    modalities: tuple[ModalitySpec, ...]
+    tasks: tuple[TaskSpec, ...]
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 128
+    n_prompts: int = 2
+    n_experts: int = 4
+    top_k: int = 2
+    d_expert: int = 128
+    adapter_dim: int = 16
+    image_channels: tuple[int, ...] = (16, 32, 64, 64)
+    frozen_kinds: tuple[str, ...] = ("encoder", "backbone")
+    aux_loss_weight: float = 0.01
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "frozen_kinds", tuple(self.frozen_kinds))
+        object.__setattr__(self, "image_channels", tuple(self.image_channels))
+        if not self.modalities or not self.tasks:
+            raise ValueError("M3TConfig needs at least one modality and one task")
+        for kind, names in (("modality", [m.name for m in self.modalities]), ("task", [t.name for t in self.tasks])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{kind} names = {names}: must be unique")
+        known = {m.name for m in self.modalities}
+        for t in self.tasks:
+            if not set(t.requires) <= known:
+                raise ValueError(f"task {t.name}.requires = {t.requires}: unknown modality; known: {sorted(known)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model = {self.d_model}: must be divisible by n_heads = {self.n_heads}")
+        if not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k = {self.top_k}: must be in 1..n_experts = {self.n_experts}")
+        bad = set(self.frozen_kinds) - set(MODULE_KINDS)
+        if bad:
+            raise ValueError(f"frozen_kinds = {self.frozen_kinds}: unknown kinds {sorted(bad)}; known: {MODULE_KINDS}")
+        if len(self.image_channels) != 4:
+            raise ValueError(f"image_channels = {self.image_channels}: the image CNN has 4 layers")
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Modality names, in model order."""
+        return tuple(m.name for m in self.modalities)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names, in model order (the column order of label arrays)."""
+        return tuple(t.name for t in self.tasks)
+
+    def replace(self, **changes) -> "M3TConfig":
+        """A validated copy with some fields changed."""
+        return replace(self, **changes)
+
+
+class ForwardOutput(NamedTuple):
+    """``logits[task]`` (B, n_classes) for the tasks asked for; ``aux`` the MoE load-balancing loss (scalar)."""
+
+    logits: dict[str, Tensor]
+    aux: Tensor
+
+
+# --------------------------------------------------------------------------- building blocks
+def _groups(channels: int) -> int:
+    return max(g for g in (1, 2, 4, 8) if channels % g == 0)
+
+
+class ImageEncoder(nn.Module):
+    """4 strided 3x3 convolutions (each halving the resolution, group norm, GELU) + max pool to a grid of tokens."""
+
+    def __init__(self, spec: ModalitySpec, d_model: int, channels: Sequence[int]):
+        super().__init__()
+        c_in = spec.shape[0]
+        convs, norms = [], []
+        for c_out in channels:
+            convs.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1))
+            norms.append(nn.GroupNorm(_groups(c_out), c_out))
+            c_in = c_out
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(norms)
+        self.grid = math.isqrt(spec.n_tokens)
+        self.proj = nn.Linear(c_in, d_model)
+        self.pos = nn.Parameter(torch.randn(spec.n_tokens, d_model) * 0.02)
+        self.type_emb = nn.Parameter(torch.randn(d_model) * 0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        x = (x - 0.5) / 0.25
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.gelu(norm(conv(x)))
+        x = F.adaptive_max_pool2d(x, self.grid)  # (B, C, g, g): max pool, shapes sit anywhere in the image
+        x = x.flatten(2).transpose(1, 2)  # (B, g*g, C)
+        return self.proj(x) + self.pos + self.type_emb
+
+
+class VectorEncoder(nn.Module):
+    """Layer norm + 2-layer MLP from a feature vector to ``n_tokens`` tokens."""
+
+    def __init__(self, spec: ModalitySpec, d_model: int):
+        super().__init__()
+        self.n_tokens, self.d_model = spec.n_tokens, d_model
+        self.norm = nn.LayerNorm(spec.shape[0])  # inputs of any scale (unit-norm sentence embeddings, pixels)
+        if spec.hidden:
+            self.fc1 = nn.Linear(spec.shape[0], spec.hidden)
+            self.fc2 = nn.Linear(spec.hidden, spec.n_tokens * d_model)
+        else:
+            self.fc1 = None
+            self.fc2 = nn.Linear(spec.shape[0], spec.n_tokens * d_model)
+        self.pos = nn.Parameter(torch.randn(spec.n_tokens, d_model) * 0.02)
+        self.type_emb = nn.Parameter(torch.randn(d_model) * 0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(x.float())
+        h = self.fc2(h if self.fc1 is None else F.gelu(self.fc1(h)))
+        return h.reshape(*h.shape[:-1], self.n_tokens, self.d_model) + self.pos + self.type_emb
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with an explicit boolean mask (True = may attend)."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        b, n, d = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, L, dh)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
+        scores = scores.masked_fill(~allowed[:, None], _MASKED)
+        att = scores.softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, n, d)
+        return self.out(y)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer layer."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff1 = nn.Linear(d_model, d_ff)
+        self.ff2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x), allowed)
+        return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
+
+
+class Backbone(nn.Module):
+    """The frozen core: ``n_layers`` transformer layers and a final layer norm."""
+
+    def __init__(self, cfg: M3TConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.d_ff) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+
+class Adapter(nn.Module):
+    """Bottleneck adapter; the up-projection starts at zero, so a fresh adapter is the identity."""
+
+    def __init__(self, d_model: int, dim: int):
+        super().__init__()
+        self.down = nn.Linear(d_model, dim)
+        self.up = nn.Linear(dim, d_model)
+        self.reset()
+
+    def reset(self):
+        self.down.reset_parameters()
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.up(F.gelu(self.down(x)))
+
+
+class Expert(nn.Module):
+    """One expert: a 2-layer MLP (d -> d_hidden -> d)."""
+
+    def __init__(self, d_model: int, d_hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_hidden)
+        self.fc2 = nn.Linear(d_hidden, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class MoE(nn.Module):
+    """Top-k mixture of experts. Computed densely (every expert on every token, weights zero outside the
+    top k), which on a CPU with 4 experts is faster than dispatching and keeps shapes static under ``vmap``;
+    the catalogue prices it as the sparse layer it is (k of E experts per token)."""
+
+    def __init__(self, d_model: int, n_experts: int, d_hidden: int, top_k: int):
+        super().__init__()
+        self.top_k = top_k
+        self.gate = nn.Linear(d_model, n_experts)
+        self.experts = nn.ModuleList(Expert(d_model, d_hidden) for _ in range(n_experts))
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` (B, L, d), ``valid`` (B, L) bool tokens that count for the balance loss -> (y, aux)."""
+        probs = self.gate(x).softmax(dim=-1)  # (B, L, E)
+        n_exp = probs.shape[-1]
+        top_p, top_i = probs.topk(self.top_k, dim=-1)
+        weights = torch.zeros_like(probs).scatter(-1, top_i, top_p)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        outs = torch.stack([e(x) for e in self.experts], dim=-1)  # (B, L, d, E)
+        y = (outs * weights.unsqueeze(-2)).sum(dim=-1)
+        # Switch-transformer balance loss over the valid tokens: E * sum_j f_j * P_j
+        w = valid.to(probs.dtype).unsqueeze(-1)
+        n_tok = w.sum().clamp(min=1.0)
+        routed = torch.zeros_like(probs).scatter(-1, top_i, torch.ones_like(top_p)).detach()
+        frac = (routed * w).sum(dim=(0, 1)) / (n_tok * self.top_k)
+        mean_p = (probs * w).sum(dim=(0, 1)) / n_tok
+        aux = n_exp * (frac * mean_p).sum()
+        return y, aux
+
+
+class Head(nn.Module):
+    """A task head: layer norm + linear classifier."""
+
+    def __init__(self, d_model: int, n_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.norm(x))
+
+
+# --------------------------------------------------------------------------- the model
+class M3TModel(nn.Module):
+    """The modular M3T network. See the module docstring for the modules and the masking rules."""
+
+    def __init__(self, cfg: M3TConfig, seed: int | None = 0):
+        super().__init__()
+        self.cfg = cfg
+        gen_state = None
+        if seed is not None:
+            gen_state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+        try:
+            d = cfg.d_model
+            enc = {}
+            for m in cfg.modalities:
+                enc[m.name] = ImageEncoder(m, d, cfg.image_channels) if m.kind == "image" else VectorEncoder(m, d)
+            self.encoders = nn.ModuleDict(enc)
+            self.prompts = nn.ParameterDict({t.name: nn.Parameter(torch.randn(cfg.n_prompts, d) * 0.02)
+                                             for t in cfg.tasks})
+            self.backbone = Backbone(cfg)
+            self.adapters = nn.ModuleList(Adapter(d, cfg.adapter_dim) for _ in range(cfg.n_layers))
+            self.moe = MoE(d, cfg.n_experts, cfg.d_expert, cfg.top_k)
+            self.heads = nn.ModuleDict({t.name: Head(d, t.n_classes) for t in cfg.tasks})
+        finally:
+            if gen_state is not None:
+                torch.random.set_rng_state(gen_state)
+        self._param_module = {name: self._module_of(name) for name, _ in self.named_parameters()}
+        self.apply_freeze()
+
+    # ------------------------------------------------------------------ module bookkeeping
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Modality names, in model order."""
+        return self.cfg.modality_names
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names, in model order (the column order of label arrays)."""
+        return self.cfg.task_names
+
+    def module_names(self) -> tuple[str, ...]:
+        """Catalogue names of the modules, in catalogue order."""
+        c = self.cfg
+        return (tuple(f"encoder:{m}" for m in c.modality_names) + ("backbone",)
+                + tuple(f"adapter:{l}" for l in range(c.n_layers)) + ("gate",)
+                + tuple(f"expert:{j}" for j in range(c.n_experts))
+                + tuple(f"prompt:{t}" for t in c.task_names) + tuple(f"head:{t}" for t in c.task_names))
+
+    @staticmethod
+    def module_kind(module: str) -> str:
+        """Kind of a catalogue module name (``"expert:2"`` -> ``"expert"``)."""
+        return module.split(":", 1)[0]
+
+    @staticmethod
+    def _module_of(param: str) -> str:
+        parts = param.split(".")
+        top = parts[0]
+        if top == "encoders":
+            return f"encoder:{parts[1]}"
+        if top == "prompts":
+            return f"prompt:{parts[1]}"
+        if top == "heads":
+            return f"head:{parts[1]}"
+        if top == "adapters":
+            return f"adapter:{parts[1]}"
+        if top == "backbone":
+            return "backbone"
+        if top == "moe":
+            return "gate" if parts[1] == "gate" else f"expert:{parts[2]}"
+        raise KeyError(f"parameter {param!r} belongs to no catalogue module")
+
+    def module_of(self, param: str) -> str:
+        """Catalogue module owning parameter ``param`` (a name from ``named_parameters()``)."""
+        return self._param_module[param]
+
+    def module_parameters(self) -> dict[str, dict[str, nn.Parameter]]:
+        """``{module: {parameter name: parameter}}`` covering every parameter exactly once."""
+        out: dict[str, dict[str, nn.Parameter]] = {k: {} for k in self.module_names()}
+        for name, p in self.named_parameters():
+            out[self._param_module[name]][name] = p
+        return out
+
+    def is_fixed(self, module: str) -> bool:
+        """True for the encoder of a ``fixed`` modality (never trained, whatever the configuration)."""
+        if self.module_kind(module) != "encoder":
+            return False
+        key = module.split(":", 1)[1]
+        return any(m.fixed for m in self.cfg.modalities if m.name == key)
+
+    def is_frozen(self, module: str) -> bool:
+        """True if the module is not trained: its kind is in ``cfg.frozen_kinds``, or it is a fixed encoder."""
+        return self.module_kind(module) in self.cfg.frozen_kinds or self.is_fixed(module)
+
+    def apply_freeze(self, frozen_kinds: Sequence[str] | None = None) -> "M3TModel":
+        """Set ``requires_grad`` from the configuration (or from ``frozen_kinds``, which updates the config)."""
+        if frozen_kinds is not None:
+            self.cfg = self.cfg.replace(frozen_kinds=tuple(frozen_kinds))
+        for name, p in self.named_parameters():
+            p.requires_grad_(not self.is_frozen(self._param_module[name]))
+        return self
+
+    def trainable_names(self) -> tuple[str, ...]:
+        """Names of the trainable parameters (those federated training updates)."""
+        return tuple(n for n, p in self.named_parameters() if p.requires_grad)
+
+    def reset_modules(self, modules: Sequence[str], seed: int | None = None) -> None:
+        """Re-initialise the given catalogue modules (layers get their default init, free parameters such as
+        prompts and embeddings N(0, 0.02^2), adapters the identity). ``seed`` makes it reproducible."""
+        gen_state = torch.random.get_rng_state()
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            params = self.module_parameters()
+            with torch.no_grad():
+                for k in modules:
+                    done = set()
+                    for pname, p in params[k].items():
+                        owner_name = pname.rpartition(".")[0]
+                        owner = self.get_submodule(owner_name)
+                        if isinstance(owner, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)):
+                            if owner_name not in done:
+                                owner.reset_parameters()
+                                done.add(owner_name)
+                        else:
+                            p.normal_(0.0, 0.02)
+                    if self.module_kind(k) == "adapter":
+                        self.adapters[int(k.split(":")[1])].reset()
+        finally:
+            if seed is not None:
+                torch.random.set_rng_state(gen_state)
+
+    # ------------------------------------------------------------------ forward
+    def _modality_tokens(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None,
+                         encoded: Mapping[str, Tensor] | None = None):
+        toks, valid = [], []
+        for m in self.cfg.modality_names:  # fixed order, whatever the dict order
+            if encoded is not None and m in encoded:
+                t = encoded[m]
+            elif m in inputs:
+                t = self.encoders[m](inputs[m])
+            else:
+                continue
+            toks.append(t)
+            b, n = t.shape[0], t.shape[1]
+            pm = None if present is None else present.get(m)
+            if pm is None:
+                valid.append(torch.ones(b, n, dtype=torch.bool, device=t.device))
+            else:
+                valid.append(pm.to(torch.bool)[:, None].expand(b, n))
+        if not toks:
+            raise ValueError("forward needs at least one modality in inputs")
+        return torch.cat(toks, dim=1), torch.cat(valid, dim=1)
+
+    def encode(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+               tasks: Sequence[str] | None = None, task_valid: Mapping[str, Tensor] | None = None,
+               adapters: bool = True, moe: bool = True, encoded: Mapping[str, Tensor] | None = None):
+        """Run encoders, backbone (with adapters) and MoE; return (hidden (B, L, d), token validity (B, L),
+        number of prompt tokens per task, aux loss). Tokens are ``[prompts of tasks] + [modality tokens]``."""
+        tasks = self.cfg.task_names if tasks is None else tuple(tasks)
+        mod_tok, mod_valid = self._modality_tokens(inputs, present, encoded)
+        b = mod_tok.shape[0]
+        n_p = self.cfg.n_prompts
+        n_prompt = n_p * len(tasks)
+        if tasks:
+            prompts = torch.cat([self.prompts[t] for t in tasks], dim=0)
+            x = torch.cat([prompts.expand(b, -1, -1), mod_tok], dim=1)
+        else:
+            x = mod_tok
+        n_tok = x.shape[1]
+        # structural mask: prompt i attends to its task's prompts and to modality tokens; modality tokens
+        # attend only to modality tokens
+        group = torch.arange(n_tok, device=x.device)
+        group = torch.where(group < n_prompt, group // n_p, -1)
+        is_mod = group < 0
+        struct = ((group[:, None] == group[None, :]) & ~is_mod[:, None]) | is_mod[None, :]
+        key_ok = torch.cat([torch.ones(b, n_prompt, dtype=torch.bool, device=x.device), mod_valid], dim=1)
+        allowed = struct[None] & key_ok[:, None, :]
+        for layer, adapter in zip(self.backbone.layers, self.adapters):
+            x = layer(x, allowed)
+            if adapters:
+                x = adapter(x)
+        x = self.backbone.norm(x)
+        aux = x.new_zeros(())
+        if moe and n_prompt:
+            # the MoE is the last layer and only the prompt tokens are read out: route just those
+            if task_valid is None:
+                prompt_valid = torch.ones(b, n_prompt, dtype=torch.bool, device=x.device)
+            else:
+                prompt_valid = torch.cat([task_valid[t].to(torch.bool)[:, None].expand(b, n_p) for t in tasks], dim=1)
+            y, aux = self.moe(x[:, :n_prompt], prompt_valid)
+            x = torch.cat([x[:, :n_prompt] + y, x[:, n_prompt:]], dim=1)
+        return x, key_ok, n_p, aux
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                tasks: Sequence[str] | None = None, task_valid: Mapping[str, Tensor] | None = None,
+                encoded: Mapping[str, Tensor] | None = None) -> ForwardOutput:
+        """Logits of ``tasks`` (default all) for a batch.
+
+        ``inputs[m]`` (B, *shape) for the modalities the batch has (others: leave them out, their encoders are
+        not run); ``present[m]`` (B,) bool marks the samples that really have modality ``m`` (default: all);
+        ``task_valid[t]`` (B,) bool marks the samples whose task-``t`` prompt tokens count in the MoE balance
+        loss (default: all; training passes ``label >= 0``); ``encoded[m]`` (B, n_tokens, d_model) are tokens
+        already computed by encoder ``m`` (used instead of running it, e.g. a frozen encoder evaluated once
+        for many devices).
+        """
+        tasks = self.cfg.task_names if tasks is None else tuple(tasks)
+        x, _, n_p, aux = self.encode(inputs, present, tasks, task_valid, encoded=encoded)
+        logits = {t: self.heads[t](x[:, i * n_p:(i + 1) * n_p].mean(dim=1)) for i, t in enumerate(tasks)}
+        return ForwardOutput(logits, aux)
+
+    @torch.no_grad()
+    def features(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                 encoded: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Frozen features for a linear probe: per modality, the mean of its token outputs of the backbone
+        (no prompts, no adapters, no MoE), zeros for a missing modality, concatenated in modality order:
+        (B, M * d_model)."""
+        x, key_ok, _, _ = self.encode(inputs, present, tasks=(), adapters=False, moe=False, encoded=encoded)
+        b, d = x.shape[0], x.shape[-1]
+        feats, start = [], 0
+        for m in self.cfg.modalities:
+            if m.name not in inputs and (encoded is None or m.name not in encoded):
+                feats.append(x.new_zeros(b, d))
+                continue
+            n = m.n_tokens
+            w = key_ok[:, start:start + n].to(x.dtype).unsqueeze(-1)
+            feats.append((x[:, start:start + n] * w).sum(1) / w.sum(1).clamp(min=1.0))
+            start += n
+        return torch.cat(feats, dim=1)
+
+
+def task_loss(model: nn.Module, out: ForwardOutput, labels: Tensor, tasks: Sequence[str],
+              task_index: Sequence[int], aux_weight: float) -> Tensor:
+    """Training loss of one batch: sum over ``tasks`` of the mean cross-entropy over the samples labelled for
+    that task (label >= 0; a task with no labelled sample in the batch adds 0) + ``aux_weight`` * MoE loss.
+    ``labels`` (B, T_model) int64; ``task_index[i]`` is the column of ``tasks[i]``."""
+    total = out.aux * aux_weight
+    for t, j in zip(tasks, task_index):
+        y = labels[..., j]
+        w = (y >= 0).to(out.logits[t].dtype)
+        ce = F.cross_entropy(out.logits[t], y.clamp(min=0), reduction="none")
+        total = total + (ce * w).sum() / w.sum().clamp(min=1.0)
+    return total
+
+
+def build_model(modalities: Sequence[ModalitySpec], tasks: Sequence[TaskSpec], seed: int | None = 0,
+                **config) -> M3TModel:
+    """Convenience constructor: ``M3TModel(M3TConfig(modalities, tasks, **config), seed)``."""
+    return M3TModel(M3TConfig(tuple(modalities), tuple(tasks), **config), seed=seed)
