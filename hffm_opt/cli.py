@@ -12,6 +12,7 @@ from .plan import Plan, PlanError
 from .scenario import ScenarioError
 from .scenario_io import load_scenario
 from .schedulers import SchedulerError, available, schedule
+from . import tuning_cli
 
 # (method key of the JSON output, display name, scheduler, e_agg) of the paper's Table I
 PAPER_ROWS = (("star", "Star", "star", 1), ("hier", "HF-FM", "hierarchical", 2), ("hier", "HF-FM", "hierarchical", 8),
@@ -76,28 +77,65 @@ def _progress(enabled: bool):
 
 
 def _cmd_optimize(args) -> int:
-    from .solvers.joint import TooLargeForExact, optimise
+    from .formulations.joint import build_joint
+    from .solvers import solve
 
-    scenario = load_scenario(args.scenario)
+    model = build_joint(load_scenario(args.scenario), e_agg=args.e_agg, target_latency_s=args.target_latency,
+                        seed=args.seed, target_from=args.target_from)
+    res = solve(model, "exact" if args.exact else args.solver, time_limit=args.time_limit)
+    out = {"solve": res.summary()}
+    if res.ok:
+        if args.out:
+            res.decision["plan"].save(args.out)
+        out["metrics"] = res.decision["metrics"].summary()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        gap = "-" if res.gap is None else f"{res.gap:.3%}"
+        print(f"{res.status} ({res.backend}, {res.solve_s:.2f} s): energy per edge round {res.objective} J, proven "
+              f"bound {res.bound} J, gap {gap}" + (f"; {res.message}" if res.message else ""))
+        if res.ok:
+            m = out["metrics"]
+            print(f"latency {m['latency_s']:.6g} s, access energy {m['access_energy_j']:.6g} J, backhaul energy "
+                  f"{m['backhaul_energy_j']:.6g} J per edge round")
+    return 0 if res.ok else (1 if res.status == "infeasible" else 2)
+
+
+def _apply_config(args, section: str) -> None:
+    """Fill the options left at their defaults from the ``[section]`` table of ``--config FILE.toml`` (options given
+    on the command line win; lists are joined with commas; a relative scenario path that exists next to the file
+    resolves against the file's folder)."""
+    if not args.config:
+        return
+    defaults = vars(build_parser().parse_args([section]))
+    from pathlib import Path
+
+    from .scenario_io import tomllib
+
+    path = Path(args.config)
     try:
-        res = optimise(scenario, e_agg=args.e_agg, seed=args.seed, target_latency_s=args.target_latency,
-                       target_from=args.target_from, exact=args.exact, progress=_progress(not args.json))
-    except TooLargeForExact as exc:
-        print(f"hffm-opt optimize: error: {exc}", file=sys.stderr)
-        return 2
-    if args.out:
-        res.plan.save(args.out)
-    out = {"solve": {"status": res.status, "objective_energy_j": res.objective, "bound": res.bound, "gap": res.gap,
-                     "target_latency_s": res.target_latency_s, "start": res.start, "structures_priced": res.evaluated,
-                     "solve_s": res.solve_s, "messages": res.messages},
-           "metrics": res.metrics.summary()}
-    print(json.dumps(out, indent=1))
-    return 0 if res.status != "infeasible" else 1
+        table = tomllib.loads(path.read_text())[section]
+    except FileNotFoundError:
+        raise ScenarioError(f"config = {args.config!r}: no such file") from None
+    except KeyError:
+        raise ScenarioError(f"config = {args.config!r}: has no [{section}] table") from None
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name in ("config", "func") or not hasattr(args, name):
+            raise ScenarioError(f"config [{section}].{key} = {value!r}: not an option of '{section}'")
+        if name == "scenario":
+            value = [str(path.parent / v) if (path.parent / v).is_file() else v for v in value]
+        elif isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if getattr(args, name) == defaults[name]:
+            setattr(args, name, value)
 
 
 def _cmd_compare(args) -> int:
     from . import compare
 
+    _apply_config(args, "compare")
+    args.scenario = args.scenario or ["paper"]
     rows = compare.run(args.scenario, args.schedulers.split(","), list(range(args.seeds)),
                        [int(v) for v in args.e_agg.split(",")], progress=_progress(not args.json))
     summary = compare.summarise(rows, args.reference)
@@ -116,29 +154,31 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from . import bench
+    if args.learner:
+        from .learners.bench import cmd_bench_learner
 
+        return cmd_bench_learner(args)
+    from . import bench
+    from .solvers.allocation_bench import bench_allocation
+
+    _apply_config(args, "bench")
     sizes = [int(v) for v in args.sizes.split(",")]
     out = {"schedulers": bench.bench_schedulers(sizes, progress=_progress(not args.json))}
-    try:
-        from .solvers.allocation_bench import bench_allocation
-    except ImportError:
-        out["allocation"] = []
-    else:
-        out["allocation"] = bench_allocation(sizes=tuple(sorted(set(sizes) | {1000})))
+    out["allocation"] = bench_allocation(sizes=tuple(sorted(set(sizes) | {1000})))
     out["dynamic"] = bench.bench_dynamic()
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{'devices':>8}{'edges':>6}  {'scheduler':<10}{'build s':>9}{'solve s':>9}{'latency s':>11}{'energy J':>11}  gap")
+    print(f"{'devices':>8}{'edges':>6}  {'scheduler':<10}{'solver':<8}{'build s':>9}{'solve s':>9}{'latency s':>11}"
+          f"{'energy J':>11}  gap")
     for r in out["schedulers"]:
         gap = "-" if r["gap"] is None else f"{r['gap']:.2%}"
-        print(f"{r['n_devices']:>8}{r['n_edges']:>6}  {r['scheduler']:<10}{r['build_s']:>9.3f}{r['solve_s']:>9.3f}"
+        print(f"{r['n_devices']:>8}{r['n_edges']:>6}  {r['scheduler']:<10}{r['solver']:<8}{r['build_s']:>9.3f}{r['solve_s']:>9.3f}"
               f"{r['latency_s']:>11.3f}{r['energy_j']:>11.3f}  {gap}")
     for r in out["allocation"]:
-        cvx = "skipped" if r["cvxpy_s"] is None else f"{r['cvxpy_s']:.3f} s"
-        print(f"F3 allocation, {r['n_devices']} devices: fast {r['fast_s']:.4f} s, cvxpy {cvx}, "
-              f"max relative difference {r['max_rel_diff']}")
+        cvx = f"skipped ({r['cvxpy_skipped']})" if r["max_rel_diff"] is None else (
+            f"{r['cvxpy_s']:.3f} s, {r['speedup']:.0f}x, max relative difference {r['max_rel_diff']:.2g}")
+        print(f"F3 allocation, {r['n_devices']} devices: fast {r['fast_s']:.4f} s, cvxpy:CLARABEL {cvx}")
     d = out["dynamic"]
     print(f"dynamic channels, {d['n_devices']} devices: re-solve {d['resolve_s_mean']:.3f} s per round (max "
           f"{d['resolve_s_max']:.3f}) against a round latency of {d['round_latency_s_mean']:.3f} s")
@@ -171,8 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-latency", type=float, help="latency per edge round (s) not to exceed")
     p.add_argument("--target-from", default="hierarchical-d2d",
                    help="without --target-latency: match this heuristic's latency, or 'fastest' (default: %(default)s)")
-    p.add_argument("--exact", action="store_true", help="enumerate every structure (small instances only)")
-    p.add_argument("--json", action="store_true", help="no progress bar")
+    p.add_argument("--solver", default="highs", choices=["highs", "gurobi", "fast", "exact"],
+                   help="F4 with F2 MILPs on HiGHS/Gurobi in small clusters, F4 without MILPs, or exact enumeration")
+    p.add_argument("--time-limit", type=float, default=60.0, help="time limit of each MILP solve (s)")
+    p.add_argument("--exact", action="store_true", help="same as --solver exact (small instances only)")
+    p.add_argument("--json", action="store_true", help="print the SolveResult and the metrics as JSON")
     p.add_argument("--out", help="write the plan as JSON here")
     p.set_defaults(func=_cmd_optimize)
 
@@ -185,24 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="hierarchical-d2d")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="directory for CSV, JSON and the Pareto plot")
+    p.add_argument("--config", help="TOML file whose [compare] table replaces these options")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("bench", help="scheduler, allocation and dynamic re-solve benchmarks across sizes")
     p.add_argument("--sizes", default="40,400,4000,10000", help="comma-separated device counts")
+    p.add_argument("--learner", action="store_true", help="only the learner benchmark (trainer vs central, round time)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--config", help="TOML file whose [bench] table replaces these options")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("evaluate", help="check a saved plan and price it in both accountings")
     p.add_argument("--scenario", default="paper")
     p.add_argument("--plan", required=True, help="plan JSON written by 'schedule --out' or 'optimize --out'")
     p.set_defaults(func=_cmd_evaluate)
+
+    tuning_cli.add_commands(sub)
+    from .learners.commands import add_commands as add_learner_commands
+
+    add_learner_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "scenario", None) is None and args.command == "compare":
-        args.scenario = ["paper"]
     try:
         return args.func(args)
     except (ScenarioError, PlanError, SchedulerError) as exc:

@@ -75,14 +75,14 @@ def summarise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     Instances are matched on (scenario, seed, requested e_agg); a ratio is NaN if the reference was not run.
     """
     key = ["scenario", "seed", "_e_agg_asked"]
-    ref = rows[rows.scheduler == reference].set_index(key)[["latency_s", "access_energy_j"]]
+    ref = rows[rows.scheduler == reference].set_index(key)[["latency_s", "access_energy_j"]].add_suffix("_ref")
     out = []
     for (name, e_agg), grp in rows.groupby(["scheduler", "_e_agg_asked"], sort=False):
         rec = {"scheduler": name, "e_agg": int(grp["e_agg"].iloc[0]), "n": len(grp)}
         for m in METRICS:
             rec[f"{m}_mean"] = float(grp[m].mean())
             rec[f"{m}_ci95"] = _ci95(grp[m])
-        joined = grp.set_index(key).join(ref, rsuffix="_ref", how="inner")
+        joined = grp.set_index(key).join(ref, how="inner")
         for m, label in (("latency_s", "latency_ratio"), ("access_energy_j", "access_energy_ratio")):
             rec[label] = float((joined[m] / joined[f"{m}_ref"]).mean()) if len(joined) else float("nan")
         out.append(rec)

@@ -11,7 +11,7 @@ from hffm_opt.schedulers import schedule
 from hffm_opt.solvers.cluster_solver import optimise_continuous, solve_direct
 from hffm_opt.solvers.joint import TooLargeForExact, improve, optimise
 
-HEURISTICS = ("hierarchical", "hierarchical-d2d", "greedy", "random", "edge-only", "star")
+HEURISTICS = ("hierarchical", "hierarchical-d2d", "greedy", "random", "local-search", "edge-only", "star")
 
 
 def small(seed, n_e=2, per=3):
@@ -32,6 +32,8 @@ def test_optimal_is_valid_meets_target_and_is_within_1pct_of_exact(seed, e_agg):
     assert ex.objective <= opt.objective * (1 + 1e-6)  # exact is the optimum
     assert opt.objective <= ex.objective * 1.01
     assert ex.gap == 0.0
+    assert opt.bound <= ex.objective * (1 + 1e-9)  # the relaxation bound is a valid lower bound on the optimum
+    assert opt.gap == pytest.approx((opt.objective - opt.bound) / opt.objective)
 
 
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])

@@ -31,7 +31,8 @@ class ClusterData:
     ``down_pmax``: the broadcast from the parent to i (D2D only); ``agg_bits``/``agg_gain``: the aggregator's
     upload in the last round; ``parent`` local (-1 root / no D2D); ``root`` local or -1; ``band_hz`` B_e,
     ``d2d_band_hz`` B_d, ``noise`` N0 (W/Hz); ``e_agg``; ``fixed_s``/``fixed_j`` time and energy of the period's
-    backhaul transfer and edge downlinks, which no continuous decision changes.
+    backhaul transfer and edge downlinks, which no continuous decision changes; ``backhaul_s`` and ``downlink_s``
+    one backhaul transfer and one edge downlink (s), ``edge_bits`` the bits aggregated at the edge or above.
     """
 
     edge: int
@@ -55,6 +56,9 @@ class ClusterData:
     e_agg: int
     fixed_s: float
     fixed_j: float
+    backhaul_s: float = 0.0
+    downlink_s: float = 0.0
+    edge_bits: float = 0.0
 
     @property
     def uses_d2d(self) -> bool:
@@ -87,7 +91,7 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
     gain_up = dev.uplink_gain[members, e]
     trained = x.any(axis=0)
     tier = plan.tier[e]
-    agg_bits = float((trained & (tier >= EDGE)) @ mods["update_bits"])
+    agg_bits = edge_bits = float((trained & (tier >= EDGE)) @ mods["update_bits"])
     cloud_bits = float((trained & (tier == CLOUD)) @ mods["update_bits"])
     t_bh = edges.backhaul_delay_s[e] + cloud_bits / edges.backhaul_rate_bps[e] if cloud_bits > 0 else 0.0
     r_dl = shannon_rate(edges.bandwidth_hz[e], edges.downlink_power_w[e], gain_up.min() if n else 0.0,
@@ -121,7 +125,7 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
                        down_gain=down_gain, down_pmax=down_pmax, agg_bits=agg_bits, agg_gain=agg_gain, parent=parent,
                        root=root, band_hz=float(edges.bandwidth_hz[e]), d2d_band_hz=float(scenario.d2d.bandwidth_hz),
                        noise=scenario.noise_psd_w_per_hz, e_agg=int(plan.e_agg), fixed_s=float(fixed),
-                       fixed_j=float(fixed_j))
+                       fixed_j=float(fixed_j), backhaul_s=float(t_bh), downlink_s=float(t_dl), edge_bits=edge_bits)
 
 
 def min_link_time(bits, band_hz, gain, pmax, noise):

@@ -5,6 +5,10 @@
 - :mod:`.data`: :class:`MultiModalTable`, the easy-VQA / digits / synthetic benchmarks, the Dirichlet partition.
 - :mod:`.central`: :func:`pretrain` (foundation-model stand-in), central training, the linear-probe baseline.
 - :mod:`.local`: :func:`local_train` (vmap over devices) and :func:`local_train_reference` (plain loop).
+- :mod:`.trainer`: :func:`train` a plan on the simulated clock -> :class:`History`; :class:`TrainConfig`,
+  :class:`FederatedData`.
+- :mod:`.setup`: :func:`learning_setup`, the default experiment (paper scenario, easy-VQA, the model's catalogue).
+- :mod:`.commands` (``hffm-opt train`` / ``run``) and :mod:`.bench` (``hffm-opt bench --learner``).
 """
 
 from .catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
@@ -16,13 +20,17 @@ from .data import (Batch, Benchmark, MultiModalDataset, MultiModalTable, Partiti
 from .local import (DeviceBatches, LocalResult, local_train, local_train_reference, param_masks, sample_device_batches,
                     stack_params, unstack_params)
 from .model import ForwardOutput, M3TConfig, M3TModel, ModalitySpec, TaskSpec, build_model, task_loss
+from .setup import LearningSetup, learning_setup
+from .trainer import FederatedData, History, TrainConfig, train
 
 __all__ = [
-    "Batch", "Benchmark", "DeviceBatches", "ForwardOutput", "LocalResult", "M3TConfig", "M3TModel", "ModalitySpec",
-    "MultiModalDataset", "MultiModalTable", "Partition", "TaskSpec", "build_model", "cache_dir", "catalogue_summary",
-    "central_vs_linear", "device_tables", "digits_benchmark", "dirichlet_split", "easy_vqa_benchmark",
-    "easy_vqa_question_embeddings", "evaluate_accuracy", "feasible_tasks", "forward_flops", "frozen_features",
-    "linear_probe", "load_benchmark", "local_train", "local_train_reference", "module_catalogue", "module_param_counts",
+    "Batch", "Benchmark", "DeviceBatches", "FederatedData", "ForwardOutput", "History", "LearningSetup",
+    "LocalResult", "M3TConfig", "M3TModel", "ModalitySpec", "MultiModalDataset", "MultiModalTable", "Partition",
+    "TaskSpec", "TrainConfig", "build_model", "cache_dir", "catalogue_summary", "central_vs_linear",
+    "device_tables", "digits_benchmark", "dirichlet_split", "easy_vqa_benchmark", "easy_vqa_question_embeddings",
+    "evaluate_accuracy", "feasible_tasks", "forward_flops", "frozen_features", "learning_setup", "linear_probe",
+    "load_benchmark", "local_train", "local_train_reference", "module_catalogue", "module_param_counts",
     "param_masks", "partition", "pretrain", "pretrain_encoders", "pretrained_model", "sample_counts",
-    "sample_device_batches", "stack_params", "synthetic_benchmark", "task_loss", "train_central", "unstack_params",
+    "sample_device_batches", "stack_params", "synthetic_benchmark", "task_loss", "train", "train_central",
+    "unstack_params",
 ]

@@ -170,20 +170,26 @@ def pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float 
     Uses only ``public``, a held-out split that is never given to devices (for easy-VQA, 1,000 of the 4,000
     training images with their questions). Stage 1 (:func:`pretrain_encoders`, ``encoder_epochs`` passes):
     each image encoder with temporary linear heads on the tasks the image serves alone (easy-VQA: shape and
-    colour), like pre-training an image encoder on its own. Stage 2
-    (``epochs`` passes, Adam, ``lr``): every module (encoders, backbone, prompts, adapters, MoE, heads) on all
-    tasks. Then the configured frozen kinds (default: encoders and backbone, the "foundation model") are frozen
-    again, and with ``reset`` the modules federated training will train (prompts, adapters, gate, experts,
-    heads) are re-initialised (adapters to the identity), so federated training starts from a pre-trained
-    frozen core and fresh task-specific parts. ``time_limit_s`` bounds each stage's wall time (s).
+    colour), like pre-training an image encoder on its own. Stage 2 (``epochs`` passes, Adam, ``lr``): every
+    module (backbone, prompts, adapters, MoE, heads) on all tasks, and the encoders too unless each of them is
+    fixed or was pre-trained in stage 1 (easy-VQA: the image encoder is pre-trained, the text encoder fixed);
+    then the encoders stay as they are and their tokens are computed once per item
+    (:meth:`MultiModalTable.with_encoded`), which makes stage 2 several times cheaper. Then the
+    configured frozen kinds (default: encoders and backbone, the "foundation model") are frozen again, and with
+    ``reset`` the modules federated training will train (prompts, adapters, gate, experts, heads) are
+    re-initialised (adapters to the identity), so federated training starts from a pre-trained frozen core and
+    fresh task-specific parts. ``time_limit_s`` bounds each stage's wall time (s).
     Returns ``{"encoders": per-modality summaries, "joint": summary of stage 2}``.
     """
     enc = pretrain_encoders(model, public, epochs=encoder_epochs, batch_size=batch_size, lr=lr, seed=seed,
                             time_limit_s=time_limit_s) if encoder_epochs > 0 else {}
     frozen = model.cfg.frozen_kinds
-    model.apply_freeze(())
+    ready = set(enc) | {m.name for m in model.cfg.modalities if m.fixed}
+    keep_encoders = ready == set(model.modality_names)
+    model.apply_freeze(("encoder",) if keep_encoders else ())
     try:
-        joint = train_central(model, public, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        table = public.with_encoded(model) if keep_encoders and epochs > 0 else public
+        joint = train_central(model, table, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                               time_limit_s=time_limit_s, progress=progress) if epochs > 0 else {}
     finally:
         model.apply_freeze(frozen)
@@ -229,7 +235,7 @@ def linear_probe(model: M3TModel, train: MultiModalTable, test: MultiModalTable,
     return acc
 
 
-_CACHE_VERSION = 2  # bump when a change to the model code changes what pre-training produces
+_CACHE_VERSION = 3  # bump when a change to the model code changes what pre-training produces
 
 
 def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = None, cache: bool = True,
@@ -237,7 +243,7 @@ def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = N
     """A model for ``bench`` (``bench.model_config(**config)``, initialised with ``seed``) pre-trained by
     :func:`pretrain` (``pretrain_kwargs``). With ``cache`` the weights are stored in the user cache directory
     (:func:`hffm_opt.learners.data.cache_dir`) under a key of the benchmark's parameters, the configuration,
-    the seed and the pre-training arguments, and loaded from there the next time."""
+    the seed and the pre-training arguments (but ``progress``), and loaded from there the next time."""
     import hashlib
     import json
     import os
@@ -247,7 +253,9 @@ def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = N
     cfg = bench.model_config(**(config or {}))
     model = M3TModel(cfg, seed=seed)
     key = json.dumps({"v": _CACHE_VERSION, "bench": bench.name, "params": bench.meta.get("params"),
-                      "config": repr(cfg), "seed": seed, "pretrain": pretrain_kwargs, "torch": torch.__version__},
+                      "config": repr(cfg), "seed": seed,
+                      "pretrain": {k: v for k, v in pretrain_kwargs.items() if k != "progress"},
+                      "torch": torch.__version__},
                      sort_keys=True, default=str)
     path = cache_dir() / f"pretrained_{bench.name}_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
     if cache and path.exists():

@@ -7,7 +7,7 @@ period energy independently (the clusters only share the budget, which each must
   (CLARABEL, then ECOS); an inaccurate or failed solve is a failure, never a result;
 - a cluster that uploads straight to its edge alternates two convex blocks until the energy stops falling:
   the uplink bandwidth split for given upload times (the ``fast`` KKT allocator), and each device's split of
-  its round between compute and upload for given bandwidth (a 1-D convex problem, vectorised bisection).
+  its round between compute and upload for given bandwidth (the CPU block, :func:`fast_kkt.best_split`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from ..formulations.cluster import ClusterData, cluster_data, link_energy, min_link_time, power_for_time
+from ..formulations.allocation import AllocationData, CpuBlockData
+from ..formulations.cluster import ClusterData, cluster_data, link_energy, power_for_time
 from ..formulations.tree_program import tree_problem
 from ..plan import Plan
 from ..scenario import Scenario
@@ -116,7 +117,7 @@ def solve_direct(data: ClusterData, budget_s: float, max_iter: int = 50, rtol: f
             return _infeasible(n, f"cluster of edge {data.edge}: {exc}")
         b = np.zeros(n)
         b[sends] = alloc.bandwidth_hz
-        tau = _best_split(data, b, round_s, tau_min)
+        tau = _best_split(data, b, round_s)
         energy = g * float(_compute_energy(data, tau).sum()
                            + link_energy(round_s - tau, data.up_bits, np.maximum(b, 1e-300), data.up_gain, data.noise).sum())
         if best - energy <= rtol * abs(energy):
@@ -131,36 +132,11 @@ def solve_direct(data: ClusterData, budget_s: float, max_iter: int = 50, rtol: f
     return ClusterAllocation(cpu, b, power, zeros, zeros, best + data.fixed_j, True)
 
 
-def _best_split(data: ClusterData, b: np.ndarray, round_s: float, tau_min: np.ndarray) -> np.ndarray:
-    """Per device, the compute time tau in [tau_min, round - t_min(b)] minimising kappa C^3/tau^2 + E(b, round - tau).
-
-    The derivative -2 kappa C^3/tau^3 - dE/dt(round - tau) is increasing (both terms convex): bisection on it.
-    """
-    sends = (data.up_bits > 0) & (b > 0)
-    bb = np.where(sends, b, 1.0)
-    hi = round_s - np.where(sends, min_link_time(data.up_bits, bb, data.up_gain, data.pmax, data.noise), 0.0)
-    lo = tau_min.copy()
-    busy = data.cycles > 0
-    kc3 = data.kappa * data.cycles ** 3
-
-    def slope(tau):
-        t = round_s - tau
-        k = data.up_bits * np.log(2.0) / (bb * t)
-        de_dt = data.noise * bb / data.up_gain * (np.expm1(k) - k * np.exp(k))  # dE/dt < 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d_comp = np.where(busy, -2 * kc3 / tau ** 3, 0.0)
-        return d_comp - np.where(sends, de_dt, 0.0)
-
-    a, z = lo.copy(), np.maximum(hi, lo)
-    for _ in range(80):
-        mid = 0.5 * (a + z)
-        pos = slope(mid) > 0
-        z = np.where(pos, mid, z)
-        a = np.where(pos, a, mid)
-    tau = 0.5 * (a + z)
-    # a device with nothing to compute keeps tau = 0; a device that sends nothing computes as slowly as allowed
-    tau = np.where(busy, tau, 0.0)
-    return np.where(busy & ~sends, np.maximum(round_s, tau_min), tau)
+def _best_split(data: ClusterData, b: np.ndarray, round_s: float) -> np.ndarray:
+    """Per device, the compute time (s) of the CPU block for the band split ``b`` (:func:`fast_kkt.best_split`)."""
+    link = AllocationData.create(data.up_bits, data.up_gain, data.pmax, data.noise, data.band_hz)
+    block = CpuBlockData.create(link, b, data.cycles, data.kappa, data.fmax, round_s)
+    return fast_kkt.best_split(block)[0]
 
 
 def solve_cluster(data: ClusterData, budget_s: float) -> ClusterAllocation:

@@ -17,25 +17,36 @@ sum over clusters, so the problem decomposes by cluster exactly. Per cluster:
   on the best (re-parent a device, move the aggregator, switch D2D off) until no move improves;
 - ``exact`` (scheduler ``optimal-exact``): every rooted spanning arborescence over the usable D2D links and
   direct uploads, each with the convex inner problem: the certified optimum, for clusters small enough.
+
+``optimise`` reports a proven lower bound (:func:`hffm_opt.solvers.bounds.lower_bound`, a relaxation valid over
+every structure) and hence a proven gap; clusters are shared among ``workers`` forked processes.
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 
 from ..evaluate import Metrics, evaluate
 from ..formulations.cluster import cluster_data, link_energy, min_link_time
+from ..formulations.relay_tree import build_relay_tree
 from ..plan import Plan
 from ..scenario import Scenario
 from ..topology import distances_to
+from .arborescence import min_arborescence
+from .bounds import lower_bound
 from .cluster_solver import ClusterAllocation, apply_allocation, solve_cluster
+from .milp import solve_milp
 
 EXACT_LIMIT = 20_000  # rooted spanning arborescences (plus direct) the exact mode enumerates at most
+WORKERS = min(2, os.cpu_count() or 1)  # processes optimise uses by default (the target machine has 2 cores)
+F2_MAX_N = 12  # clusters up to this size also get the F2 relay-tree MILP's tree as a candidate (milp_solver given)
 
 
 class TooLargeForExact(ValueError):
@@ -132,9 +143,12 @@ def _in_tree(nxt: np.ndarray, members: np.ndarray) -> np.ndarray:
     return np.where(nxt >= 0, members[np.maximum(nxt, 0)], -1)
 
 
-def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, max_roots: int = 4) -> list:
+def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, max_roots: int = 4,
+                         milp: dict | None = None) -> list:
     """Direct, the plan's own structure, and for the ``max_roots`` aggregators of least eccentricity the
-    shortest-path tree (latency at full power) and the minimum-energy arborescence (energy within ``t_ref``)."""
+    shortest-path tree (latency at full power) and the minimum-energy arborescence (energy within ``t_ref``);
+    with ``milp`` (``{"solver", "time_limit", "mip_gap"}``) and at most :data:`F2_MAX_N` members, also the F2
+    relay-tree MILP's tree (:func:`f2_tree`)."""
     members = np.flatnonzero(plan.association == e)
     out = [None]
     if plan.aggregator[e] >= 0:
@@ -149,30 +163,35 @@ def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, m
         if not np.isfinite(ecc[r]):
             break
         out.append((int(members[r]), _in_tree(trees_by_root[r][1], members)))
-        arb = _min_arborescence(energy, int(r))
+        arb = min_arborescence(energy, int(r))
         if arb is not None:
             out.append((int(members[r]), _in_tree(arb, members)))
+    if milp is not None and len(members) <= F2_MAX_N:
+        found = f2_tree(scenario, plan, e, lat, energy, t_ref, **milp)
+        if found is not None:
+            out.append(found)
     return out
 
 
-def _min_arborescence(cost: np.ndarray, root: int) -> np.ndarray | None:
-    """Parent array (local) of the minimum-cost spanning arborescence into ``root`` (Edmonds), None if none."""
-    n = len(cost)
-    g = nx.DiGraph()
-    g.add_nodes_from(range(n))
-    i, j = np.nonzero(np.isfinite(cost) & ~np.eye(n, dtype=bool))
-    # edges point parent -> child so the arborescence grows out of the root; drop edges into the root
-    g.add_weighted_edges_from((int(b), int(a), float(cost[a, b])) for a, b in zip(i, j) if a != root)
-    try:
-        arb = nx.minimum_spanning_arborescence(g, attr="weight", preserve_attrs=False)
-    except nx.NetworkXException:
+def f2_tree(scenario: Scenario, plan: Plan, e: int, lat: np.ndarray, energy: np.ndarray, t_ref: float, solver: str,
+            time_limit: float, mip_gap: float):
+    """The F2 MILP's aggregator and tree for cluster ``e`` on ``solver`` (``highs``/``gurobi``), or None.
+
+    Arc data: latency at full power ``lat`` (s) and least energy within ``t_ref`` ``energy`` (J) of each usable
+    link, both directions; compute time at full CPU speed; weights w_T = 1/s and w_E = t_ref / (sum of every node's
+    cheapest arc energy), so the energy term is of the order of one reference time.
+    """
+    members = np.flatnonzero(plan.association == e)
+    data = cluster_data(scenario, plan, e)
+    compute = np.where(data.cycles > 0, data.cycles / data.fmax, 0.0)
+    cheapest = np.where(np.isfinite(energy), energy, np.inf).min(axis=1)
+    scale = float(cheapest[np.isfinite(cheapest)].sum()) if np.isfinite(cheapest).any() else 0.0
+    model = build_relay_tree(lat, energy, lat, energy, compute, w_T=1.0, w_E=t_ref / scale if scale > 0 else 0.0,
+                             allowed=np.isfinite(lat), node_ids=scenario.devices.ids[members])
+    res = solve_milp(model, solver, time_limit=time_limit, mip_gap=mip_gap)
+    if not res.ok:
         return None
-    parent = np.full(n, -1)
-    for p, c in arb.edges():
-        parent[c] = p
-    if parent[root] != -1 or (np.delete(parent, root) < 0).any():
-        return None
-    return parent
+    return int(members[res.decision["root"]]), _in_tree(res.decision["parent"], members)
 
 
 def rooted_arborescences(usable: np.ndarray):
@@ -271,10 +290,53 @@ def _neighbours(scenario, plan, e, members):
     return out
 
 
+def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, local_search: bool,
+                   local_search_max_n: int, milp: dict | None, e: int):
+    """Cluster ``e``'s least-energy structure within the period budget: (structure, allocation, structures priced);
+    (None, None, count) when no structure meets the budget. Structures are None (direct) or (root, parent)."""
+    members = np.flatnonzero(start.association == e)
+    if exact:
+        usable = usable_links(scenario, members)
+        structures = [None] + [(int(members[r]), _in_tree(p, members)) for r, p in rooted_arborescences(usable)]
+    else:
+        structures = candidate_structures(scenario, start, e, budget / max(2 * start.e_agg, 1), milp=milp)
+    best, counter = None, [0]
+    for structure in structures:
+        counter[0] += 1
+        alloc, trial = _price(scenario, start, e, structure, members, budget)
+        if alloc.feasible and (best is None or alloc.energy_j < best[0].energy_j):
+            best = (alloc, trial)
+    if best is None:
+        return None, None, counter[0]
+    if local_search and len(members) <= local_search_max_n:
+        best = _local_search(scenario, start, e, members, best, budget, counter)
+    alloc, trial = best
+    structure = None if trial.aggregator[e] < 0 else (int(trial.aggregator[e]), trial.parent[members].copy())
+    return structure, alloc, counter[0]
+
+
+_JOB: tuple | None = None  # the shared arguments of best_structure in forked workers
+
+
+def _cluster_job(e: int):
+    return best_structure(*_JOB, e)
+
+
+def _pool(workers: int, job: tuple):
+    """A pool of forked processes that see ``job`` (no pickling of the scenario)."""
+    global _JOB
+    _JOB = job
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+
+
 def optimise(scenario: Scenario, e_agg: int = 2, target_latency_s: float | None = None, seed: int = 0,
              target_from: str = "hierarchical-d2d", exact: bool = False, local_search: bool = True,
-             local_search_max_n: int = 12, exact_limit: int = EXACT_LIMIT, progress=None) -> JointResult:
-    """Run F4 (or the exact enumeration); see the module docstring."""
+             local_search_max_n: int = 12, exact_limit: int = EXACT_LIMIT, progress=None,
+             milp_solver: str | None = None, milp_time_limit: float = 60.0, milp_gap: float = 1e-2,
+             workers: int = WORKERS) -> JointResult:
+    """Run F4 (or the exact enumeration); see the module docstring. ``milp_solver`` (``"highs"``/``"gurobi"``)
+    adds the F2 MILP's tree, solved within ``milp_time_limit`` s and ``milp_gap``, to small clusters' candidates;
+    ``workers`` processes share the clusters (forked, when there are at least two clusters per worker)."""
     t0 = time.perf_counter()
     fastest, start_name, start, latencies = fastest_start(scenario, e_agg, seed)
     if target_latency_s is not None:
@@ -291,39 +353,36 @@ def optimise(scenario: Scenario, e_agg: int = 2, target_latency_s: float | None 
         if count > exact_limit:
             raise TooLargeForExact(f"exact mode = {count} discrete choices (direct or a rooted spanning tree per "
                                    f"cluster): above the limit of {exact_limit}; use 'optimal'")
-    plan = start
-    start_latency = cluster_periods(scenario, start)
+    milp = None if milp_solver is None else {"solver": milp_solver, "time_limit": milp_time_limit, "mip_gap": milp_gap}
+    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp)
+    edges = range(scenario.n_edges)
+    if workers > 1 and scenario.n_edges >= 2 * workers:
+        with _pool(workers, job) as pool:
+            found = list(progress(pool.map(_cluster_job, edges)) if progress else pool.map(_cluster_job, edges))
+    else:
+        found = [best_structure(*job, e) for e in (progress(edges) if progress else edges)]
+    plan, start_latency = start, cluster_periods(scenario, start)
     allocations: dict[int, tuple[np.ndarray, ClusterAllocation]] = {}
-    messages, counter = [], [0]
-    for e in (progress(range(scenario.n_edges)) if progress else range(scenario.n_edges)):
+    messages, evaluated = [], 0
+    for e, (structure, alloc, count) in zip(edges, found):
+        evaluated += count
         members = np.flatnonzero(plan.association == e)
-        if exact:
-            usable = usable_links(scenario, members)
-            structures = [None] + [(int(members[r]), _in_tree(p, members)) for r, p in rooted_arborescences(usable)]
-        else:
-            t_ref = budget / max(2 * e_agg, 1)
-            structures = candidate_structures(scenario, plan, e, t_ref)
-        best = None
-        for structure in structures:
-            counter[0] += 1
-            alloc, trial = _price(scenario, plan, e, structure, members, budget)
-            if alloc.feasible and (best is None or alloc.energy_j < best[0].energy_j):
-                best = (alloc, trial)
-        if best is None:  # keep the starting plan's decisions (they meet the default target at full power)
+        if alloc is None:  # keep the starting plan's decisions (they meet the default target at full power)
             if start_latency[e] > budget * (1 + 1e-9):
                 messages.append(f"cluster of edge {scenario.edges.ids[e]}: no structure meets {target:.6g} s per round")
             continue
-        if local_search and not exact and len(members) <= local_search_max_n:
-            best = _local_search(scenario, plan, e, members, best, budget, counter)
-        alloc, plan = best
+        plan = _set_structure(plan, scenario, e, members, structure)
         allocations[e] = (members, alloc)
     status = "infeasible" if messages else ("optimal" if exact else "feasible")
     final = apply_allocation(plan, allocations).replace(scheduler="optimal-exact" if exact else "optimal",
                                                          meta={"target_latency_s": target, "start": start_name})
     metrics = evaluate(scenario, final)
     energy = metrics.energy_j
-    return JointResult(final, metrics, energy, target, status, time.perf_counter() - t0, counter[0], start_name,
-                       bound=energy if exact and not messages else None, messages=messages)
+    bound = None
+    if not messages:
+        bound = energy if exact else lower_bound(scenario, start, budget)
+    return JointResult(final, metrics, energy, target, status, time.perf_counter() - t0, evaluated, start_name,
+                       bound=bound, messages=messages)
 
 
 def improve(scenario: Scenario, plan: Plan, target_latency_s: float | None = None, max_evals: int = 200) -> JointResult:

@@ -1,0 +1,466 @@
+"""The hierarchical federated trainer: runs a :class:`~hffm_opt.plan.Plan` on the real model, on a simulated clock.
+
+Semantics (section 3 and 6 of the design). The state is one copy of the trainable parameters per cluster (edge
+server): after each edge round every device of a cluster holds its cluster's aggregate. Per edge round:
+
+1. every participating device (not a straggler of ``evaluate(scenario, plan)``, trains at least one module,
+   holds data) starts from its cluster's copy and trains exactly its modules ``plan.train[u]`` for ``tau``
+   local steps of ``batch`` samples (:func:`~hffm_opt.learners.local.local_train`: many devices per vmapped call);
+2. module-wise, sample-weighted aggregation inside each cluster: module ``k`` of cluster ``e`` becomes the
+   weighted mean of the copies of the participants of ``e`` that trained ``k``, weight ``n_{u,t}`` (training
+   rows of task ``t``) for ``prompt:t``/``head:t`` and ``n_u`` (all training rows) for every other module; a module
+   nobody in the cluster trained keeps its value. Aggregation at the D2D aggregator or at the edge gives the
+   same numbers (only the price differs, which ``evaluate`` knows);
+3. after every ``plan.e_agg``-th edge round, each module whose tier is ``cloud`` in a cluster is averaged across
+   those clusters, weighted by the clusters' total weights of that module, and sent back to them. Modules whose
+   tier is below the cloud (edge-only plans, cluster-local experts) never leave their cluster. A star plan
+   (``e_agg`` = 1, every tier cloud) is therefore a global weighted average every round.
+
+The simulated clock and energy advance by ``evaluate``'s figures (``Metrics.round_end_s``,
+``Metrics.round_energy_j``, repeated period after period); the trainer never prices anything itself. Accuracy
+on the global test set is that of the model a device holds, i.e. the mean over clusters of the cluster model's
+accuracy weighted by cluster size; personalised accuracy is the mean over devices of their cluster model's
+accuracy on their own test rows (mean over their tasks). Accuracies are in percent.
+
+A checkpoint (atomic: temporary file, then ``os.replace``) is written after every global round and at the end;
+calling :func:`train` again with the same inputs and ``checkpoint_dir`` resumes from it and yields a
+bit-identical :class:`History`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from hffm_opt.evaluate import CLOUD, Metrics, evaluate
+from hffm_opt.plan import Plan
+from hffm_opt.scenario import Scenario
+
+from .data import MultiModalTable
+from .local import OPTIMIZERS, local_train, sample_device_batches
+from .model import M3TModel
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the plan says who trains what, where it is aggregated, and what it costs).
+
+    - ``rounds`` (20): edge rounds to run (>= 1); a global round is ``plan.e_agg`` edge rounds.
+    - ``lr`` (0.01): learning rate of the local optimiser; ``optimizer`` (``"adam"``, or ``"sgd"`` with
+      ``momentum`` and ``weight_decay``, both 0); its state restarts every edge round.
+    - ``local_steps`` (tau) and ``batch_size`` (samples per step), None = the plan's ``local_steps`` and
+      ``batch_size``; either way ``evaluate`` prices the plan with the values actually run.
+    - ``seed`` (0): seeds the minibatch draws (the only randomness of training).
+    - ``eval_every`` (1): evaluate every this many edge rounds and at the last one (0 = never, for benchmarks);
+      ``personalised`` (True): also evaluate each device's cluster model on its local test rows.
+    - ``eval_batch`` (2048): rows per evaluation forward pass; ``devices_per_call`` (256; None = all participants
+      at once): most devices one :func:`local_train` call trains. Large enough to vectorise well, small enough to
+      bound memory: one global round of 1,000 devices took 68 s in calls of 250 and 124 s in one call of 1,000.
+    """
+
+    rounds: int = 20
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    local_steps: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    eval_every: int = 1
+    personalised: bool = True
+    eval_batch: int = 2048
+    devices_per_call: int | None = 256
+
+    def __post_init__(self):
+        for name in ("rounds", "eval_batch"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name), "must be an integer >= 1")
+        for name in ("local_steps", "batch_size", "devices_per_call"):
+            v = getattr(self, name)
+            _require(v is None or v >= 1, name, v, "must be None or an integer >= 1")
+        _require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0 (0 = never evaluate)")
+        _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a finite number > 0")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"must be one of {OPTIMIZERS}")
+        _require(self.momentum >= 0 and self.weight_decay >= 0, "momentum/weight_decay",
+                 (self.momentum, self.weight_decay), "must be >= 0")
+
+
+def _require(ok: bool, name: str, value, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} = {value!r}: {rule}")
+
+
+@dataclass(frozen=True, eq=False)
+class FederatedData:
+    """What training needs besides the scenario and the plan.
+
+    ``model``: the starting model (pre-trained frozen core, fresh trainable modules; never modified);
+    ``train``/``test``: each device's training and local test table (device index order of the scenario),
+    ideally pre-encoded (:meth:`MultiModalTable.with_encoded`); ``global_test``: the global test set.
+    """
+
+    model: M3TModel
+    train: tuple[MultiModalTable, ...]
+    test: tuple[MultiModalTable, ...]
+    global_test: MultiModalTable
+
+    def __post_init__(self):
+        object.__setattr__(self, "train", tuple(self.train))
+        object.__setattr__(self, "test", tuple(self.test))
+        _require(len(self.train) == len(self.test), "len(test)", len(self.test),
+                 f"must equal len(train) = {len(self.train)} (one table per device)")
+        for t in (*self.train, *self.test, self.global_test):
+            _require(t.task_names == self.model.task_names, f"{t.name}.tasks", t.task_names,
+                     f"must be the model's tasks {self.model.task_names}")
+
+
+# --------------------------------------------------------------------------- history
+@dataclass
+class History:
+    """Per-edge-round records of a training run and what they were produced from (``meta``).
+
+    Each record: ``round`` (1-based edge round), ``global_round``, ``time_s`` (simulated, cumulative, s),
+    ``energy_j`` (cumulative, J), ``participants``, ``bytes_by_tier`` (``d2d``, ``edge``, ``cloud``: bytes moved in
+    that round, the evaluator's per-period bits with the backhaul in the period's last round and the rest spread
+    evenly), ``evaluated`` and, when evaluated, ``accuracy`` (percent, mean over tasks, global test set),
+    ``accuracy_by_task`` (percent) and ``personalised_accuracy`` (percent); None when not evaluated.
+    """
+
+    records: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def _evaluated(self) -> list[dict]:
+        return [r for r in self.records if r["accuracy"] is not None]
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """Accuracy (percent) of the last evaluated round, None if none was evaluated."""
+        ev = self._evaluated()
+        return ev[-1]["accuracy"] if ev else None
+
+    def accuracy_at(self, time_s: float | None = None, energy_j: float | None = None) -> float | None:
+        """The last evaluated accuracy (percent) reached within ``time_s`` simulated seconds and ``energy_j``
+        joules (None = no limit); None if no evaluation falls within the budget."""
+        ok = [r for r in self._evaluated() if (time_s is None or r["time_s"] <= time_s)
+              and (energy_j is None or r["energy_j"] <= energy_j)]
+        return ok[-1]["accuracy"] if ok else None
+
+    def _first_reaching(self, target_pct: float) -> dict | None:
+        return next((r for r in self._evaluated() if r["accuracy"] >= target_pct), None)
+
+    def time_to(self, target_pct: float) -> float | None:
+        """Simulated time (s) at which the accuracy first reached ``target_pct`` percent, None if never."""
+        r = self._first_reaching(target_pct)
+        return None if r is None else r["time_s"]
+
+    def energy_to(self, target_pct: float) -> float | None:
+        """Cumulative energy (J) when the accuracy first reached ``target_pct`` percent, None if never."""
+        r = self._first_reaching(target_pct)
+        return None if r is None else r["energy_j"]
+
+    def to_frame(self):
+        """The records as a pandas DataFrame (``acc_<task>`` and ``bytes_<tier>`` columns flattened)."""
+        import pandas as pd
+
+        rows = []
+        for r in self.records:
+            flat = {k: v for k, v in r.items() if k not in ("accuracy_by_task", "bytes_by_tier")}
+            flat.update({f"acc_{t}": v for t, v in (r["accuracy_by_task"] or {}).items()})
+            flat.update({f"bytes_{t}": v for t, v in r["bytes_by_tier"].items()})
+            rows.append(flat)
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> str:
+        """``{"meta": ..., "records": [...]}`` as JSON text."""
+        return json.dumps({"meta": self.meta, "records": self.records})
+
+    @classmethod
+    def from_json(cls, text: str) -> "History":
+        """Inverse of :meth:`to_json`."""
+        doc = json.loads(text)
+        return cls(records=doc["records"], meta=doc["meta"])
+
+    def save(self, directory, name: str = "history") -> tuple[Path, Path]:
+        """Write ``<name>.csv`` and ``<name>.json`` into ``directory`` atomically; returns both paths."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        csv_path, json_path = directory / f"{name}.csv", directory / f"{name}.json"
+        write_text_atomic(csv_path, self.to_frame().to_csv(index=False))
+        write_text_atomic(json_path, self.to_json())
+        return csv_path, json_path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the run
+def train(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConfig = TrainConfig(), *,
+          progress: Callable[[Iterable], Iterable] | None = None, checkpoint_dir=None,
+          on_round: Callable[[dict], None] | None = None) -> History:
+    """Train ``data.model`` federatedly under ``plan`` for ``config.rounds`` edge rounds (see the module docstring).
+
+    ``progress`` wraps the iterable of rounds (e.g. ``tqdm``); ``checkpoint_dir`` enables checkpoint/resume;
+    ``on_round(record)`` is called after every edge round with its record (an exception it raises, e.g.
+    ``optuna.TrialPruned``, stops training and propagates). Raises ``PlanError`` for an invalid plan and
+    ``ValueError`` when the scenario, the plan and the data do not describe the same modules and devices.
+    """
+    run = _Run(scenario, plan, data, config)
+    start = run.resume(checkpoint_dir) if checkpoint_dir is not None else 0
+    rounds = range(start + 1, config.rounds + 1)
+    for r in (progress(rounds) if progress is not None else rounds):
+        record = run.edge_round(r)
+        if checkpoint_dir is not None and (r % plan.e_agg == 0 or r == config.rounds):
+            run.checkpoint(checkpoint_dir, r)
+        if on_round is not None:
+            on_round(record)
+    return History([dict(r) for r in run.records if r["round"] <= config.rounds], run.meta())
+
+
+class _Run:
+    """The state of one training run and its edge round (internal: :func:`train` is the interface)."""
+
+    def __init__(self, scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConfig):
+        model = data.model
+        names = model.module_names()
+        _require(scenario.module_names == names, "scenario.modules", scenario.module_names,
+                 f"must be the model's modules {names} (build the scenario from module_catalogue(model))")
+        _require(len(data.train) == scenario.n_devices, "len(data.train)", len(data.train),
+                 f"must equal the scenario's {scenario.n_devices} devices")
+        self.tau = config.local_steps or plan.local_steps
+        self.batch = config.batch_size or plan.batch_size
+        # priced (and checked) with the local steps and batch size actually run
+        self.metrics: Metrics = evaluate(scenario, plan.replace(local_steps=self.tau, batch_size=self.batch))
+        frozen = [k for k in names if model.is_frozen(k)]
+        trained = [names[k] for k in np.flatnonzero(plan.train.any(axis=0))]
+        bad = sorted(set(trained) & set(frozen))
+        _require(not bad, "plan.train", bad, "modules frozen in the model cannot be trained")
+        self.scenario, self.plan, self.data, self.config = scenario, plan, data, config
+        self.model = model
+        self.assoc = plan.association.astype(np.int64)
+        self.n_edges = scenario.n_edges
+        self.param_names = model.trainable_names()
+        self.param_module = [names.index(model.module_of(n)) for n in self.param_names]
+        n_rows = np.array([len(t) for t in data.train], dtype=float)
+        n_task = np.stack([t.label_counts() for t in data.train]).astype(float)
+        w = np.repeat(n_rows[:, None], len(names), axis=1)
+        for k, name in enumerate(names):
+            if model.module_kind(name) in ("prompt", "head"):
+                w[:, k] = n_task[:, model.task_names.index(name.split(":", 1)[1])]
+        self.participants = (~self.metrics.stragglers) & plan.train.any(axis=1) & (n_rows > 0)
+        #: (U, K) aggregation weight of device u for module k (0 = does not contribute)
+        self.weights = w * plan.train * self.participants[:, None]
+        #: (E, K) total weight of each cluster for each module (the cloud's weights)
+        self.cluster_weights = np.zeros((self.n_edges, len(names)))
+        np.add.at(self.cluster_weights, self.assoc, self.weights)
+        self.clusters = {n: p.detach().unsqueeze(0).repeat(self.n_edges, *([1] * p.dim())).clone()
+                         for n, p in model.named_parameters() if n in self.param_names}
+        self.rng = np.random.default_rng(config.seed)
+        self.records: list[dict] = []
+        self._signature = ""  # set by resume(), before any checkpoint is written
+        self._work = copy.deepcopy(model)  # evaluation copy, loaded with a cluster's parameters
+        self._eval_sizes = np.bincount(self.assoc, minlength=self.n_edges).astype(float)
+
+    # ------------------------------------------------------------------ one edge round
+    def edge_round(self, r: int) -> dict:
+        """Run edge round ``r`` (1-based): local training, cluster aggregation, cloud aggregation at period ends."""
+        self._train_and_aggregate()
+        position = (r - 1) % self.plan.e_agg
+        if position == self.plan.e_agg - 1:
+            self._cloud_aggregate()
+        record = self._record(r, position)
+        self.records.append(record)
+        return record
+
+    def _train_and_aggregate(self) -> None:
+        devs = np.flatnonzero(self.participants)
+        devs = devs[np.argsort(self.assoc[devs], kind="stable")]
+        if devs.size == 0:
+            return
+        size = self.config.devices_per_call or devs.size
+        num = {n: torch.zeros_like(x) for n, x in self.clusters.items()}
+        den = {n: torch.zeros(self.n_edges, dtype=x.dtype) for n, x in self.clusters.items()}
+        c = self.config
+        for s in range(0, devs.size, size):
+            idx = devs[s:s + size]
+            home = torch.as_tensor(self.assoc[idx])
+            stacked = {n: x[home] for n, x in self.clusters.items()}
+            batches = sample_device_batches([self.data.train[u] for u in idx], self.tau, self.batch, self.rng)
+            res = local_train(self.model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
+                              optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
+                              module_names=self.scenario.module_names)
+            for n, k in zip(self.param_names, self.param_module):
+                w = torch.as_tensor(self.weights[idx, k], dtype=num[n].dtype)
+                num[n].index_add_(0, home, res.params[n] * w.view(-1, *([1] * (num[n].dim() - 1))))
+                den[n].index_add_(0, home, w)
+        for n in self.param_names:
+            d = den[n].view(-1, *([1] * (num[n].dim() - 1)))
+            self.clusters[n] = torch.where(d > 0, num[n] / d.clamp(min=1e-30), self.clusters[n])
+
+    def _cloud_aggregate(self) -> None:
+        tier = self.plan.tier
+        for n, k in zip(self.param_names, self.param_module):
+            to_cloud = tier[:, k] == CLOUD
+            w = np.where(to_cloud, self.cluster_weights[:, k], 0.0)
+            if w.sum() <= 0:
+                continue
+            x = self.clusters[n]
+            wt = torch.as_tensor(w / w.sum(), dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+            mean = (x * wt).sum(dim=0, keepdim=True)
+            mask = torch.as_tensor(to_cloud).view(-1, *([1] * (x.dim() - 1)))
+            self.clusters[n] = torch.where(mask, mean.expand_as(x), x)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record(self, r: int, position: int) -> dict:
+        m, g = self.metrics, self.plan.e_agg
+        done = (r - 1) // g
+        time_s = done * m.period_latency_s + float(m.round_end_s[position])
+        energy_j = done * m.period_energy_j + float(np.cumsum(m.round_energy_j)[position])
+        bits = m.bits_by_part
+        last = position == g - 1
+        if self.plan.mode == "star":
+            per_round = {"d2d": 0.0, "edge": 0.0, "cloud": bits["uplink"] / 8}
+        else:
+            per_round = {"d2d": bits["d2d"] / 8 / g, "edge": (bits["uplink"] + bits["downlink"]) / 8 / g,
+                         "cloud": bits["backhaul"] / 8 if last else 0.0}
+        c = self.config
+        evaluated = c.eval_every > 0 and (r % c.eval_every == 0 or r == c.rounds)
+        record = {"round": r, "global_round": done + 1, "time_s": time_s, "energy_j": energy_j,
+                  "participants": int(self.participants.sum()), "bytes_by_tier": per_round, "evaluated": evaluated,
+                  "accuracy": None, "accuracy_by_task": None, "personalised_accuracy": None}
+        if evaluated:
+            record.update(self._evaluate())
+        return record
+
+    @torch.no_grad()
+    def _cluster_model(self, e: int) -> M3TModel:
+        params = dict(self._work.named_parameters())
+        for n, x in self.clusters.items():
+            params[n].copy_(x[e])
+        return self._work
+
+    def _evaluate(self) -> dict:
+        tasks = self.model.task_names
+        acc = np.zeros((self.n_edges, len(tasks)))
+        seen: list[int] = []  # clusters evaluated so far (identical clusters share one evaluation)
+        device_acc = []
+        for e in range(self.n_edges):
+            same = next((f for f in seen if all(torch.equal(x[e], x[f]) for x in self.clusters.values())), None)
+            if same is not None:
+                acc[e] = acc[same]
+            else:
+                seen.append(e)
+                model = self._cluster_model(e)
+                ok, labelled = _correct(model, self.data.global_test, self.config.eval_batch)
+                with np.errstate(invalid="ignore"):
+                    acc[e] = ok.sum(0) / labelled.sum(0)
+            if self.config.personalised:
+                device_acc += self._personalised(e)
+        size = self._eval_sizes
+        by_task = {t: _pct((acc[:, j] * size).sum() / size.sum()) if np.isfinite(acc[:, j]).all() else None
+                   for j, t in enumerate(tasks)}
+        valid = [v for v in by_task.values() if v is not None]
+        return {"accuracy": float(np.mean(valid)) if valid else None, "accuracy_by_task": by_task,
+                "personalised_accuracy": _pct(float(np.mean(device_acc))) if device_acc else None}
+
+    def _personalised(self, e: int) -> list[float]:
+        """Each device of cluster ``e``: its cluster model's accuracy on its test rows (fraction, mean over tasks)."""
+        members = [u for u in np.flatnonzero(self.assoc == e) if len(self.data.test[u])]
+        if not members:
+            return []
+        model = self._cluster_model(e)
+        out = []
+        for u in members:
+            ok, labelled = _correct(model, self.data.test[u], self.config.eval_batch)
+            n = labelled.sum(0)
+            out.append(float(np.mean(ok.sum(0)[n > 0] / n[n > 0])))
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def meta(self) -> dict:
+        """What the history was produced from."""
+        return {"scheduler": self.plan.scheduler, "mode": self.plan.mode, "e_agg": int(self.plan.e_agg),
+                "scenario": self.scenario.name, "n_devices": self.scenario.n_devices,
+                "latency_s": self.metrics.latency_s, "energy_j": self.metrics.energy_j,
+                "local_steps": self.tau, "batch_size": self.batch, "config": asdict(self.config)}
+
+    def signature(self) -> str:
+        """Hash of every input of the run but ``config.rounds`` (a checkpoint is only resumed by the same run):
+        plan, configuration, scenario name and modules, data sizes and the starting model's parameters."""
+        h = hashlib.sha1()
+        cfg = asdict(self.config)
+        cfg.pop("rounds")
+        h.update(json.dumps({"plan": self.plan.to_dict(), "config": cfg, "scenario": self.scenario.name,
+                             "modules": self.scenario.module_names, "devices": self.scenario.n_devices,
+                             "rows": [len(t) for t in self.data.train]}, sort_keys=True, default=str).encode())
+        for n, p in self.model.named_parameters():
+            h.update(p.detach().numpy().tobytes())
+        return h.hexdigest()
+
+    def checkpoint(self, directory, r: int) -> None:
+        """Write the state after edge round ``r`` atomically into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {"signature": self._signature, "round": r, "clusters": self.clusters,
+                 "rng": json.dumps(self.rng.bit_generator.state), "records": json.dumps(self.records)}
+        path = directory / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def resume(self, directory) -> int:
+        """Load the checkpoint in ``directory`` if there is one; returns the last edge round it holds (0 = none)."""
+        self._signature = self.signature()
+        path = Path(directory) / CHECKPOINT
+        if not path.exists():
+            return 0
+        state = torch.load(path, weights_only=True)
+        _require(state["signature"] == self._signature, "checkpoint_dir", str(directory),
+                 "holds a checkpoint of a run with other inputs; use a fresh directory")
+        self.clusters = {n: x.clone() for n, x in state["clusters"].items()}
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.records = json.loads(state["records"])
+        return int(state["round"])
+
+
+@torch.no_grad()
+def _correct(model: M3TModel, table: MultiModalTable, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T) bool arrays: prediction correct, and row labelled for the task, for every row of ``table``.
+
+    Rows are grouped by the tasks they are labelled for and each group runs only those tasks' prompts (and only
+    the modalities its rows have): the model's masks make a task's prediction independent of the other tasks in
+    the sequence, so this is exact and shorter."""
+    labelled = (table.labels >= 0).numpy()
+    ok = np.zeros_like(labelled)
+    if not len(table):
+        return ok, labelled
+    keys, inverse = np.unique(labelled, axis=0, return_inverse=True)
+    for key, rows in ((k, np.flatnonzero(inverse.reshape(-1) == g)) for g, k in enumerate(keys)):
+        cols = np.flatnonzero(key)
+        if not cols.size:
+            continue
+        tasks = [model.task_names[j] for j in cols]
+        for start in range(0, len(rows), batch_size):
+            part = rows[start:start + batch_size]
+            b = table.batch(part)
+            out = model(**b.model_kwargs(), tasks=tasks)
+            pred = torch.stack([out.logits[t].argmax(-1) for t in tasks], dim=1)
+            ok[np.ix_(part, cols)] = (pred == b.labels[:, cols]).numpy()
+    return ok, labelled
+
+
+def _pct(fraction: float) -> float:
+    return 100.0 * float(fraction)
