@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from hffm_opt.cli import main
 from hffm_opt.evaluate import evaluate
@@ -11,13 +10,7 @@ from hffm_opt.learners.setup import learning_setup
 from hffm_opt.schedulers import schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run several times faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = ["--benchmark", "synthetic", "--scenario", "clustered", "--n-edges", "2", "--devices-per-edge", "3",

@@ -15,13 +15,7 @@ from hffm_opt.learners.trainer import CHECKPOINT, FederatedData, History, TrainC
 from hffm_opt.schedulers import schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run several times faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CFG = TrainConfig(rounds=2, lr=5e-3, local_steps=2, batch_size=8, personalised=False)
