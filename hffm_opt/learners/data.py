@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .model import M3TConfig, ModalitySpec, TaskSpec
+from .model import M3TConfig, ModalitySpec, SpecNames, TaskSpec
 
 PACKAGE_DATA = Path(__file__).with_name("data")
 EASY_VQA_EMBEDDINGS = PACKAGE_DATA / "easy_vqa_question_embeddings.npy"
@@ -100,7 +100,7 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- the table
-class MultiModalTable(Dataset):
+class MultiModalTable(SpecNames, Dataset):
     """Rows pointing into per-modality source tensors, with one label per task (see the module docstring).
 
     ``sources[m]`` (n_items_m, *shape); ``index`` (N, M) int64 row -> item of each modality (-1 = absent);
@@ -148,16 +148,6 @@ class MultiModalTable(Dataset):
         return x, y
 
     # -- views
-    @property
-    def modality_names(self) -> tuple[str, ...]:
-        """Modality names, the column order of ``index``."""
-        return tuple(m.name for m in self.modalities)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        """Task names, the column order of ``labels``."""
-        return tuple(t.name for t in self.tasks)
-
     @property
     def present(self) -> Tensor:
         """(N, M) bool: which modalities each row has."""

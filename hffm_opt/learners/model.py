@@ -96,8 +96,22 @@ class TaskSpec:
             raise ValueError(f"task {self.name}.n_classes = {self.n_classes}: must be >= 2")
 
 
+class SpecNames:
+    """``modality_names``/``task_names`` of anything holding ``modalities`` and ``tasks`` spec sequences."""
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Modality names, in spec order (the column order of presence arrays)."""
+        return tuple(m.name for m in self.modalities)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names, in spec order (the column order of label arrays)."""
+        return tuple(t.name for t in self.tasks)
+
+
 @dataclass(frozen=True)
-class M3TConfig:
+class M3TConfig(SpecNames):
     """Architecture and the frozen/trained split of :class:`M3TModel` (see the module docstring)."""
 
     modalities: tuple[ModalitySpec, ...]
@@ -139,15 +153,6 @@ class M3TConfig:
         if len(self.image_channels) != 4:
             raise ValueError(f"image_channels = {self.image_channels}: the image CNN has 4 layers")
 
-    @property
-    def modality_names(self) -> tuple[str, ...]:
-        """Modality names, in model order."""
-        return tuple(m.name for m in self.modalities)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        """Task names, in model order (the column order of label arrays)."""
-        return tuple(t.name for t in self.tasks)
 
     def replace(self, **changes) -> "M3TConfig":
         """A validated copy with some fields changed."""

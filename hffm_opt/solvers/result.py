@@ -1,4 +1,4 @@
-"""What every MILP backend returns (:class:`SolveResult`) and the two ways a backend can refuse to run.
+"""What every solver backend returns (:class:`SolveResult`) and the two ways a backend can refuse to run.
 
 Times are wall-clock seconds; ``objective`` and ``bound`` are in the units of the program's objective.
 """
