@@ -10,16 +10,20 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ._io import atomic_write
+from .errors import PlanError
+
+if TYPE_CHECKING:
+    from .network.scenario import Scenario
 
 MODES = ("star", "hierarchical")
 TIERS = ("aggregator", "edge", "cloud")  # tier index 0, 1, 2: the highest node that aggregates a module
 RELAY_MODES = ("aggregate", "forward")  # in-network aggregation on relay trees, or store-and-forward
-
-
-class PlanError(ValueError):
-    """A plan breaks a constraint; the message names the field, the value and the rule."""
+AGG, EDGE, CLOUD = range(len(TIERS))
 
 
 def _ro(a, dtype) -> np.ndarray:
@@ -116,12 +120,29 @@ class Plan:
 
     def save(self, path) -> None:
         """Write the plan as JSON atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path) -> "Plan":
         """Read a plan written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, name: str) -> Plan:
+    """The prototype's fixed decisions: everything needed is trained, equal bandwidth, fixed powers, full CPU.
+
+    ``top_tier`` is the highest aggregation tier ("cloud" or "edge"); cluster-local modules stop at the edge.
+    """
+    dev, proto = scenario.devices, scenario.prototype
+    n, n_e = scenario.n_devices, scenario.n_edges
+    mods = scenario.module_arrays
+    counts = np.bincount(dev.edge, minlength=n_e)
+    tier = np.full((n_e, len(scenario.modules)), TIERS.index(top_tier), dtype=np.int8)
+    tier[:, mods["cluster_local"]] = np.minimum(tier[:, mods["cluster_local"]], EDGE)
+    return Plan(mode=mode, e_agg=e_agg, association=dev.edge.copy(), train=scenario.need & mods["trainable"], tier=tier,
+                aggregator=np.full(n_e, -1), parent=np.full(n, -1),
+                bandwidth_hz=scenario.edges.bandwidth_hz[dev.edge] / counts[dev.edge],
+                power_w=np.minimum(proto.uplink_rate_power_w, dev.pmax_w),
+                d2d_power_w=np.minimum(proto.d2d_rate_power_w, dev.pmax_w),
+                d2d_down_power_w=np.full(n, proto.d2d_rate_power_w), cpu_hz=dev.cpu_hz.copy(), scheduler=name)
+

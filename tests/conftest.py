@@ -1,8 +1,47 @@
-"""Shared fixtures."""
+"""Shared builders and fixtures of the whole suite: hand-made scenarios whose numbers can be checked by hand
+(:func:`tiny_scenario`), small generated clustered scenarios (:func:`small_clustered`), the paper scenario, and one
+torch thread. Test modules import the builders with ``from conftest import ...``."""
 
+import numpy as np
 import pytest
 
-from hffm_opt.generators import paper_scenario
+from hffm_opt.network import generators
+from hffm_opt.network.generators import paper_scenario, synthetic_catalogue
+from hffm_opt.network.scenario import D2DLinks, Devices, EdgeServers, PrototypeConstants, Scenario
+
+N0 = 1e-20  # W/Hz, a round number for hand computation
+
+
+def tiny_scenario(n_per_edge=(3,), gains=None, d2d_gain=1e-9, positions=None, proto=None, **device_overrides):
+    """Edges with ``n_per_edge`` devices each; all ordered D2D pairs inside a cluster with gain ``d2d_gain``."""
+    n_e, n = len(n_per_edge), sum(n_per_edge)
+    edge = np.repeat(np.arange(n_e), n_per_edge)
+    pos = np.array(positions, float) if positions is not None else np.stack([np.arange(n) * 10.0, np.zeros(n)], 1)
+    g = np.full((n, n_e), np.nan)
+    g[np.arange(n), edge] = gains if gains is not None else 1e-10
+    fields = dict(ids=np.arange(n), position_m=pos, edge=edge, cpu_hz=np.full(n, 1e9), flops_per_cycle=np.full(n, 4.0),
+                  kappa=np.full(n, 1e-28), memory_bytes=np.full(n, 8e9), pmax_w=np.full(n, 1.0), uplink_gain=g,
+                  modalities=np.ones((n, 2), bool), samples=np.full((n, 2), 100))
+    fields.update(device_overrides)
+    src, dst = [], []
+    for e in range(n_e):
+        m = np.flatnonzero(edge == e)
+        src += [a for a in m for b in m if a != b]
+        dst += [b for a in m for b in m if a != b]
+    proto = proto or PrototypeConstants()
+    edges = EdgeServers(ids=np.arange(n_e), position_m=np.zeros((n_e, 2)), bandwidth_hz=np.array(n_per_edge) * 1e6,
+                        downlink_power_w=np.zeros(n_e), backhaul_delay_s=np.full(n_e, 0.1),
+                        backhaul_rate_bps=np.full(n_e, 4e6), backhaul_power_w=np.full(n_e, 0.8))
+    return Scenario(name="tiny", modalities=("image", "text"), tasks=("vqa", "shape"),
+                    modules=synthetic_catalogue(("image", "text"), ("vqa", "shape"), proto.model_bits),
+                    edges=edges, devices=Devices(**fields),
+                    d2d=D2DLinks(src=src, dst=dst, gain=np.full(len(src), d2d_gain), bandwidth_hz=8e6),
+                    noise_psd_w_per_hz=N0, prototype=proto)
+
+
+def small_clustered(seed, n_e=2, per=3):
+    """``n_e`` clusters of ``per`` devices, 800 m apart, 250 m radius (small enough for exact enumeration)."""
+    return generators.clustered(n_e, per, seed=seed, spacing_m=800.0, cluster_radius_m=250.0)
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from .association import min_bandwidth
-from .cluster import LN2, link_energy, min_link_time, power_for_time
+from ..network.channel import LN2, link_energy, min_bandwidth, power_for_time, transmit_time
 from .convex_model import ConvexModel
 
 FEAS_TOL = 1e-6  # relative tolerance of constraints, band use and equal latencies of a returned point
@@ -92,7 +91,7 @@ def deadline_precheck(data: AllocationData) -> str | None:
     Names the first device that cannot send ``S_u`` in ``t_u`` even with the whole band at full power, else the
     edge server whose devices together need more than its band at full power.
     """
-    b_min = min_bandwidth(data.bits, data.time_s, data.gain, data.pmax_w, data.noise_psd)
+    b_min = min_bandwidth(data.bits, data.time_s, data.pmax_w, data.gain, data.noise_psd)
     alone = np.flatnonzero(b_min > data.bandwidth_hz)
     if alone.size:
         u = int(alone[0])
@@ -131,7 +130,7 @@ def min_energy_residual(data: AllocationData, band_hz: np.ndarray) -> dict[str, 
     send = data.bits > 0
     if (b < 0).any() or (send & ~(b > 0)).any():
         return {"a device with bits to send has no bandwidth": (np.inf, FEAS_TOL)}
-    power = power_for_time(data.time_s, data.bits, np.where(send, b, 1.0), data.gain, data.noise_psd)
+    power = power_for_time(data.bits, data.time_s, np.where(send, b, 1.0), data.gain, data.noise_psd)
     price = marginal_price(data, np.where(send, b, 1.0))
     capped = send & (power >= data.pmax_w * (1 - KKT_TOL))  # at its cap within the stationarity tolerance
     free = send & ~capped
@@ -166,8 +165,7 @@ def build_min_energy(data: AllocationData) -> ConvexModel:
     precheck = deadline_precheck(data)
     gamma = data.snr_per_w()[send]
     k = n * data.bits[send] * LN2 / (data.time_s[send] * data.bandwidth_hz)
-    floor = n * min_bandwidth(data.bits[send], data.time_s[send], data.gain[send], data.pmax_w[send],
-                              data.noise_psd) / data.bandwidth_hz
+    floor = n * min_bandwidth(data.bits[send], data.time_s[send], data.pmax_w[send], data.gain[send], data.noise_psd) / data.bandwidth_hz
     ref = np.maximum(n * k / max(k.sum(), 1e-300), np.where(np.isfinite(floor), floor, 0.0))
     shares = cp.Variable(m, nonneg=True)
     z = cp.Variable(m, nonneg=True)
@@ -200,8 +198,8 @@ def energy_decision(data: AllocationData, band_hz: np.ndarray) -> dict:
     send = data.bits > 0
     b = np.where(send, band_hz, 0.0)
     bb = np.where(send & (b > 0), b, 1.0)
-    power = np.where(send, power_for_time(data.time_s, data.bits, bb, data.gain, data.noise_psd), 0.0)
-    energy = np.where(send, link_energy(data.time_s, data.bits, bb, data.gain, data.noise_psd), 0.0)
+    power = np.where(send, power_for_time(data.bits, data.time_s, bb, data.gain, data.noise_psd), 0.0)
+    energy = np.where(send, link_energy(data.bits, data.time_s, bb, data.gain, data.noise_psd), 0.0)
     return {"bandwidth_hz": b, "power_w": power, "energy_j": energy}
 
 
@@ -209,8 +207,7 @@ def achieved_latency(data: AllocationData, band_hz: np.ndarray) -> np.ndarray:
     """(U,) time (s) each device needs to send its bits at full power on ``band_hz`` (0 without bits)."""
     b = np.asarray(band_hz, dtype=float)
     with np.errstate(divide="ignore"):
-        return np.where(data.bits > 0, min_link_time(data.bits, np.where(b > 0, b, 1e-300), data.gain, data.pmax_w,
-                                                     data.noise_psd), 0.0)
+        return np.where(data.bits > 0, transmit_time(data.bits, np.where(b > 0, b, 1e-300), data.pmax_w, data.gain, data.noise_psd), 0.0)
 
 
 def latency_decision(data: AllocationData, band_hz: np.ndarray) -> dict:
@@ -287,8 +284,7 @@ class CpuBlockData:
         """(compute at fmax, communication at full power) per device (s)."""
         d = self.link
         tau = self.cycles / self.fmax_hz
-        comm = np.where(d.bits > 0, min_link_time(d.bits, np.where(self.band_hz > 0, self.band_hz, 1.0), d.gain,
-                                                  d.pmax_w, d.noise_psd), 0.0)
+        comm = np.where(d.bits > 0, transmit_time(d.bits, np.where(self.band_hz > 0, self.band_hz, 1.0), d.pmax_w, d.gain, d.noise_psd), 0.0)
         return tau, comm
 
     def energy(self, compute_s: np.ndarray, comm_s: np.ndarray) -> np.ndarray:
@@ -296,8 +292,7 @@ class CpuBlockData:
         d = self.link
         with np.errstate(divide="ignore", invalid="ignore"):
             cpu = np.where(self.cycles > 0, self.kappa * self.cycles ** 3 / compute_s ** 2, 0.0)
-        return cpu + np.where(d.bits > 0, link_energy(comm_s, d.bits, np.where(self.band_hz > 0, self.band_hz, 1.0),
-                                                      d.gain, d.noise_psd), 0.0)
+        return cpu + np.where(d.bits > 0, link_energy(d.bits, comm_s, np.where(self.band_hz > 0, self.band_hz, 1.0), d.gain, d.noise_psd), 0.0)
 
     def slope(self, compute_s: np.ndarray) -> np.ndarray:
         """d/dtau of the device's energy when it computes for tau and communicates for T - tau (J/s); increasing."""

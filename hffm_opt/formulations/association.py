@@ -28,51 +28,11 @@ import time
 import numpy as np
 import pyomo.environ as pyo
 
-from ..scenario import Scenario
+from ..network.channel import link_energy, min_bandwidth
+from ..network.scenario import Scenario
 from .milp_model import MilpModel
 
-LN2 = np.log(2.0)
 _MHZ = 1e6
-_BISECTIONS = 200
-
-
-def min_bandwidth(bits, time_s, gain, power_w, noise_psd) -> np.ndarray:
-    """Least bandwidth (Hz) with ``b log2(1 + g P / (N0 b)) >= bits / time_s`` (arrays broadcast).
-
-    0 where ``bits == 0``; inf where the rate needed is at least ``g P / (N0 ln 2)`` (unreachable at any bandwidth)
-    or the gain is NaN/0. With ``z = S ln2 / (b t)`` and ``k = (S/t) ln2 N0 / (g P)`` the condition is
-    ``e^z - 1 <= z / k``; its positive root is bracketed in ``(0, 2 (1/k - 1)]`` and found by vectorised bisection,
-    returning the feasible side (never below the true minimum; relative error ~1e-15).
-    """
-    bits, time_s, gain, power_w = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (bits, time_s, gain, power_w)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = bits / time_s
-        a = gain * power_w / noise_psd
-        k = rho * LN2 / a
-    out = np.full(bits.shape, np.inf)
-    out[bits == 0] = 0.0
-    ok = (bits > 0) & np.isfinite(k) & (k > 0) & (k < 1)
-    kk = k[ok]
-    lo = np.zeros_like(kk)
-    hi = 2.0 * (1.0 / kk - 1.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(_BISECTIONS):
-            mid = 0.5 * (lo + hi)
-            below = np.expm1(mid) - mid / kk <= 0.0
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-    with np.errstate(divide="ignore"):
-        out[ok] = rho[ok] * LN2 / lo
-    return out
-
-
-def link_energy(bits, time_s, bandwidth_hz, gain, noise_psd) -> np.ndarray:
-    """Least energy (J) to send ``bits`` in ``time_s`` over ``bandwidth_hz`` with gain ``gain``:
-    ``(N0 b t / g) (2^(S / (b t)) - 1)`` (the power that gives exactly that rate, times the time); arrays broadcast."""
-    bits, time_s, b, g = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (bits, time_s, bandwidth_hz, gain)))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        e = noise_psd * b * time_s / g * np.expm1(bits * LN2 / (b * time_s))
-    return np.where(bits == 0, 0.0, e)
 
 
 def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_bandwidth_hz=None) -> dict:
@@ -91,8 +51,7 @@ def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_b
         raise ValueError(f"power_w = {p.tolist()}: must be finite and > 0 W")
     g = dev.uplink_gain
     reach = np.isfinite(g)
-    b_req = np.where(reach, min_bandwidth(s[:, None], t[:, None], np.where(reach, g, 0.0), p[:, None],
-                                          scenario.noise_psd_w_per_hz), np.inf)
+    b_req = np.where(reach, min_bandwidth(s[:, None], t[:, None], p[:, None], np.where(reach, g, 0.0), scenario.noise_psd_w_per_hz), np.inf)
     band = edges.bandwidth_hz
     usable = reach & (b_req <= band[None, :])
     if energy_bandwidth_hz is None:

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import trees
-from ..channel import shannon_rate
-from ..evaluate import CLOUD, EDGE
-from ..plan import Plan
-from ..scenario import Scenario
-
-LN2 = np.log(2.0)
+from ..network import trees
+from ..network.channel import shannon_rate
+from ..network.scenario import Scenario
+from ..network.topology import member_index
+from ..plan import CLOUD, EDGE, Plan
 
 
 @dataclass(frozen=True)
@@ -84,8 +82,7 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
     x = plan.train[members]
     batch = np.minimum(plan.batch_size, dev.samples[members].sum(axis=1))
     cycles = plan.local_steps * batch * (x @ mods["flops_per_sample"]) / dev.flops_per_cycle[members]
-    local = np.full(scenario.n_devices, -1)
-    local[members] = np.arange(n)
+    local = member_index(scenario.n_devices, members)
     root = int(local[plan.aggregator[e]]) if plan.aggregator[e] >= 0 else -1
     parent = np.where(plan.parent[members] >= 0, local[np.maximum(plan.parent[members], 0)], -1)
     gain_up = dev.uplink_gain[members, e]
@@ -126,27 +123,3 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
                        root=root, band_hz=float(edges.bandwidth_hz[e]), d2d_band_hz=float(scenario.d2d.bandwidth_hz),
                        noise=scenario.noise_psd_w_per_hz, e_agg=int(plan.e_agg), fixed_s=float(fixed),
                        fixed_j=float(fixed_j), backhaul_s=float(t_bh), downlink_s=float(t_dl), edge_bits=edge_bits)
-
-
-def min_link_time(bits, band_hz, gain, pmax, noise):
-    """Shortest time (s) to send ``bits`` on a link of bandwidth ``band_hz`` at full power ``pmax``."""
-    rate = shannon_rate(band_hz, pmax, gain, noise)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(np.asarray(bits) > 0, np.asarray(bits) / rate, 0.0)
-
-
-def link_energy(t, bits, band_hz, gain, noise):
-    """Least energy (J) to send ``bits`` in ``t`` seconds on bandwidth ``band_hz``: (N0 B t/g)(2^(S/(B t)) - 1)."""
-    t = np.asarray(t, dtype=float)
-    bits = np.asarray(bits, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        e = noise * band_hz * t / gain * np.expm1(bits * LN2 / (band_hz * t))
-    return np.where(bits > 0, e, 0.0)
-
-
-def power_for_time(t, bits, band_hz, gain, noise):
-    """Transmit power (W) that sends ``bits`` in exactly ``t`` seconds on bandwidth ``band_hz``."""
-    t = np.asarray(t, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        p = noise * band_hz / gain * np.expm1(np.asarray(bits) * LN2 / (band_hz * t))
-    return np.where(np.asarray(bits) > 0, p, 0.0)

@@ -8,7 +8,7 @@ imports a solver backend.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import cvxpy as cp
 
@@ -28,6 +28,7 @@ class ConvexModel:
     - ``build_s``: seconds the builder took.
     """
 
+    program: ClassVar[str] = "convex"  # the key of the solver registry's table
     name: str
     kind: str
     problem: cp.Problem

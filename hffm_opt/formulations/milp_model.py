@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import pyomo.environ as pyo
 
@@ -32,6 +32,7 @@ class MilpModel:
       MIP start when no other warm start is given.
     """
 
+    program: ClassVar[str] = "milp"  # the key of the solver registry's table
     name: str
     model: pyo.ConcreteModel
     decoder: Callable[[pyo.ConcreteModel], dict]

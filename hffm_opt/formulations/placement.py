@@ -37,7 +37,7 @@ import time
 import numpy as np
 import pyomo.environ as pyo
 
-from ..scenario import SHARED_KINDS, Scenario
+from ..network.scenario import SHARED_KINDS, Scenario
 from .milp_model import MilpModel
 
 TIER_VALUE = (0.0, 0.05, 0.1)  # utility per unit of sample share aggregated at (aggregator, edge, cloud)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from .cluster import LN2, ClusterData, min_link_time
+from ..network.channel import LN2, transmit_time
+from .cluster import ClusterData
 
 
 @dataclass
@@ -53,7 +54,7 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
     g, n = data.e_agg, len(data.members)
     child = np.flatnonzero(data.parent >= 0)
     path = data.path_matrix()[:, child]
-    t_min_up = min_link_time(data.up_bits[child], data.d2d_band_hz, data.up_gain[child], data.pmax[child], data.noise)
+    t_min_up = transmit_time(data.up_bits[child], data.d2d_band_hz, data.pmax[child], data.up_gain[child], data.noise)
     tau_min = np.where(data.cycles > 0, data.cycles / data.fmax, 0.0)
     tau = cp.Variable(n, nonneg=True)
     up = cp.Variable(len(child), nonneg=True)
@@ -73,8 +74,7 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
     period = g * phase_up + data.fixed_s
     down = None
     if g > 1 and len(child):
-        t_min_down = min_link_time(data.down_bits[child], data.d2d_band_hz, data.down_gain[child],
-                                   data.down_pmax[child], data.noise)
+        t_min_down = transmit_time(data.down_bits[child], data.d2d_band_hz, data.down_pmax[child], data.down_gain[child], data.noise)
         down = cp.Variable(len(child), nonneg=True)
         phase_down = cp.Variable(nonneg=True)
         e_down, cone = _energy_term(down, data.down_bits[child], data.d2d_band_hz, data.down_gain[child], data.noise,
@@ -83,7 +83,7 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
         cons += [cone, down >= t_min_down, path @ down <= phase_down]
         period = period + (g - 1) * phase_down
     if data.agg_bits > 0:
-        t_min_agg = float(min_link_time(data.agg_bits, data.band_hz, data.agg_gain, data.pmax[data.root], data.noise))
+        t_min_agg = float(transmit_time(data.agg_bits, data.band_hz, data.pmax[data.root], data.agg_gain, data.noise))
         e_upload, cone = _energy_term(agg, np.array([data.agg_bits]), data.band_hz,
                                    np.array([data.agg_gain]), data.noise, np.array([2 * t_min_agg]))
         energy = energy + e_upload

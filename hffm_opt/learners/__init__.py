@@ -12,13 +12,44 @@
 """
 
 from .catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
-from .central import (central_vs_linear, evaluate_accuracy, frozen_features, linear_probe, pretrain, pretrain_encoders,
-                      pretrained_model, train_central)
-from .data import (Batch, Benchmark, MultiModalDataset, MultiModalTable, Partition, cache_dir, device_tables,
-                   digits_benchmark, dirichlet_split, easy_vqa_benchmark, easy_vqa_question_embeddings, feasible_tasks,
-                   load_benchmark, partition, sample_counts, synthetic_benchmark)
-from .local import (DeviceBatches, LocalResult, local_train, local_train_reference, param_masks, sample_device_batches,
-                    stack_params, unstack_params)
+from .central import (
+    central_vs_linear,
+    evaluate_accuracy,
+    frozen_features,
+    linear_probe,
+    pretrain,
+    pretrain_encoders,
+    pretrained_model,
+    train_central,
+)
+from .data import (
+    Batch,
+    Benchmark,
+    MultiModalDataset,
+    MultiModalTable,
+    Partition,
+    cache_dir,
+    device_tables,
+    digits_benchmark,
+    dirichlet_split,
+    easy_vqa_benchmark,
+    easy_vqa_question_embeddings,
+    feasible_tasks,
+    load_benchmark,
+    partition,
+    sample_counts,
+    synthetic_benchmark,
+)
+from .local import (
+    DeviceBatches,
+    LocalResult,
+    local_train,
+    local_train_reference,
+    param_masks,
+    sample_device_batches,
+    stack_params,
+    unstack_params,
+)
 from .model import ForwardOutput, M3TConfig, M3TModel, ModalitySpec, TaskSpec, build_model, task_loss
 from .setup import LearningSetup, learning_setup
 from .trainer import FederatedData, History, TrainConfig, train

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from hffm_opt.scenario import ModuleSpec
+from hffm_opt.network.scenario import ModuleSpec
 
 from .model import Attention, M3TModel
 

@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 
 from .model import M3TConfig, ModalitySpec, SpecNames, TaskSpec
 
-PACKAGE_DATA = Path(__file__).with_name("data")
+PACKAGE_DATA = Path(__file__).with_name("resources")  # bundled files: easy-VQA questions and their embeddings
 EASY_VQA_EMBEDDINGS = PACKAGE_DATA / "easy_vqa_question_embeddings.npy"
 EASY_VQA_QUESTIONS = PACKAGE_DATA / "easy_vqa_questions.json"
 

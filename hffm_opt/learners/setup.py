@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hffm_opt.generators import DeviceProfile, clustered
-from hffm_opt.scenario import Scenario
-from hffm_opt.scenario_io import load_scenario
+from hffm_opt.network.generators import DeviceProfile, clustered
+from hffm_opt.network.io import load_scenario
+from hffm_opt.network.scenario import Scenario
 
 from .catalogue import module_catalogue
 from .central import pretrained_model

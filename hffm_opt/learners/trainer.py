@@ -41,9 +41,9 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from hffm_opt.evaluate import CLOUD, Metrics, evaluate
-from hffm_opt.plan import Plan
-from hffm_opt.scenario import Scenario
+from hffm_opt.evaluate import Metrics, evaluate
+from hffm_opt.network.scenario import Scenario
+from hffm_opt.plan import CLOUD, Plan
 
 from .data import MultiModalTable
 from .local import OPTIMIZERS, local_train, sample_device_batches

@@ -1,4 +1,4 @@
-"""Solve a :class:`~hffm_opt.formulations.milp_model.MilpModel` with HiGHS or Gurobi and return a :class:`SolveResult`.
+"""Solve a :class:`~hffm_opt.formulations.milp_model.MilpModel` with HiGHS or Gurobi and return a :class:`Result`.
 
 - ``"highs"`` (default, no licence): pyomo's ``appsi_highs`` interface; the best bound is HiGHS's MIP dual bound.
 - ``"gurobi"``: the model is written as an LP file with symbolic names and read by gurobipy in a private, silent
@@ -8,7 +8,7 @@
   summarised by constraint family and the devices/edges it names.
 
 Solver output never reaches the process's stdout (the Gurobi licence banner and HiGHS's header included): it is
-captured into ``SolveResult.log``. Times are wall-clock seconds.
+captured into ``Result.log``. Times are wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 from pyomo.common.tee import capture_output
 
+from ..errors import InstanceTooLarge, SolverUnavailable
 from ..formulations.milp_model import MilpModel, export_with_symbols
-from .result import InstanceTooLarge, SolverUnavailable, SolveResult, relative_gap
+from .result import Result, relative_gap
 
 BACKENDS = ("highs", "gurobi")
 GUROBI_SIZE_LIMIT = 2000  # variables and linear constraints allowed by Gurobi's size-limited (pip) licence
@@ -34,14 +35,14 @@ _gurobi_limited: bool | None = None  # licence probe, cached per process
 
 
 def solve_milp(model: MilpModel, solver: str = "highs", time_limit: float = 60.0, mip_gap: float = 1e-2,
-               warm_start: dict | None = None) -> SolveResult:
+               warm_start: dict | None = None) -> Result:
     """Solve ``model`` (a minimisation) on ``solver`` (``"highs"`` or ``"gurobi"``).
 
     ``time_limit`` in seconds, ``mip_gap`` the relative MIP gap at which to stop, ``warm_start`` a decision
     dict (as ``model.decode`` returns) used as a MIP start (default: the builder's ``model.default_start``, if
     any). Raises :class:`SolverUnavailable` when the backend
     cannot be used and :class:`InstanceTooLarge` when the licence cannot solve an instance of this size; every
-    other outcome (infeasible included) is a :class:`SolveResult`.
+    other outcome (infeasible included) is a :class:`Result`.
     """
     if solver not in BACKENDS:
         raise ValueError(f"solver = {solver!r}: must be one of {BACKENDS}")
@@ -105,7 +106,7 @@ def _highs_version() -> str:
         return "unknown"
 
 
-def _solve_highs(model: MilpModel, time_limit: float, mip_gap: float, warm: bool) -> SolveResult:
+def _solve_highs(model: MilpModel, time_limit: float, mip_gap: float, warm: bool) -> Result:
     try:
         from pyomo.contrib.appsi.base import TerminationCondition as TC
         from pyomo.contrib.appsi.solvers import Highs
@@ -159,9 +160,9 @@ def _solve_highs(model: MilpModel, time_limit: float, mip_gap: float, warm: bool
         status, gap, message = "error", None, f"HiGHS ended with {tc.name}"
     t2 = time.perf_counter()
     log = log_buf.getvalue() + out.getvalue()
-    return SolveResult(status=status, objective=objective, bound=bound, gap=gap, build_s=model.build_s + (t1 - t0),
-                       solve_s=t2 - t1, backend="highs", version=_highs_version(), decision=decision, message=message,
-                       log=log)
+    return Result(status=status, objective=objective, bound=bound, build_s=model.build_s + (t1 - t0),
+                  runtime_s=t2 - t1, backend="highs", backend_version=_highs_version(), decision=decision,
+                  message=message, log=log)
 
 
 def _highs_iis(opt) -> list[tuple[str, object]]:
@@ -233,7 +234,7 @@ def _too_large(model: MilpModel, n_var: int, n_con: int) -> InstanceTooLarge:
         "linear constraints. Use solver='highs', a smaller instance, or a full Gurobi licence.")
 
 
-def _solve_gurobi(model: MilpModel, time_limit: float, mip_gap: float, warm: bool) -> SolveResult:
+def _solve_gurobi(model: MilpModel, time_limit: float, mip_gap: float, warm: bool) -> Result:
     gp = _import_gurobipy()
     GRB = gp.GRB
     t0 = time.perf_counter()
@@ -303,8 +304,9 @@ def _solve_gurobi(model: MilpModel, time_limit: float, mip_gap: float, warm: boo
             env.dispose()
         log = Path(log_file).read_text() if Path(log_file).exists() else ""
     log += out.getvalue() + out2.getvalue()
-    return SolveResult(status=status, objective=objective, bound=bound, gap=gap, build_s=model.build_s + (t1 - t0),
-                       solve_s=t2 - t1, backend="gurobi", version=version, decision=decision, message=message, log=log)
+    return Result(status=status, objective=objective, bound=bound, build_s=model.build_s + (t1 - t0),
+                  runtime_s=t2 - t1, backend="gurobi", backend_version=version, decision=decision, message=message,
+                  log=log)
 
 
 def _gurobi_iis(g, by_symbol) -> list[tuple[str, object]]:

@@ -1,75 +1,100 @@
-"""What every solver backend returns (:class:`SolveResult`) and the two ways a backend can refuse to run.
+"""What every solve returns, whatever the backend: one :class:`Result` with one :class:`Status`.
 
-Times are wall-clock seconds; ``objective`` and ``bound`` are in the units of the program's objective.
+Times are wall-clock seconds; ``objective`` and ``bound`` are in the units of the program's objective (for F4:
+energy per edge round, J).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-STATUSES = ("optimal", "feasible", "time_limit", "infeasible", "unbounded", "error")
+if TYPE_CHECKING:
+    from ..evaluate import Metrics
+    from ..plan import Plan
+
+GAP_FLOOR = 1e-9  # denominator floor of the relative gap
+OPTIMAL_GAP = 1e-6  # a proven relative gap at or below this is reported as optimal (gap 0)
 
 
-class SolverUnavailable(RuntimeError):
-    """The requested solver backend cannot be imported or has no usable licence; the message says how to install it."""
+class Status(str, Enum):
+    """How a solve ended. ``optimal``: proven optimal; ``feasible``: a solution whose optimality is not proven
+    (or whose proven gap is above :data:`OPTIMAL_GAP`); ``time_limit``: stopped by the time limit (with the
+    incumbent, if any); ``infeasible``/``unbounded``: as proven; ``error``: no answer (the message says why)."""
 
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+    TIME_LIMIT = "time_limit"
+    INFEASIBLE = "infeasible"
+    UNBOUNDED = "unbounded"
+    ERROR = "error"
 
-class InstanceTooLarge(RuntimeError):
-    """The instance exceeds what the backend's licence may solve; the message gives the limit and the instance size."""
+    def __str__(self) -> str:
+        return self.value
 
 
 def relative_gap(objective: float | None, bound: float | None) -> float | None:
-    """``|objective - bound| / max(|objective|, 1e-9)``, or None when either is unknown (or not finite)."""
+    """The one gap definition: ``|objective - bound| / max(|objective|, 1e-9)``; None when either is unknown or
+    not finite."""
     if objective is None or bound is None or not (np.isfinite(objective) and np.isfinite(bound)):
         return None
-    return abs(objective - bound) / max(abs(objective), 1e-9)
+    return abs(objective - bound) / max(abs(objective), GAP_FLOOR)
 
 
-@dataclass(frozen=True, eq=False)
-class SolveResult:
-    """Outcome of one MILP solve.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Result:
+    """The outcome of one solve, for every backend (MILP, cvxpy, fast, exact, F4).
 
-    - ``status``: one of :data:`STATUSES`. ``optimal`` = proven optimal (relative gap <= 1e-6, reported as
-      ``gap`` 0); ``feasible`` = a solution whose proven gap is within the requested tolerance but above 1e-6, or
-      a solution the solver could not certify; ``time_limit`` = stopped by the time limit (``decision`` holds
-      the incumbent if there is one); ``infeasible``/``unbounded`` as proven by the solver; ``error`` otherwise.
-    - ``objective``: value of the returned solution (None without one); ``bound``: best proven bound on the
-      optimum (None if unknown); ``gap``: ``|objective - bound| / max(|objective|, 1e-9)``, None if unknown.
-    - ``build_s``: formulation build plus hand-over to the backend (s); ``solve_s``: the backend's run and the
+    - ``status`` (:class:`Status`; a string is converted); ``objective``: value of the returned solution (None
+      without one); ``bound``: best proven bound on the optimum (None if unknown); :attr:`gap` from both.
+    - ``build_s``: formulation build plus hand-over to the backend (s); ``runtime_s``: the backend's run and the
       solution read-back (s).
-    - ``backend`` (``"highs"``, ``"gurobi"``) and its ``version`` string.
-    - ``decision``: the decided part of a plan as numpy arrays (see each formulation's ``decode``); empty
-      without a solution.
-    - ``message``: human-readable explanation; for an infeasible instance the responsible constraint families and
-      the devices/edges they name.
-    - ``log``: the solver's log (may be empty).
+    - ``backend`` (``"highs"``, ``"gurobi"``, ``"cvxpy:CLARABEL"``, ``"fast"``, ``"f4:highs"``, ...) and
+      ``backend_version``: the version of the library that solved (HiGHS, Gurobi, cvxpy, or hffm-opt for the
+      package's own solvers).
+    - the decided part: ``decision`` (arrays, see each formulation's ``decode``) for a single program; ``plan``
+      (a :class:`~hffm_opt.plan.Plan`) and its ``metrics`` (from ``evaluate``) for F4. Empty / None without one.
+    - ``stats``: backend-specific counts (e.g. structures priced, latency target); ``message``: human-readable
+      explanation (for an infeasible instance the responsible constraint and the devices/edges it names);
+      ``log``: the solver's log (may be empty).
     """
 
-    status: str
-    objective: float | None
-    bound: float | None
-    gap: float | None
-    build_s: float
-    solve_s: float
+    status: Status
     backend: str
-    version: str
+    objective: float | None = None
+    bound: float | None = None
+    build_s: float = 0.0
+    runtime_s: float = 0.0
+    backend_version: str = ""
     decision: dict = field(default_factory=dict)
+    plan: Plan | None = None
+    metrics: Metrics | None = None
+    stats: dict = field(default_factory=dict)
     message: str = ""
     log: str = ""
 
     def __post_init__(self):
-        if self.status not in STATUSES:
-            raise ValueError(f"status = {self.status!r}: must be one of {STATUSES}")
+        try:
+            object.__setattr__(self, "status", Status(self.status))
+        except ValueError:
+            raise ValueError(f"status = {self.status!r}: must be one of {[s.value for s in Status]}") from None
+
+    @property
+    def gap(self) -> float | None:
+        """Proven relative gap (:func:`relative_gap`), None if unknown."""
+        return relative_gap(self.objective, self.bound)
 
     @property
     def ok(self) -> bool:
         """True when a solution is available (optimal, feasible, or an incumbent at the time limit)."""
-        return bool(self.decision) and self.status in ("optimal", "feasible", "time_limit")
+        has = bool(self.decision) or self.plan is not None
+        return has and self.status in (Status.OPTIMAL, Status.FEASIBLE, Status.TIME_LIMIT)
 
     def summary(self) -> dict:
-        """Flat JSON-ready dict (no decision arrays, no log)."""
-        return {"status": self.status, "objective": self.objective, "bound": self.bound, "gap": self.gap,
-                "build_s": self.build_s, "solve_s": self.solve_s, "backend": self.backend, "version": self.version,
-                "message": self.message}
+        """Flat JSON-ready dict (no decision arrays, plan or log)."""
+        return {"status": self.status.value, "objective": self.objective, "bound": self.bound, "gap": self.gap,
+                "build_s": self.build_s, "runtime_s": self.runtime_s, "backend": self.backend,
+                "backend_version": self.backend_version, "message": self.message, **self.stats}

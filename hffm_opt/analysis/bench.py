@@ -1,0 +1,84 @@
+"""Benchmarks behind ``hffm-opt bench``: schedulers across sizes, the F3 allocators, dynamic re-solves.
+
+Sizes are device counts of the clustered generator with ``max(10, n // 100)`` edge servers (40 -> 10 x 4,
+400 -> 10 x 40, 4,000 -> 40 x 100, 10,000 -> 100 x 100). Every figure is measured in the call, nothing cached.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..evaluate import evaluate
+from ..network import generators
+from ..network.scenario import Scenario
+from ..schedulers import schedule
+
+
+def size_scenario(n_devices: int, seed: int = 0) -> Scenario:
+    """The clustered scenario used for a benchmark size."""
+    n_edges = max(10, n_devices // 100)
+    return generators.clustered(n_edges, max(1, n_devices // n_edges), seed=seed)
+
+
+def gurobi_allowed(scenario: Scenario) -> bool:
+    """True when gurobipy is installed and every F2 MILP that ``optimal`` would build fits Gurobi's size-limited
+    licence: F2 is built for clusters of at most ``F2_MAX_N`` devices, with at most 3n + 2n(n-1) + 2 variables and
+    5n + 3.5 n(n-1) + 1 linear constraints (n members), checked here before anything is solved."""
+    import importlib.util
+
+    from ..solvers.f4.structures import F2_MAX_N
+    from ..solvers.milp import GUROBI_SIZE_LIMIT
+
+    if importlib.util.find_spec("gurobipy") is None:
+        return False
+    n = np.bincount(scenario.devices.edge, minlength=scenario.n_edges)
+    n = n[n <= F2_MAX_N]
+    if n.size == 0:
+        return False  # no cluster small enough for F2: Gurobi would not be used
+    arcs = n * (n - 1)
+    return bool((3 * n + 2 * arcs + 2).max() <= GUROBI_SIZE_LIMIT and (5 * n + 3.5 * arcs + 1).max() <= GUROBI_SIZE_LIMIT)
+
+
+def bench_schedulers(sizes, schedulers=("greedy", "optimal"), e_agg: int = 8, seed: int = 0, progress=None) -> list[dict]:
+    """Build/solve time, objective (energy per edge round, J), gap and the evaluator's figures per size; ``optimal``
+    runs on HiGHS and, where the licence allows (:func:`gurobi_allowed`), also on Gurobi."""
+    records = []
+    for n in (progress(sizes) if progress else sizes):
+        t0 = time.perf_counter()
+        scenario = size_scenario(n, seed)
+        build_s = time.perf_counter() - t0
+        runs = [(name, {}) for name in schedulers]
+        if "optimal" in schedulers and gurobi_allowed(scenario):
+            runs.append(("optimal", {"solver": "gurobi"}))
+        for name, options in runs:
+            t1 = time.perf_counter()
+            plan = schedule(scenario, name, e_agg=e_agg, seed=seed, **options)
+            solve_s = time.perf_counter() - t1
+            m = evaluate(scenario, plan)
+            records.append({"n_devices": scenario.n_devices, "n_edges": scenario.n_edges, "scheduler": name,
+                            "solver": plan.meta.get("solver", "-"), "build_s": build_s, "solve_s": solve_s,
+                            "objective": m.energy_j, "gap": plan.meta.get("gap"), "bound": plan.meta.get("bound"),
+                            "latency_s": m.latency_s, "energy_j": m.energy_j,
+                            "status": plan.meta.get("status", "heuristic")})
+    return records
+
+
+def bench_dynamic(n_devices: int = 400, rounds: int = 10, e_agg: int = 8, seed: int = 0, slack: float = 0.25) -> dict:
+    """Re-solve time per round under block fading for the greedy structure, against the round's own latency.
+
+    The period budget is the greedy plan's period times ``1 + slack``: greedy fills its deadline at full power, so
+    without slack any worse fading draw makes some cluster miss it (``feasible_rounds`` counts the rounds in which
+    every cluster met the budget)."""
+    from .dynamic import run_dynamic
+
+    scenario = size_scenario(n_devices, seed)
+    plan = schedule(scenario, "greedy", e_agg=e_agg, seed=seed)
+    budget = (1 + slack) * evaluate(scenario, plan).period_latency_s
+    recs = run_dynamic(scenario, plan, rounds, seed=seed, budget_s=budget)
+    resolve = [r["resolve_s"] for r in recs]
+    latency = [r["latency_s"] for r in recs]
+    return {"n_devices": scenario.n_devices, "rounds": rounds, "resolve_s_mean": sum(resolve) / rounds,
+            "resolve_s_max": max(resolve), "round_latency_s_mean": sum(latency) / rounds,
+            "feasible_rounds": sum(r["feasible"] for r in recs), "budget_slack": slack}

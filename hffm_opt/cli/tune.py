@@ -1,0 +1,135 @@
+"""``hffm-opt tune``: run (or resume, or join) an Optuna study of :mod:`hffm_opt.tuning` and report it.
+
+One process is one worker; ``--workers W`` starts W worker processes on the same storage and reports when they are
+done. Another machine joins the same study with the same command, ``--storage`` set to the shared database URL and
+``--workers`` as it likes. Progress goes to stderr; ``--json`` prints only the summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+
+def add_commands(sub) -> None:
+    """Register ``tune`` on the ``hffm-opt`` subparsers ``sub``."""
+    p = sub.add_parser("tune", help="close the loop: Optuna searches E_agg, deadline, lr, tau and scheduler options "
+                       "by the accuracy trained within a simulated budget")
+    p.add_argument("--study", required=True, help="study name (re-running the command resumes it)")
+    p.add_argument("--storage", help="SQLAlchemy URL shared by all workers, e.g. postgresql+psycopg2://user@host/db "
+                   "(default: SQLite file study.db in --out)")
+    p.add_argument("--trials", type=int, default=8, help="finished trials (complete, pruned or failed) the study "
+                   "should hold (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default: %(default)s)")
+    p.add_argument("--timeout", type=float, help="no new trial starts after this many seconds")
+    p.add_argument("--objective", choices=("accuracy", "pareto"), default="accuracy",
+                   help="accuracy within the budget (TPE + pruner), or accuracy up / energy down (Pareto front)")
+    p.add_argument("--config", help="TOML file: learning setup, budget, search space, defaults, study options")
+    p.add_argument("--json", action="store_true", help="print only the JSON summary on stdout")
+    p.add_argument("--out", help="directory for the SQLite study, trials.csv, summary.json and plots "
+                   "(default: runs/tune-<study>)")
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
+    p.set_defaults(func=_cmd_tune)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_tune(args) -> int:
+    import optuna
+    import sqlalchemy
+
+    from .. import tuning
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we run trials by ask/tell with heartbeats
+    out = Path(args.out or f"runs/tune-{args.study}")
+    url = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    try:
+        settings = tuning.load_settings(args.config)
+        for flag, value in (("--workers", args.workers), ("--trials", args.trials)):
+            if value < 1:
+                raise tuning.TuneConfigError(f"{flag} = {value!r}: must be an integer >= 1")
+        out.mkdir(parents=True, exist_ok=True)
+        if args.workers == 1:
+            study = tuning.run_worker(args.study, url, settings, args.objective, args.trials, timeout_s=args.timeout,
+                                      log=_log)
+        else:
+            tuning.prepare(args.study, url, settings, args.objective)
+            _spawn(args, url)
+            study = optuna.load_study(study_name=args.study, storage=tuning.storage_for(url, settings))
+    except ValueError as exc:  # bad configuration or setup
+        print(f"hffm-opt tune: error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        print(f"hffm-opt tune: error: --storage = {url!r}: {type(exc).__name__}: {exc}".splitlines()[0],
+              file=sys.stderr)
+        return 2
+    if args.worker_only:
+        return 0
+    result = tuning.summary(study, args.objective)
+    _write(out, study, result)
+    plots = tuning.save_plots(study, out, args.objective)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print(result, args.objective, out, [p.name for p in plots], study)
+    return 0
+
+
+def _spawn(args, url: str) -> None:
+    """Run ``args.workers`` worker processes of this command on ``url`` and wait for them (they log to stderr)."""
+    cmd = [sys.executable, "-m", "hffm_opt.cli", "tune", "--study", args.study, "--storage", url, "--trials",
+           str(args.trials), "--objective", args.objective, "--worker-only"]
+    for flag, value in (("--timeout", args.timeout), ("--config", args.config), ("--out", args.out)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(args.workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise ValueError(f"worker exit codes = {codes}: every worker must exit with 0 (see stderr)")
+
+
+def _write(out: Path, study, result: dict) -> None:
+    """``trials.csv`` (every trial) and ``summary.json`` into ``out``, atomically."""
+    import os
+
+    for name, text in (("trials.csv", study.trials_dataframe().to_csv(index=False)),
+                       ("summary.json", json.dumps(result, indent=1))):
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+
+
+def _print(result: dict, kind: str, out: Path, plots: list[str], study) -> None:
+    print(f"study {result['study']}: {result['n_complete']} complete, {result['n_pruned']} pruned, "
+          f"{result['n_failed']} failed")
+    for t in study.get_trials(deepcopy=False):
+        if "fail_reason" in t.user_attrs:
+            print(f"  trial {t.number} failed: {t.user_attrs['fail_reason']}")
+    if kind == "accuracy":
+        b = result["best"]
+        if b is None:
+            print("no complete trial")
+        else:
+            print(f"best trial {b['number']}: accuracy {b['accuracy_pct']:.2f} % within the budget "
+                  f"({b['rounds']} edge rounds, {b['time_s']:.4g} s, {b['energy_j']:.4g} J), params {b['params']}")
+            if b["default_accuracy_pct"] is None:
+                print("the default configuration did not complete: no comparison")
+            else:
+                verdict = "beats" if b["beats_default"] else "does NOT beat"
+                print(f"the best trial {verdict} the default configuration (trial {b['default_number']}): "
+                      f"{b['accuracy_pct']:.2f} % vs {b['default_accuracy_pct']:.2f} %")
+    else:
+        import pandas as pd
+
+        print("Pareto front (accuracy % up, energy J down):")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(pd.DataFrame(result["pareto"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"written to {out}/ (trials.csv, summary.json{''.join(', ' + p for p in plots)})")

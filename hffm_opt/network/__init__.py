@@ -1,0 +1,8 @@
+"""The network being planned: scenario objects, all link physics (channel), D2D topology and relay trees,
+scenario generators and file formats (JSON/TOML/the prototype's)."""
+
+from ..errors import ScenarioError
+from .io import load_scenario, save_scenario
+from .scenario import ModuleSpec, Scenario
+
+__all__ = ["ModuleSpec", "Scenario", "ScenarioError", "load_scenario", "save_scenario"]

@@ -1,0 +1,301 @@
+"""Seeded scenario generators and the loader of the paper prototype's scenario format.
+
+Everything the geometry does not fix (compute, memory, power, modalities, tasks, samples, the module
+catalogue) comes from a :class:`DeviceProfile` whose defaults are documented on its fields and which a config
+can override. Units: m, Hz, W, bit, byte, FLOP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from ..errors import ScenarioError
+from .channel import dbm_to_w, pairwise_distance, path_loss, rayleigh_power
+from .scenario import Cloud, D2DLinks, Devices, EdgeServers, ModuleSpec, PrototypeConstants, Scenario
+
+HETEROGENEITY = ("none", "device", "cluster")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Defaults for what a scenario's geometry does not fix.
+
+    - ``cpu_hz`` 1.5 GHz, ``flops_per_cycle`` 8, ``kappa`` 1e-28 (J per cycle per Hz^2), ``memory_bytes`` 4 GB,
+      ``pmax_w`` 1 W (the prototype's uplink power);
+    - ``modalities``/``tasks``: the names; ``samples_per_task`` per device and task it runs;
+    - ``heterogeneity``: ``"none"`` (every device senses every modality and runs every task, as in the
+      prototype), ``"device"`` (each device keeps each modality with probability ``p_modality`` and each task
+      with ``p_task``, at least one of each) or ``"cluster"`` (the same draw per cluster: cross-cluster skew);
+    - ``seed`` for those draws.
+    """
+
+    cpu_hz: float = 1.5e9
+    flops_per_cycle: float = 8.0
+    kappa: float = 1e-28
+    memory_bytes: float = 4e9
+    pmax_w: float = 1.0
+    modalities: tuple[str, ...] = ("image", "text")
+    tasks: tuple[str, ...] = ("vqa", "shape")
+    samples_per_task: int = 500
+    heterogeneity: str = "none"
+    p_modality: float = 0.7
+    p_task: float = 0.6
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.heterogeneity not in HETEROGENEITY:
+            raise ScenarioError(f"profile.heterogeneity = {self.heterogeneity!r}: must be one of {HETEROGENEITY}")
+        for name in ("p_modality", "p_task"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ScenarioError(f"profile.{name} = {v!r}: must be in (0, 1]")
+        if self.samples_per_task < 1:
+            raise ScenarioError(f"profile.samples_per_task = {self.samples_per_task!r}: must be >= 1")
+
+    def draw(self, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(U, M) modality mask and (U, T) sample counts for devices with home edges ``edge``."""
+        n = len(edge)
+        m, t = len(self.modalities), len(self.tasks)
+        if self.heterogeneity == "none":
+            return np.ones((n, m), bool), np.full((n, t), self.samples_per_task)
+        rng = np.random.default_rng(self.seed)
+        units = n if self.heterogeneity == "device" else int(edge.max()) + 1
+        mods = _at_least_one(rng.random((units, m)) < self.p_modality, rng)
+        tasks = _at_least_one(rng.random((units, t)) < self.p_task, rng)
+        if self.heterogeneity == "cluster":
+            mods, tasks = mods[edge], tasks[edge]
+        return mods, np.where(tasks, self.samples_per_task, 0)
+
+
+def _at_least_one(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    empty = ~mask.any(axis=1)
+    mask[empty, rng.integers(0, mask.shape[1], size=int(empty.sum()))] = True
+    return mask
+
+
+# Relative shares of the trainable update and FLOP per sample of the default catalogue (see synthetic_catalogue).
+_SHARES = {"prompt": (1.0, 2e7), "head": (2.0, 1e7), "gate": (1.0, 1e7), "expert": (8.0, 6e7), "adapter": (4.0, 4e7)}
+
+
+def synthetic_catalogue(modalities, tasks, model_bits: float = 48e6, n_experts: int = 4, n_adapters: int = 2,
+                        backbone_bits: float = 3.2e9, encoder_bits: float = 8e8) -> tuple[ModuleSpec, ...]:
+    """A documented stand-in module catalogue until the real model's catalogue is used.
+
+    Frozen backbone and encoders (not trained, ``backbone_bits``/``encoder_bits`` full size); trainable
+    per-task prompts and heads, a gate, ``n_experts`` experts and ``n_adapters`` adapters whose update sizes
+    split ``model_bits`` in the shares prompt 1 : head 2 : gate 1 : expert 8 : adapter 4 (integers summing
+    exactly to ``model_bits``), so a device training everything sends the prototype's update size.
+    FLOP per sample: prompt 2e7, head 1e7, gate 1e7, expert 6e7, adapter 4e7. Memory: 4 bytes per 32 bits of
+    full size; training adds 3x the module's size (gradient + two optimiser moments).
+    """
+    trainable = ([("prompt", t) for t in tasks] + [("head", t) for t in tasks] + [("gate", None)]
+                 + [("expert", str(j)) for j in range(n_experts)] + [("adapter", str(j)) for j in range(n_adapters)])
+    weights = np.array([_SHARES[k][0] for k, _ in trainable])
+    exact = model_bits * weights / weights.sum()
+    bits = np.floor(exact)
+    bits[np.argsort(-(exact - bits))[: int(round(model_bits - bits.sum()))]] += 1
+    out = [ModuleSpec("backbone", "backbone", None, 0.0, backbone_bits, 0.0, backbone_bits / 8, 0.0, trainable=False)]
+    out += [ModuleSpec(f"encoder:{m}", "encoder", m, 0.0, encoder_bits, 0.0, encoder_bits / 8, 0.0, trainable=False)
+            for m in modalities]
+    for (kind, key), b in zip(trainable, bits):
+        name = kind if key is None else f"{kind}:{key}"
+        out.append(ModuleSpec(name, kind, key if kind in ("prompt", "head") else None, float(b), float(b),
+                              _SHARES[kind][1], b / 8, 3 * b / 8))
+    return tuple(out)
+
+
+def _devices(profile: DeviceProfile, ids, pos, edge, gains) -> Devices:
+    n = len(ids)
+    mods, samples = profile.draw(np.asarray(edge))
+    return Devices(ids=ids, position_m=pos, edge=edge, cpu_hz=np.full(n, profile.cpu_hz),
+                   flops_per_cycle=np.full(n, profile.flops_per_cycle), kappa=np.full(n, profile.kappa),
+                   memory_bytes=np.full(n, profile.memory_bytes), pmax_w=np.full(n, profile.pmax_w),
+                   uplink_gain=gains, modalities=mods, samples=samples)
+
+
+def _edges(ids, pos, bandwidth, proto: PrototypeConstants) -> EdgeServers:
+    n = len(ids)
+    return EdgeServers(ids=ids, position_m=pos, bandwidth_hz=bandwidth, downlink_power_w=np.zeros(n),
+                       backhaul_delay_s=np.full(n, proto.backhaul_delay_s),
+                       backhaul_rate_bps=np.full(n, proto.backhaul_rate_bps),
+                       backhaul_power_w=np.full(n, proto.backhaul_energy_power_w))
+
+
+# ---------------------------------------------------------------------- the prototype's file format
+def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: str = "paper") -> Scenario:
+    """Build a scenario from the paper prototype's JSON format (see shared/data/README.md).
+
+    The file fixes geometry, gains and link constants; the profile fills the rest. Each edge server's uplink
+    band is ``devices x uplink bandwidth`` (so the prototype's equal split gives each device its 1 MHz);
+    D2D links are all listed ordered pairs (no range limit: the prototype's connect radius only shapes its
+    own D2D graph); gains to other edge servers are unknown (association fixed).
+    """
+    profile = profile or DeviceProfile()
+    try:
+        c = data["constants"]
+        proto = PrototypeConstants(
+            model_bits=float(c["model_bits"]), uplink_bandwidth_hz=float(c["uplink"]["bandwidth_hz"]),
+            uplink_rate_power_w=float(c["uplink"]["rate_power_w"]),
+            uplink_energy_power_w=float(c["uplink"]["energy_power_w"]),
+            d2d_bandwidth_hz=float(c["d2d"]["bandwidth_hz"]), d2d_rate_power_w=float(c["d2d"]["rate_power_w"]),
+            d2d_energy_power_w=float(c["d2d"]["energy_power_w"]), d2d_connect_radius_m=float(c["d2d"]["connect_radius_m"]),
+            backhaul_delay_s=float(c["backhaul"]["fixed_delay_s"]), backhaul_rate_bps=float(c["backhaul"]["rate_bps"]),
+            backhaul_energy_power_w=float(c["backhaul"]["energy_power_w"]))
+        e_ids = np.array([e["id"] for e in data["edge_servers"]], dtype=np.int64)
+        e_pos = np.array([e["position"] for e in data["edge_servers"]], dtype=float)
+        devs = data["devices"]
+        d_ids = np.array([d["id"] for d in devs], dtype=np.int64)
+        d_pos = np.array([d["position"] for d in devs], dtype=float)
+        home_ids = [d["edge_server"] for d in devs]
+        home_gain = np.array([d["uplink_gain"] for d in devs], dtype=float)
+        links = data.get("d2d_links", [])
+        l_from = [lk["from"] for lk in links]
+        l_to = [lk["to"] for lk in links]
+        l_gain = np.array([lk["gain"] for lk in links], dtype=float)
+        aggs = data.get("d2d_aggregators", {})
+        noise = float(dbm_to_w(c["noise_psd_dbm_hz_effective"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ScenarioError(f"paper-format field {exc!s}: missing or malformed (see shared/data/README.md)") from None
+    e_index = {int(i): k for k, i in enumerate(e_ids)}
+    d_index = {int(i): k for k, i in enumerate(d_ids)}
+    edge = np.array([e_index.get(int(h), -1) for h in home_ids])
+    bad = np.flatnonzero(edge < 0)
+    if bad.size:
+        raise ScenarioError(f"devices[id={d_ids[bad[0]]}].edge_server = {home_ids[bad[0]]!r}: no edge server has that id")
+    gains = np.full((len(d_ids), len(e_ids)), np.nan)
+    gains[np.arange(len(d_ids)), edge] = home_gain
+    unknown = [i for i in l_from + l_to if int(i) not in d_index]
+    if unknown:
+        raise ScenarioError(f"d2d_links device id = {unknown[0]!r}: no device has that id")
+    rec = np.full(len(e_ids), -1)
+    for cluster, dev in aggs.items():
+        if int(cluster) not in e_index or int(dev) not in d_index:
+            raise ScenarioError(f"d2d_aggregators[{cluster}] = {dev!r}: unknown edge server or device id")
+        rec[e_index[int(cluster)]] = d_index[int(dev)]
+    counts = np.bincount(edge, minlength=len(e_ids))
+    edges = _edges(e_ids, e_pos, np.maximum(counts, 1) * proto.uplink_bandwidth_hz, proto)
+    d2d = D2DLinks(src=[d_index[int(i)] for i in l_from], dst=[d_index[int(i)] for i in l_to], gain=l_gain,
+                   bandwidth_hz=proto.d2d_bandwidth_hz)
+    return Scenario(name=name, modalities=profile.modalities, tasks=profile.tasks,
+                    modules=synthetic_catalogue(profile.modalities, profile.tasks, proto.model_bits),
+                    edges=edges, devices=_devices(profile, d_ids, d_pos, edge, gains), d2d=d2d,
+                    noise_psd_w_per_hz=noise, prototype=proto, recorded_aggregators=rec,
+                    area_m=data.get("area_m"), description=data.get("description", ""),
+                    meta={"source": "paper-format", "profile": dataclasses.asdict(profile)})
+
+
+def embedded_paper_data() -> dict:
+    """The paper prototype's scenario file shipped with the package (a copy of shared/data/paper_scenario.json)."""
+    return json.loads(resources.files("hffm_opt.network").joinpath("data/paper_scenario.json").read_text())
+
+
+def paper_scenario(profile: DeviceProfile | None = None) -> Scenario:
+    """The embedded paper prototype scenario, completed by ``profile``."""
+    return from_paper_format(embedded_paper_data(), profile)
+
+
+# ---------------------------------------------------------------------- random generators
+def paper(seed: int = 0, profile: DeviceProfile | None = None, n_edges: int = 10, devices_per_edge: int = 4,
+          area_m: float = 5000.0, min_edge_separation_m: float = 500.0, centre_radius_m: float = 1000.0,
+          device_radius_m: float = 500.0, proto: PrototypeConstants | None = None) -> Scenario:
+    """A fresh draw of the paper prototype's distribution.
+
+    ``n_edges`` edge servers uniform in the ``area_m`` square, pairwise at least ``min_edge_separation_m`` apart;
+    per server a cluster centre uniform in the disc of ``centre_radius_m`` around it and ``devices_per_edge``
+    devices uniform in the disc of ``device_radius_m`` around the centre, all kept inside the square. Gains:
+    path loss -30 dB at 1 m, exponent 3, times a Rayleigh draw (mean 2, as the prototype), to every edge server
+    and for every ordered pair of devices of a cluster.
+    """
+    rng = np.random.default_rng(seed)
+    proto = proto or PrototypeConstants()
+    e_pos = np.empty((0, 2))
+    for _ in range(100_000):
+        cand = rng.uniform(0, area_m, size=2)
+        if len(e_pos) == 0 or np.linalg.norm(e_pos - cand, axis=1).min() >= min_edge_separation_m:
+            e_pos = np.vstack([e_pos, cand])
+            if len(e_pos) == n_edges:
+                break
+    else:
+        raise ScenarioError(f"n_edges = {n_edges}: cannot place that many servers {min_edge_separation_m} m apart "
+                            f"in a {area_m} m square")
+    centres = np.array([_disc_point_inside(rng, p, centre_radius_m, area_m) for p in e_pos])
+    d_pos = np.array([_disc_point_inside(rng, c, device_radius_m, area_m) for c in centres for _ in range(devices_per_edge)])
+    edge = np.repeat(np.arange(n_edges), devices_per_edge)
+    return _assemble(f"paper-s{seed}", rng, e_pos, d_pos, edge, np.full(n_edges, devices_per_edge * proto.uplink_bandwidth_hz),
+                     proto, profile or DeviceProfile(), area_m, None, {"generator": "paper", "seed": seed})
+
+
+def _disc_point_inside(rng, centre, radius, area_m):
+    """A uniform point of the disc around ``centre`` that lies inside the square (rejection)."""
+    for _ in range(10_000):
+        r = radius * np.sqrt(rng.random())
+        phi = rng.uniform(0, 2 * np.pi)
+        p = centre + r * np.array([np.cos(phi), np.sin(phi)])
+        if (p >= 0).all() and (p <= area_m).all():
+            return p
+    raise ScenarioError(f"disc around {centre.tolist()} = radius {radius}: does not meet the {area_m} m square")
+
+
+def clustered(n_edges: int, devices_per_edge: int, seed: int = 0, profile: DeviceProfile | None = None,
+              spacing_m: float = 1000.0, cluster_radius_m: float = 300.0, d2d_range_m: float | None = None,
+              bandwidth_per_device_hz: float = 1e6, proto: PrototypeConstants | None = None) -> Scenario:
+    """A scalable clustered scenario (vectorised: 10,000 devices / 100 edges in a fraction of a second).
+
+    Edge servers on a square grid ``spacing_m`` apart (jittered by 10%), devices uniform in the disc of
+    ``cluster_radius_m`` around their server. Uplink gains to every server; D2D links between every ordered pair of
+    devices of a cluster within ``d2d_range_m`` (None = all pairs). Edge band = devices x
+    ``bandwidth_per_device_hz``. Channel as in :func:`paper`.
+    """
+    if n_edges < 1 or devices_per_edge < 1:
+        raise ScenarioError(f"n_edges, devices_per_edge = {n_edges}, {devices_per_edge}: both must be >= 1")
+    rng = np.random.default_rng(seed)
+    proto = proto or PrototypeConstants(uplink_bandwidth_hz=bandwidth_per_device_hz)
+    side = int(np.ceil(np.sqrt(n_edges)))
+    grid = np.stack(np.divmod(np.arange(n_edges), side), axis=1)[:, ::-1].astype(float)
+    e_pos = (grid + 0.5) * spacing_m + rng.uniform(-0.1, 0.1, size=(n_edges, 2)) * spacing_m
+    edge = np.repeat(np.arange(n_edges), devices_per_edge)
+    r = cluster_radius_m * np.sqrt(rng.random(len(edge)))
+    phi = rng.uniform(0, 2 * np.pi, len(edge))
+    d_pos = e_pos[edge] + np.stack([r * np.cos(phi), r * np.sin(phi)], axis=1)
+    return _assemble(f"clustered-{n_edges}x{devices_per_edge}-s{seed}", rng, e_pos, d_pos, edge,
+                     np.full(n_edges, devices_per_edge * bandwidth_per_device_hz), proto, profile or DeviceProfile(),
+                     side * spacing_m, d2d_range_m,
+                     {"generator": "clustered", "seed": seed, "n_edges": n_edges, "devices_per_edge": devices_per_edge})
+
+
+def _assemble(name, rng, e_pos, d_pos, edge, bandwidth, proto, profile, area_m, d2d_range_m, meta) -> Scenario:
+    n, n_e = len(d_pos), len(e_pos)
+    gains = path_loss(pairwise_distance(d_pos, e_pos)) * rayleigh_power(rng, (n, n_e))
+    # D2D pairs of each cluster (equal-size clusters are not assumed): sort by cluster, pair within blocks
+    order = np.argsort(edge, kind="stable")
+    counts = np.bincount(edge, minlength=n_e)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    src_list, dst_list = [], []
+    for size in np.unique(counts[counts > 1]):
+        blocks = np.flatnonzero(counts == size)
+        members = order[starts[blocks][:, None] + np.arange(size)]  # (B, size)
+        i, j = np.nonzero(~np.eye(size, dtype=bool))
+        src_list.append(members[:, i].ravel())
+        dst_list.append(members[:, j].ravel())
+    src = np.concatenate(src_list) if src_list else np.zeros(0, np.int64)
+    dst = np.concatenate(dst_list) if dst_list else np.zeros(0, np.int64)
+    dist = np.linalg.norm(d_pos[src] - d_pos[dst], axis=1)
+    if d2d_range_m is not None:
+        keep = dist <= d2d_range_m
+        src, dst, dist = src[keep], dst[keep], dist[keep]
+    d2d_gain = path_loss(dist) * rayleigh_power(rng, len(src))
+    d2d = D2DLinks(src=src, dst=dst, gain=d2d_gain, bandwidth_hz=proto.d2d_bandwidth_hz,
+                   range_m=float("inf") if d2d_range_m is None else d2d_range_m)
+    ids_e, ids_d = np.arange(n_e), np.arange(n)
+    return Scenario(name=name, modalities=profile.modalities, tasks=profile.tasks,
+                    modules=synthetic_catalogue(profile.modalities, profile.tasks, proto.model_bits),
+                    edges=_edges(ids_e, e_pos, bandwidth, proto), devices=_devices(profile, ids_d, d_pos, edge, gains),
+                    d2d=d2d, noise_psd_w_per_hz=float(dbm_to_w(-204.0)), prototype=proto, cloud=Cloud(),
+                    area_m=area_m, meta=meta | {"profile": dataclasses.asdict(profile)})

@@ -1,0 +1,401 @@
+"""The world a plan is made for: cloud, edge servers, devices, links and the model's modules.
+
+Immutable, validated objects in SI units (m, W, Hz, W/Hz, bit/s, bit, byte, FLOP, cycles/s). Per-device and
+per-edge quantities are read-only numpy arrays indexed by position (device index ``u``, edge index ``e``); ids
+are kept for I/O. Any bad value raises :class:`ScenarioError` naming the field, the value and the rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import ScenarioError
+
+MODULE_KINDS = ("backbone", "encoder", "prompt", "gate", "expert", "adapter", "head")
+SHARED_KINDS = ("backbone", "gate", "expert", "adapter")  # needed by every device
+
+
+def _fail(field_name: str, value, rule: str):
+    raise ScenarioError(f"{field_name} = {value!r}: {rule}")
+
+
+def _frozen(a, dtype) -> np.ndarray:
+    arr = np.array(a, dtype=dtype, copy=True)
+    arr.flags.writeable = False
+    return arr
+
+
+def _check(mask: np.ndarray, field_name: str, values: np.ndarray, ids: np.ndarray, rule: str):
+    """Raise for the first element where ``mask`` is False."""
+    bad = np.flatnonzero(~np.asarray(mask).reshape(len(ids), -1).all(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        v = values[i]
+        v = v.tolist() if isinstance(v, np.ndarray) else v.item() if hasattr(v, "item") else v
+        _fail(f"{field_name}[id={ids[i]}]", v, rule)
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One module of the modular foundation model (section 2 of the design).
+
+    ``key`` is the modality of an encoder or the task of a prompt/head, else None. Sizes in bits
+    (``update_bits`` = s_k, sent to aggregate; ``full_bits``, sent to hand the module over), training cost
+    ``flops_per_sample`` = phi_k (FLOP per sample, forward + backward), ``memory_bytes`` to hold it and
+    ``train_memory_bytes`` extra when it is trained (gradients, optimiser state).
+    """
+
+    name: str
+    kind: str
+    key: str | None = None
+    update_bits: float = 0.0
+    full_bits: float = 0.0
+    flops_per_sample: float = 0.0
+    memory_bytes: float = 0.0
+    train_memory_bytes: float = 0.0
+    trainable: bool = True
+    cluster_local: bool = False
+
+    def __post_init__(self):
+        where = f"modules[{self.name}]"
+        if not self.name:
+            _fail("modules[].name", self.name, "must be a non-empty string")
+        if self.kind not in MODULE_KINDS:
+            _fail(f"{where}.kind", self.kind, f"must be one of {MODULE_KINDS}")
+        needs_key = self.kind in ("encoder", "prompt", "head")
+        if needs_key and not self.key:
+            _fail(f"{where}.key", self.key, f"a {self.kind} needs the {'modality' if self.kind == 'encoder' else 'task'} it serves")
+        if not needs_key and self.key is not None:
+            _fail(f"{where}.key", self.key, f"a {self.kind} is shared and takes no key")
+        for name in ("update_bits", "full_bits", "flops_per_sample", "memory_bytes", "train_memory_bytes"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                _fail(f"{where}.{name}", v, "must be finite and >= 0")
+        if self.trainable and self.update_bits <= 0:
+            _fail(f"{where}.update_bits", self.update_bits, "a trainable module must have update_bits > 0")
+        if self.cluster_local and not self.trainable:
+            _fail(f"{where}.cluster_local", True, "only a trainable module can be cluster-local")
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """The cloud server (position in m; it only receives edge aggregates over the backhaul)."""
+
+    position_m: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeServers:
+    """Edge servers, one entry per edge index ``e``.
+
+    ``bandwidth_hz`` = B_e shared by the cluster's uplinks (FDMA); ``downlink_power_w`` broadcast power
+    (0 = downlink not modelled, as in the paper prototype); backhaul to the cloud: fixed delay (s), rate
+    (bit/s) and transmit power (W).
+    """
+
+    ids: np.ndarray
+    position_m: np.ndarray
+    bandwidth_hz: np.ndarray
+    downlink_power_w: np.ndarray
+    backhaul_delay_s: np.ndarray
+    backhaul_rate_bps: np.ndarray
+    backhaul_power_w: np.ndarray
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            dtype = np.int64 if f.name == "ids" else float
+            object.__setattr__(self, f.name, _frozen(getattr(self, f.name), dtype))
+        n = len(self.ids)
+        if n == 0:
+            _fail("edge_servers", [], "a scenario needs at least one edge server")
+        for f in dataclasses.fields(self):
+            arr = getattr(self, f.name)
+            want = (n, 2) if f.name == "position_m" else (n,)
+            if arr.shape != want:
+                _fail(f"edge_servers.{f.name}.shape", arr.shape, f"must be {want}")
+        uniq, counts = np.unique(self.ids, return_counts=True)
+        if (counts > 1).any():
+            _fail("edge_servers.id", int(uniq[counts > 1][0]), "ids must be unique")
+        ids = self.ids
+        _check(np.isfinite(self.position_m), "edge_servers.position_m", self.position_m, ids, "must be finite")
+        _check(self.bandwidth_hz > 0, "edge_servers.bandwidth_hz", self.bandwidth_hz, ids, "must be > 0 Hz")
+        _check(self.downlink_power_w >= 0, "edge_servers.downlink_power_w", self.downlink_power_w, ids, "must be >= 0 W")
+        _check(self.backhaul_delay_s >= 0, "edge_servers.backhaul_delay_s", self.backhaul_delay_s, ids, "must be >= 0 s")
+        _check(self.backhaul_rate_bps > 0, "edge_servers.backhaul_rate_bps", self.backhaul_rate_bps, ids, "must be > 0 bit/s")
+        _check(self.backhaul_power_w >= 0, "edge_servers.backhaul_power_w", self.backhaul_power_w, ids, "must be >= 0 W")
+        for f in dataclasses.fields(self):
+            if f.name != "ids":
+                _check(np.isfinite(getattr(self, f.name)), f"edge_servers.{f.name}", getattr(self, f.name), ids, "must be finite")
+
+    def __len__(self):
+        return len(self.ids)
+
+
+@dataclass(frozen=True, eq=False)
+class Devices:
+    """Devices, one entry per device index ``u``.
+
+    ``edge``: index of the home edge server a(u). ``cpu_hz`` max CPU frequency, ``flops_per_cycle`` converts
+    FLOPs to cycles, ``kappa`` effective switched capacitance (computing C cycles at f Hz costs kappa C f^2 J),
+    ``memory_bytes``, ``pmax_w`` max transmit power. ``uplink_gain`` (U, E) linear power gain to every edge
+    server, NaN where unknown (that association is then not allowed). ``modalities`` (U, M) bool = M_u;
+    ``samples`` (U, T) int = n_{u,t}; the device executes task t iff it holds samples of it.
+    """
+
+    ids: np.ndarray
+    position_m: np.ndarray
+    edge: np.ndarray
+    cpu_hz: np.ndarray
+    flops_per_cycle: np.ndarray
+    kappa: np.ndarray
+    memory_bytes: np.ndarray
+    pmax_w: np.ndarray
+    uplink_gain: np.ndarray
+    modalities: np.ndarray
+    samples: np.ndarray
+
+    def __post_init__(self):
+        types = {"ids": np.int64, "edge": np.int64, "modalities": bool, "samples": np.int64}
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _frozen(getattr(self, f.name), types.get(f.name, float)))
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def tasks(self) -> np.ndarray:
+        """(U, T) bool: T_u, the tasks the device executes."""
+        return self.samples > 0
+
+    @property
+    def flops_max(self) -> np.ndarray:
+        """F_u = cpu_hz * flops_per_cycle (FLOP/s)."""
+        return self.cpu_hz * self.flops_per_cycle
+
+
+@dataclass(frozen=True, eq=False)
+class D2DLinks:
+    """Directed device-to-device links usable inside a cluster: ``src``/``dst`` device indices, linear ``gain``.
+
+    Each active link gets ``bandwidth_hz`` = B_d. ``range_m`` bounds the link length (inf = no limit: the
+    listed links are the usable ones).
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    gain: np.ndarray
+    bandwidth_hz: float = 1e6
+    range_m: float = float("inf")
+
+    def __post_init__(self):
+        object.__setattr__(self, "src", _frozen(self.src, np.int64))
+        object.__setattr__(self, "dst", _frozen(self.dst, np.int64))
+        object.__setattr__(self, "gain", _frozen(self.gain, float))
+        if not (self.src.shape == self.dst.shape == self.gain.shape) or self.src.ndim != 1:
+            _fail("d2d.links", (self.src.shape, self.dst.shape, self.gain.shape), "src, dst and gain must be 1-D of one length")
+        if not np.isfinite(self.bandwidth_hz) or self.bandwidth_hz <= 0:
+            _fail("d2d.bandwidth_hz", self.bandwidth_hz, "must be finite and > 0 Hz")
+        if not self.range_m > 0:
+            _fail("d2d.range_m", self.range_m, "must be > 0 m (inf for no limit)")
+
+    def __len__(self):
+        return len(self.src)
+
+
+@dataclass(frozen=True)
+class PrototypeConstants:
+    """The paper prototype's link constants (section 7 of the design), used by the paper accounting and baselines.
+
+    ``model_bits`` is the prototype's update size S; each link kind has a power that sets its rate and a
+    (different) power charged for its energy.
+    """
+
+    model_bits: float = 48e6
+    uplink_bandwidth_hz: float = 1e6
+    uplink_rate_power_w: float = 1.0
+    uplink_energy_power_w: float = 0.6
+    d2d_bandwidth_hz: float = 8e6
+    d2d_rate_power_w: float = 0.2
+    d2d_energy_power_w: float = 0.6
+    d2d_connect_radius_m: float = 30.0
+    backhaul_delay_s: float = 0.1
+    backhaul_rate_bps: float = 4e6
+    backhaul_energy_power_w: float = 0.8
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            rule_ok = v >= 0 if f.name == "backhaul_delay_s" else v > 0
+            if not np.isfinite(v) or not rule_ok:
+                _fail(f"prototype.{f.name}", v, "must be finite and " + (">= 0" if f.name == "backhaul_delay_s" else "> 0"))
+
+
+@dataclass(frozen=True, eq=False)
+class Scenario:
+    """A complete, validated scenario. See the module docstring for units and indexing."""
+
+    name: str
+    modalities: tuple[str, ...]
+    tasks: tuple[str, ...]
+    modules: tuple[ModuleSpec, ...]
+    edges: EdgeServers
+    devices: Devices
+    d2d: D2DLinks
+    noise_psd_w_per_hz: float
+    prototype: PrototypeConstants = field(default_factory=PrototypeConstants)
+    recorded_aggregators: np.ndarray | None = None
+    cloud: Cloud = field(default_factory=Cloud)
+    area_m: float | None = None
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "modules", tuple(self.modules))
+        rec = self.recorded_aggregators
+        object.__setattr__(self, "recorded_aggregators", _frozen(np.full(len(self.edges), -1) if rec is None else rec, np.int64))
+        self._validate()
+
+    # ----------------------------------------------------------------- validation
+    def _validate(self):
+        for kind, names in (("modalities", self.modalities), ("tasks", self.tasks)):
+            if not names:
+                _fail(kind, list(names), "at least one is required")
+            if len(set(names)) != len(names):
+                _fail(kind, list(names), "names must be unique")
+        if not np.isfinite(self.noise_psd_w_per_hz) or self.noise_psd_w_per_hz <= 0:
+            _fail("noise_psd_w_per_hz", self.noise_psd_w_per_hz, "must be finite and > 0 W/Hz")
+        names = [m.name for m in self.modules]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            _fail("modules.name", dup, "module names must be unique")
+        for m in self.modules:
+            if m.kind == "encoder" and m.key not in self.modalities:
+                _fail(f"modules[{m.name}].key", m.key, f"unknown modality; known: {list(self.modalities)}")
+            if m.kind in ("prompt", "head") and m.key not in self.tasks:
+                _fail(f"modules[{m.name}].key", m.key, f"unknown task; known: {list(self.tasks)}")
+        if not any(m.trainable for m in self.modules):
+            _fail("modules", names, "at least one module must be trainable")
+        self._validate_devices()
+        self._validate_d2d()
+        rec = self.recorded_aggregators
+        if rec.shape != (len(self.edges),):
+            _fail("d2d_aggregators.shape", rec.shape, f"must be ({len(self.edges)},)")
+        for e in np.flatnonzero(rec >= 0):
+            a = int(rec[e])
+            if a >= len(self.devices) or self.devices.edge[a] != e:
+                _fail(f"d2d_aggregators[edge id={self.edges.ids[e]}]", a, "the aggregator must be a device of that cluster")
+
+    def _validate_devices(self):
+        d, ids = self.devices, self.devices.ids
+        n, n_e = len(d), len(self.edges)
+        if n == 0:
+            _fail("devices", [], "a scenario needs at least one device")
+        shapes = {"position_m": (n, 2), "uplink_gain": (n, n_e), "modalities": (n, len(self.modalities)),
+                  "samples": (n, len(self.tasks))}
+        for f in dataclasses.fields(d):
+            want = shapes.get(f.name, (n,))
+            if getattr(d, f.name).shape != want:
+                _fail(f"devices.{f.name}.shape", getattr(d, f.name).shape, f"must be {want}")
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            _fail("devices.id", int(uniq[counts > 1][0]), "ids must be unique")
+        _check((d.edge >= 0) & (d.edge < n_e), "devices.edge_server", d.edge, ids, "every device needs an existing edge server")
+        _check(np.isfinite(d.position_m), "devices.position_m", d.position_m, ids, "must be finite")
+        for name, unit in (("cpu_hz", "Hz"), ("flops_per_cycle", "FLOP/cycle"), ("memory_bytes", "bytes"), ("pmax_w", "W")):
+            v = getattr(d, name)
+            _check(np.isfinite(v) & (v > 0), f"devices.{name}", v, ids, f"must be finite and > 0 {unit}")
+        _check(np.isfinite(d.kappa) & (d.kappa >= 0), "devices.kappa", d.kappa, ids, "must be finite and >= 0")
+        g = d.uplink_gain
+        _check(np.isnan(g) | ((g > 0) & np.isfinite(g)), "devices.uplink_gain", g, ids, "gains must be finite and > 0 (NaN = no link)")
+        home = g[np.arange(n), d.edge]
+        _check(np.isfinite(home), "devices.uplink_gain[home edge]", home, ids, "the gain to the home edge server is required")
+        _check(d.modalities.any(axis=1), "devices.modalities", d.modalities, ids, "a device needs at least one modality")
+        _check(d.samples >= 0, "devices.samples", d.samples, ids, "sample counts must be >= 0")
+        _check(d.samples.sum(axis=1) > 0, "devices.samples", d.samples, ids, "a device needs samples of at least one task")
+
+    def _validate_d2d(self):
+        k, d = self.d2d, self.devices
+        n = len(d)
+        if len(k) == 0:
+            return
+        link_ids = np.arange(len(k))
+        ok = (k.src >= 0) & (k.src < n) & (k.dst >= 0) & (k.dst < n)
+        _check(ok, "d2d.links.from/to", np.stack([k.src, k.dst], 1), link_ids, "must be device indices")
+        _check(k.src != k.dst, "d2d.links.from/to", np.stack([k.src, k.dst], 1), link_ids, "a link joins two different devices")
+        _check(d.edge[k.src] == d.edge[k.dst], "d2d.links.from/to", np.stack([d.ids[k.src], d.ids[k.dst]], 1), link_ids,
+               "D2D links stay inside one cluster (same edge server)")
+        _check(np.isfinite(k.gain) & (k.gain > 0), "d2d.links.gain", k.gain, link_ids, "must be finite and > 0")
+        length = np.linalg.norm(d.position_m[k.src] - d.position_m[k.dst], axis=1)
+        _check(length <= k.range_m, "d2d.links.length_m", length, link_ids, f"must be within d2d.range_m = {k.range_m}")
+        key = k.src * n + k.dst
+        uniq, counts = np.unique(key, return_counts=True)
+        if (counts > 1).any():
+            dup = int(uniq[counts > 1][0])
+            _fail("d2d.links", (int(d.ids[dup // n]), int(d.ids[dup % n])), "each ordered pair may be listed once")
+
+    # ----------------------------------------------------------------- derived views
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges)
+
+    @property
+    def module_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modules)
+
+    @cached_property
+    def module_arrays(self) -> dict[str, np.ndarray]:
+        """Per-module quantities as arrays of length K (bits, FLOP per sample, bytes, flags)."""
+        fields_ = ("update_bits", "full_bits", "flops_per_sample", "memory_bytes", "train_memory_bytes", "trainable",
+                   "cluster_local")
+        return {f: _frozen([getattr(m, f) for m in self.modules], bool if f in ("trainable", "cluster_local") else float)
+                for f in fields_}
+
+    @cached_property
+    def need(self) -> np.ndarray:
+        """(U, K) bool: Need(u), the modules device u runs (encoders of M_u, prompts/heads of T_u, shared ones)."""
+        d = self.devices
+        cols = []
+        for m in self.modules:
+            if m.kind in SHARED_KINDS:
+                cols.append(np.ones(len(d), bool))
+            elif m.kind == "encoder":
+                cols.append(d.modalities[:, self.modalities.index(m.key)])
+            else:
+                cols.append(d.tasks[:, self.tasks.index(m.key)])
+        return _frozen(np.stack(cols, axis=1), bool)
+
+    @cached_property
+    def _link_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        key = self.d2d.src * self.n_devices + self.d2d.dst
+        order = np.argsort(key, kind="stable")
+        return key[order], order
+
+    def link_lookup(self, src, dst) -> np.ndarray:
+        """D2D link index of each (src, dst) device-index pair, -1 where no such link is listed (vectorised)."""
+        keys, order = self._link_keys
+        want = np.asarray(src, dtype=np.int64) * self.n_devices + np.asarray(dst, dtype=np.int64)
+        pos = np.clip(np.searchsorted(keys, want), 0, max(len(keys) - 1, 0))
+        hit = (len(keys) > 0) & (keys[pos] == want) if len(keys) else np.zeros(want.shape, bool)
+        return np.where(hit, order[pos] if len(keys) else -1, -1)
+
+    def cluster(self, e: int) -> np.ndarray:
+        """Device indices whose home edge is ``e``."""
+        return np.flatnonzero(self.devices.edge == e)
+
+    def home_uplink_gain(self) -> np.ndarray:
+        """(U,) linear gain of each device to its home edge server."""
+        return self.devices.uplink_gain[np.arange(self.n_devices), self.devices.edge]
+
+    def replace(self, **changes) -> "Scenario":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)

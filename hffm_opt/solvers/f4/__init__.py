@@ -1,0 +1,2 @@
+"""F4, the joint plan: cluster decomposition (:mod:`.decomposition`), cluster structures (:mod:`.structures`), the
+continuous inner problem per cluster (:mod:`.cluster`) and the proven lower bound (:mod:`.bounds`)."""

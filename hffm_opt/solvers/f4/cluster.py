@@ -1,0 +1,180 @@
+"""Solve the continuous part of a plan cluster by cluster: CPU speeds, uplink bandwidth and powers, D2D powers.
+
+Given the discrete choices of a plan and a period budget ``P`` (s), each cluster is solved to its least
+period energy independently (the clusters only share the budget, which each must meet):
+
+- a D2D cluster is one convex program (:func:`hffm_opt.formulations.tree_program.tree_problem`), solved by cvxpy
+  (CLARABEL, then ECOS); an inaccurate or failed solve is a failure, never a result;
+- a cluster that uploads straight to its edge alternates two convex blocks until the energy stops falling:
+  the uplink bandwidth split for given upload times (the ``fast`` KKT allocator), and each device's split of
+  its round between compute and upload for given bandwidth (the CPU block, :func:`fast_kkt.best_split`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+from ...formulations.allocation import AllocationData, CpuBlockData
+from ...formulations.cluster import ClusterData, cluster_data
+from ...formulations.tree_program import tree_problem
+from ...network.channel import link_energy, power_for_time
+from ...network.scenario import Scenario
+from ...plan import Plan
+from ..fast import kkt as fast_kkt
+
+SAFETY = 1e-6  # relative slack kept below the budget so solver tolerances never overrun it
+
+
+@dataclass(frozen=True)
+class ClusterAllocation:
+    """Continuous decisions for one cluster (arrays over its members) and its period energy (J).
+
+    ``feasible`` False means the budget cannot be met with these discrete choices (``message`` says why).
+    ``certified``: the answer is proven (a solution at proven optimality, or a proven infeasibility); False when a
+    solver failed or the block descent stopped at its iteration limit.
+    """
+
+    cpu_hz: np.ndarray
+    bandwidth_hz: np.ndarray
+    power_w: np.ndarray
+    d2d_power_w: np.ndarray
+    d2d_down_power_w: np.ndarray
+    energy_j: float
+    feasible: bool
+    message: str = ""
+    certified: bool = True
+
+
+def _infeasible(n: int, message: str, certified: bool = True) -> ClusterAllocation:
+    z = np.zeros(n)
+    return ClusterAllocation(z, z, z, z, z, float("inf"), False, message, certified)
+
+
+def _compute_energy(data: ClusterData, tau: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(data.cycles > 0, data.kappa * data.cycles ** 3 / tau ** 2, 0.0)
+
+
+def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
+    """Least-energy continuous decisions of a D2D cluster within the period budget (cvxpy)."""
+    n = len(data.members)
+    prob = tree_problem(data, budget_s * (1 - SAFETY))
+    for solver in ("CLARABEL", "ECOS"):
+        try:
+            with warnings.catch_warnings():  # an inaccurate solve is rejected below; cvxpy's warning is noise
+                warnings.simplefilter("ignore")
+                prob.problem.solve(solver=solver)
+        except (cp.error.SolverError, ValueError):
+            continue
+        if prob.problem.status == "optimal":
+            break
+        if prob.problem.status == "infeasible":
+            return _infeasible(n, f"cluster of edge {data.edge}: the D2D tree cannot finish within {budget_s:.6g} s")
+    else:
+        return _infeasible(n, f"cluster of edge {data.edge}: cvxpy status {prob.problem.status!r} (treated as failure)",
+                           certified=False)
+    child = data.parent >= 0
+    tau = np.maximum(np.asarray(prob.compute_s.value).reshape(n), np.where(data.cycles > 0, data.cycles / data.fmax, 0))
+    cpu = np.where(data.cycles > 0, np.minimum(data.cycles / np.maximum(tau, 1e-300), data.fmax), data.fmax)
+    up_p = np.zeros(n)
+    down_p = np.zeros(n)
+    t_up = np.asarray(prob.up_s.value).reshape(-1)
+    up_p[child] = np.minimum(power_for_time(data.up_bits[child], t_up, data.d2d_band_hz, data.up_gain[child], data.noise),
+                             data.pmax[child])
+    if prob.down_s is not None:
+        t_down = np.asarray(prob.down_s.value).reshape(-1)
+        down_p[child] = np.minimum(power_for_time(data.down_bits[child], t_down, data.d2d_band_hz, data.down_gain[child], data.noise), data.down_pmax[child])
+    else:  # one edge round per period: the tree never broadcasts; any positive power is never used
+        down_p[child] = data.down_pmax[child]
+    bw = np.zeros(n)
+    pw = np.zeros(n)
+    bw[data.root] = data.band_hz
+    if data.agg_bits > 0:
+        pw[data.root] = min(float(power_for_time(data.agg_bits, float(prob.agg_s.value[0]), data.band_hz, data.agg_gain, data.noise)), data.pmax[data.root])
+    else:
+        pw[data.root] = data.pmax[data.root]
+    return ClusterAllocation(cpu, bw, pw, up_p, down_p, float(prob.problem.value) + data.fixed_j, True)
+
+
+def solve_direct(data: ClusterData, budget_s: float, max_iter: int = 50, rtol: float = 1e-9) -> ClusterAllocation:
+    """Least-energy continuous decisions of a cluster that uploads straight to its edge (block descent)."""
+    n, g = len(data.members), data.e_agg
+    round_s = (budget_s * (1 - SAFETY) - data.fixed_s) / g
+    tau_min = np.where(data.cycles > 0, data.cycles / data.fmax, 0.0)
+    slack = round_s - tau_min
+    if round_s <= 0 or (slack <= 0).any():
+        return _infeasible(n, f"cluster of edge {data.edge}: compute alone exceeds the round budget {round_s:.6g} s")
+    tau = tau_min.copy()
+    sends = data.up_bits > 0
+    best = np.inf
+    b = np.zeros(n)
+    converged = False
+    for _ in range(max_iter):
+        try:
+            alloc = fast_kkt.min_energy_allocation(data.up_bits[sends], round_s - tau[sends], data.up_gain[sends],
+                                                   data.noise, data.band_hz, data.pmax[sends])
+        except fast_kkt.AllocationInfeasible as exc:
+            return _infeasible(n, f"cluster of edge {data.edge}: {exc}")
+        b = np.zeros(n)
+        b[sends] = alloc.bandwidth_hz
+        tau = _best_split(data, b, round_s)
+        energy = g * float(_compute_energy(data, tau).sum()
+                           + link_energy(data.up_bits, round_s - tau, np.maximum(b, 1e-300), data.up_gain, data.noise).sum())
+        if best - energy <= rtol * abs(energy):
+            best = min(best, energy)
+            converged = True
+            break
+        best = energy
+    t_up = round_s - tau
+    power = np.where(sends, np.minimum(power_for_time(data.up_bits, t_up, np.maximum(b, 1e-300), data.up_gain, data.noise),
+                                       data.pmax), 0.0)
+    cpu = np.where(data.cycles > 0, np.minimum(data.cycles / np.maximum(tau, 1e-300), data.fmax), data.fmax)
+    zeros = np.zeros(n)
+    return ClusterAllocation(cpu, b, power, zeros, zeros, best + data.fixed_j, True,
+                             "" if converged else f"block descent stopped after {max_iter} iterations", converged)
+
+
+def _best_split(data: ClusterData, b: np.ndarray, round_s: float) -> np.ndarray:
+    """Per device, the compute time (s) of the CPU block for the band split ``b`` (:func:`fast_kkt.best_split`)."""
+    link = AllocationData.create(data.up_bits, data.up_gain, data.pmax, data.noise, data.band_hz)
+    block = CpuBlockData.create(link, b, data.cycles, data.kappa, data.fmax, round_s)
+    return fast_kkt.best_split(block)[0]
+
+
+def solve_cluster(data: ClusterData, budget_s: float) -> ClusterAllocation:
+    """Dispatch on the cluster's kind."""
+    if len(data.members) == 0:
+        return ClusterAllocation(*(np.zeros(0),) * 5, 0.0, True)
+    return solve_tree(data, budget_s) if data.uses_d2d else solve_direct(data, budget_s)
+
+
+def apply_allocation(plan: Plan, allocations: dict[int, tuple[np.ndarray, ClusterAllocation]]) -> Plan:
+    """A copy of ``plan`` with the clusters' continuous decisions written in (no deadline: nobody straggles)."""
+    fields = {f: getattr(plan, f).copy() for f in ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w")}
+    for members, alloc in allocations.values():
+        for f in fields:
+            fields[f][members] = getattr(alloc, f)
+    return plan.replace(deadline_s=None, **fields)
+
+
+def optimise_continuous(scenario: Scenario, plan: Plan, budget_s: float) -> tuple[Plan, float, list[str]]:
+    """Least-energy continuous decisions for every cluster of ``plan`` within the period budget.
+
+    Returns the new plan, its period energy (J; inf if some cluster cannot meet the budget) and the messages of
+    the clusters that could not.
+    """
+    allocations, total, problems = {}, 0.0, []
+    for e in range(scenario.n_edges):
+        data = cluster_data(scenario, plan, e)
+        alloc = solve_cluster(data, budget_s)
+        if not alloc.feasible:
+            problems.append(alloc.message)
+            total = float("inf")
+            continue
+        allocations[e] = (data.members, alloc)
+        total += alloc.energy_j
+    return apply_allocation(plan, allocations), total, problems

@@ -1,0 +1,218 @@
+"""F4, the joint plan: least energy per edge round under a latency target, cluster by cluster.
+
+Problem (consistent accounting): choose, per cluster, direct uploads or a D2D aggregator and relay tree
+(discrete), and CPU speeds, uplink bandwidth and powers, D2D powers (continuous) to minimise the energy per
+edge round subject to the latency per edge round being at most ``target_latency_s``. The model
+(:class:`~hffm_opt.formulations.joint.JointModel`) holds the target and the starting plan; module assignment,
+tiers, association and ``e_agg`` stay those of the starting plan.
+
+Given the target every cluster only has to finish its period within ``e_agg * target`` and the energy is a
+sum over clusters, so the problem decomposes by cluster exactly. Per cluster:
+
+- ``optimise`` (scheduler ``optimal``): candidate structures (direct; the starting plan's; for the
+  aggregators of least eccentricity the shortest-path tree and the minimum-energy arborescence), each priced
+  by the exact convex inner problem, then, in clusters of at most ``local_search_max_n`` devices, local search
+  on the best (re-parent a device, move the aggregator, switch D2D off) until no move improves;
+- ``exact`` (scheduler ``optimal-exact``): every rooted spanning arborescence over the usable D2D links and
+  direct uploads, each with the convex inner problem: the certified optimum, for clusters small enough.
+
+``optimise`` reports a proven lower bound (:func:`hffm_opt.solvers.f4.bounds.lower_bound`, a relaxation valid over
+every structure) and hence a proven gap; clusters are shared among ``workers`` forked processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from ..._version import __version__
+from ...errors import InstanceTooLarge
+from ...evaluate import evaluate
+from ...formulations.cluster import cluster_data
+from ...formulations.joint import JointModel
+from ...network.scenario import Scenario
+from ...network.topology import usable_links
+from ...plan import Plan
+from ..result import Result, Status
+from .bounds import lower_bound
+from .cluster import ClusterAllocation, apply_allocation, solve_cluster
+from .structures import (
+    candidate_structures,
+    count_exact_choices,
+    in_tree,
+    neighbours,
+    rooted_arborescences,
+    set_structure,
+)
+
+EXACT_LIMIT = 20_000  # rooted spanning arborescences (plus direct) the exact mode enumerates at most
+WORKERS = min(2, os.cpu_count() or 1)  # processes optimise uses by default (the target machine has 2 cores)
+
+
+def cluster_periods(scenario: Scenario, plan: Plan) -> np.ndarray:
+    """(E,) period latency (s) of each cluster alone under ``plan`` (the evaluator on that cluster's devices)."""
+    out = np.zeros(scenario.n_edges)
+    for e in range(scenario.n_edges):
+        mask = plan.association == e
+        if not mask.any():
+            continue
+        solo = plan.replace(train=plan.train & mask[:, None])
+        out[e] = evaluate(scenario, solo).period_latency_s
+    return out
+
+
+# ---------------------------------------------------------------------- the search
+def _price(scenario, plan, e, structure, members, budget):
+    trial = set_structure(plan, scenario, e, members, structure)
+    return solve_cluster(cluster_data(scenario, trial, e), budget), trial
+
+
+def _local_search(scenario, plan, e, members, best, budget, counter, max_evals=200):
+    """Improve cluster ``e``'s structure by single moves; returns (allocation, plan)."""
+    alloc, current = best
+    improved = True
+    while improved and counter[0] < max_evals:
+        improved = False
+        for structure in neighbours(scenario, current, e, members):
+            counter[0] += 1
+            cand, trial = _price(scenario, current, e, structure, members, budget)
+            if cand.feasible and cand.energy_j < alloc.energy_j * (1 - 1e-9):
+                alloc, current, improved = cand, trial, True
+                break
+    return alloc, current
+
+
+def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, local_search: bool,
+                   local_search_max_n: int, milp: dict | None, e: int):
+    """Cluster ``e``'s least-energy structure within the period budget: (structure, allocation, structures priced,
+    certified); (None, None, count, certified) when no structure meets the budget. Structures are None (direct) or
+    (root, parent). ``certified``: every inner problem priced was solved to proven optimality or infeasibility."""
+    members = np.flatnonzero(start.association == e)
+    if exact:
+        usable = usable_links(scenario, members)
+        structures = [None] + [(int(members[r]), in_tree(p, members)) for r, p in rooted_arborescences(usable)]
+    else:
+        structures = candidate_structures(scenario, start, e, budget / max(2 * start.e_agg, 1), milp=milp)
+    best, counter, certified = None, [0], True
+    for structure in structures:
+        counter[0] += 1
+        alloc, trial = _price(scenario, start, e, structure, members, budget)
+        certified &= alloc.certified
+        if alloc.feasible and (best is None or alloc.energy_j < best[0].energy_j):
+            best = (alloc, trial)
+    if best is None:
+        return None, None, counter[0], certified
+    if local_search and len(members) <= local_search_max_n:
+        best = _local_search(scenario, start, e, members, best, budget, counter)
+    alloc, trial = best
+    structure = None if trial.aggregator[e] < 0 else (int(trial.aggregator[e]), trial.parent[members].copy())
+    return structure, alloc, counter[0], certified
+
+
+_JOB: tuple | None = None  # the shared arguments of best_structure in forked workers
+
+
+def _cluster_job(e: int):
+    return best_structure(*_JOB, e)
+
+
+def _pool(workers: int, job: tuple):
+    """A pool of forked processes that see ``job`` (no pickling of the scenario)."""
+    global _JOB
+    _JOB = job
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def optimise(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
+             exact_limit: int = EXACT_LIMIT, progress=None, milp_solver: str | None = None,
+             milp_time_limit: float = 60.0, milp_gap: float = 1e-2, workers: int = WORKERS) -> Result:
+    """Run F4 (or the exact enumeration) on ``model``; see the module docstring. ``milp_solver``
+    (``"highs"``/``"gurobi"``) adds the F2 MILP's tree, solved within ``milp_time_limit`` s and ``milp_gap``, to
+    small clusters' candidates; ``workers`` processes share the clusters (forked, when there are at least two
+    clusters per worker). Raises :class:`~hffm_opt.errors.InstanceTooLarge` when the exact mode would enumerate more
+    than ``exact_limit`` structures.
+
+    Status: ``infeasible`` when some cluster has no structure that meets the target (the plan then keeps the
+    starting plan's decisions there); in exact mode ``optimal`` only when every inner problem was solved to proven
+    optimality (or proven infeasible), else ``feasible``; ``feasible`` for the heuristic search, with the proven
+    lower bound of :func:`~hffm_opt.solvers.f4.bounds.lower_bound` as ``bound``.
+    """
+    t0 = time.perf_counter()
+    scenario, start, target = model.scenario, model.start, model.target_latency_s
+    backend = "f4:exact" if exact else f"f4:{milp_solver or 'fast'}"
+    budget = start.e_agg * target
+    if exact:
+        count = count_exact_choices(scenario, start)
+        if count > exact_limit:
+            raise InstanceTooLarge(f"exact mode = {count} discrete choices (direct or a rooted spanning tree per "
+                                   f"cluster): above the limit of {exact_limit}; use 'optimal'")
+    milp = None if milp_solver is None else {"solver": milp_solver, "time_limit": milp_time_limit, "mip_gap": milp_gap}
+    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp)
+    edges = range(scenario.n_edges)
+    if workers > 1 and scenario.n_edges >= 2 * workers:
+        with _pool(workers, job) as pool:
+            found = list(progress(pool.map(_cluster_job, edges)) if progress else pool.map(_cluster_job, edges))
+    else:
+        found = [best_structure(*job, e) for e in (progress(edges) if progress else edges)]
+    plan, start_latency = start, cluster_periods(scenario, start)
+    allocations: dict[int, tuple[np.ndarray, ClusterAllocation]] = {}
+    messages, evaluated, certified = [], 0, True
+    for e, (structure, alloc, count, proven) in zip(edges, found):
+        evaluated += count
+        certified &= proven
+        members = np.flatnonzero(plan.association == e)
+        if alloc is None:  # keep the starting plan's decisions
+            if start_latency[e] > budget * (1 + 1e-9):
+                messages.append(f"cluster of edge {scenario.edges.ids[e]}: no structure meets {target:.6g} s per round")
+            continue
+        plan = set_structure(plan, scenario, e, members, structure)
+        allocations[e] = (members, alloc)
+    name = "optimal-exact" if exact else "optimal"
+    final = apply_allocation(plan, allocations).replace(scheduler=name)
+    metrics = evaluate(scenario, final)
+    stats = {"target_latency_s": target, "start": model.start_name, "structures_priced": evaluated}
+    if messages:
+        return Result(status=Status.INFEASIBLE, backend=backend, backend_version=__version__, build_s=model.build_s,
+                      runtime_s=time.perf_counter() - t0, plan=final, metrics=metrics, stats=stats,
+                      message="infeasible: " + "; ".join(messages))
+    if exact:
+        status = Status.OPTIMAL if certified else Status.FEASIBLE
+        bound = metrics.energy_j if certified else None
+        message = ("every structure enumerated, every inner problem solved to proven optimality" if certified else
+                   "every structure enumerated, but some inner problem was not solved to proven optimality")
+    else:
+        status, bound = Status.FEASIBLE, lower_bound(scenario, start, budget)
+        message = "heuristic search; bound = relaxation lower bound over every structure"
+    return Result(status=status, objective=metrics.energy_j, bound=bound, backend=backend, backend_version=__version__,
+                  build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final, metrics=metrics, stats=stats,
+                  message=message)
+
+
+def improve(model: JointModel, max_evals: int = 200) -> Result:
+    """Local search from the model's starting plan: price each cluster's structure with the convex inner problem,
+    then apply single moves while they lower the energy (at most ``max_evals`` structures priced per cluster)."""
+    t0 = time.perf_counter()
+    scenario, plan, target = model.scenario, model.start, model.target_latency_s
+    budget = plan.e_agg * target
+    allocations, messages, counter = {}, [], [0]
+    for e in range(scenario.n_edges):
+        members = np.flatnonzero(plan.association == e)
+        structure = None if plan.aggregator[e] < 0 else (int(plan.aggregator[e]), plan.parent[members].copy())
+        alloc, trial = _price(scenario, plan, e, structure, members, budget)
+        counter[0] += 1
+        if not alloc.feasible:
+            messages.append(alloc.message)
+            continue
+        alloc, plan = _local_search(scenario, plan, e, members, (alloc, trial), budget, counter, max_evals)
+        allocations[e] = (members, alloc)
+    final = apply_allocation(plan, allocations).replace(scheduler="local-search")
+    metrics = evaluate(scenario, final)
+    return Result(status=Status.INFEASIBLE if messages else Status.FEASIBLE,
+                  objective=None if messages else metrics.energy_j, backend="f4:local-search",
+                  backend_version=__version__, build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final,
+                  metrics=metrics, message="; ".join(messages),
+                  stats={"target_latency_s": target, "start": model.start_name, "structures_priced": counter[0]})

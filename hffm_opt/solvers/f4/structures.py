@@ -1,0 +1,171 @@
+"""The discrete part of F4 in one cluster: its structures (direct uploads, or an aggregator and a relay tree over
+usable D2D links), the candidates the search prices, every rooted spanning arborescence for the exact mode, and
+the single moves of local search. A structure is None (direct) or (root device, parent array over the members).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ...formulations.cluster import cluster_data
+from ...formulations.relay_tree import build_relay_tree
+from ...network.channel import link_energy, transmit_time
+from ...network.scenario import Scenario
+from ...network.topology import cluster_links, distances_to, usable_links
+from ...plan import Plan
+from ..fast.arborescence import min_arborescence
+from ..milp import solve_milp
+
+F2_MAX_N = 12  # clusters up to this size also get the F2 relay-tree MILP's tree as a candidate (milp_solver given)
+
+
+def set_structure(plan: Plan, scenario: Scenario, e: int, members: np.ndarray, structure) -> Plan:
+    """``plan`` with cluster ``e`` direct (structure None) or rooted at (root, parent over members)."""
+    aggregator = plan.aggregator.copy()
+    parent = plan.parent.copy()
+    down = plan.d2d_down_power_w.copy()
+    if structure is None:
+        aggregator[e] = -1
+        parent[members] = -1
+    else:
+        root, par = structure
+        aggregator[e] = root
+        parent[members] = par
+        has = par >= 0
+        down[members[has]] = scenario.devices.pmax_w[par[has]]
+    return plan.replace(aggregator=aggregator, parent=parent, d2d_down_power_w=down)
+
+
+def _link_costs(scenario: Scenario, members: np.ndarray, bits: float, t_ref: float) -> tuple[np.ndarray, np.ndarray]:
+    """(latency at full power, least energy within ``t_ref``) of each usable link (inf where unusable)."""
+    ok = usable_links(scenario, members)
+    d2d = scenario.d2d
+    keep, i, j = cluster_links(scenario, members)
+    gain = d2d.gain[keep]
+    pmax = scenario.devices.pmax_w[d2d.src[keep]]
+    lat = np.full(ok.shape, np.inf)
+    lat[i, j] = transmit_time(bits, d2d.bandwidth_hz, pmax, gain, scenario.noise_psd_w_per_hz)
+    energy = np.full(ok.shape, np.inf)
+    t = np.maximum(t_ref, lat[i, j])
+    energy[i, j] = link_energy(bits, t, d2d.bandwidth_hz, gain, scenario.noise_psd_w_per_hz)
+    return np.where(ok, lat, np.inf), np.where(ok, energy, np.inf)
+
+
+def in_tree(nxt: np.ndarray, members: np.ndarray) -> np.ndarray:
+    return np.where(nxt >= 0, members[np.maximum(nxt, 0)], -1)
+
+
+def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, max_roots: int = 4,
+                         milp: dict | None = None) -> list:
+    """Direct, the plan's own structure, and for the ``max_roots`` aggregators of least eccentricity the
+    shortest-path tree (latency at full power) and the minimum-energy arborescence (energy within ``t_ref``);
+    with ``milp`` (``{"solver", "time_limit", "mip_gap"}``) and at most :data:`F2_MAX_N` members, also the F2
+    relay-tree MILP's tree (:func:`f2_tree`)."""
+    members = np.flatnonzero(plan.association == e)
+    out = [None]
+    if plan.aggregator[e] >= 0:
+        out.append((int(plan.aggregator[e]), plan.parent[members].copy()))
+    if len(members) < 2:
+        return out
+    bits = float((plan.train[members] @ scenario.module_arrays["update_bits"]).max())
+    lat, energy = _link_costs(scenario, members, bits, t_ref)
+    trees_by_root = [distances_to(lat, r) for r in range(len(members))]
+    ecc = np.array([dist.max() for dist, _ in trees_by_root])
+    for r in np.argsort(ecc, kind="stable")[:max_roots]:
+        if not np.isfinite(ecc[r]):
+            break
+        out.append((int(members[r]), in_tree(trees_by_root[r][1], members)))
+        arb = min_arborescence(energy, int(r))
+        if arb is not None:
+            out.append((int(members[r]), in_tree(arb, members)))
+    if milp is not None and len(members) <= F2_MAX_N:
+        found = f2_tree(scenario, plan, e, lat, energy, t_ref, **milp)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def f2_tree(scenario: Scenario, plan: Plan, e: int, lat: np.ndarray, energy: np.ndarray, t_ref: float, solver: str,
+            time_limit: float, mip_gap: float):
+    """The F2 MILP's aggregator and tree for cluster ``e`` on ``solver`` (``highs``/``gurobi``), or None.
+
+    Arc data: latency at full power ``lat`` (s) and least energy within ``t_ref`` ``energy`` (J) of each usable
+    link, both directions; compute time at full CPU speed; weights w_T = 1/s and w_E = t_ref / (sum of every node's
+    cheapest arc energy), so the energy term is of the order of one reference time.
+    """
+    members = np.flatnonzero(plan.association == e)
+    data = cluster_data(scenario, plan, e)
+    compute = np.where(data.cycles > 0, data.cycles / data.fmax, 0.0)
+    cheapest = np.where(np.isfinite(energy), energy, np.inf).min(axis=1)
+    scale = float(cheapest[np.isfinite(cheapest)].sum()) if np.isfinite(cheapest).any() else 0.0
+    model = build_relay_tree(lat, energy, lat, energy, compute, w_T=1.0, w_E=t_ref / scale if scale > 0 else 0.0,
+                             allowed=np.isfinite(lat), node_ids=scenario.devices.ids[members])
+    res = solve_milp(model, solver, time_limit=time_limit, mip_gap=mip_gap)
+    if not res.ok:
+        return None
+    return int(members[res.decision["root"]]), in_tree(res.decision["parent"], members)
+
+
+def rooted_arborescences(usable: np.ndarray):
+    """Every rooted spanning arborescence of the usable-link graph: yields (root, parent) in local indices."""
+    n = len(usable)
+    for root in range(n):
+        others = [v for v in range(n) if v != root]
+        choices = [np.flatnonzero(usable[v]) for v in others]
+        for pick in itertools.product(*choices):
+            parent = np.full(n, -1)
+            parent[others] = pick
+            if reaches_root(parent, root):
+                yield root, parent
+
+
+def reaches_root(parent: np.ndarray, root: int) -> bool:
+    n = len(parent)
+    for v in range(n):
+        seen = 0
+        while v != root and seen <= n:
+            v = parent[v]
+            seen += 1
+        if v != root:
+            return False
+    return True
+
+
+def count_exact_choices(scenario: Scenario, plan: Plan) -> int:
+    """Upper bound on the structures exact enumeration tries: sum over clusters of 1 + n * prod(out-degrees)."""
+    total = 0
+    for e in range(scenario.n_edges):
+        members = np.flatnonzero(plan.association == e)
+        usable = usable_links(scenario, members)
+        deg = usable.sum(axis=1)
+        total += 1 + sum(int(np.prod(np.delete(deg, r).astype(float))) for r in range(len(members)))
+    return total
+
+
+def neighbours(scenario, plan, e, members):
+    """Structures one move away: direct; each device re-parented; the aggregator moved along a tree edge."""
+    if plan.aggregator[e] < 0:
+        return []
+    local = {int(m): i for i, m in enumerate(members)}
+    usable = usable_links(scenario, members)
+    root = local[int(plan.aggregator[e])]
+    parent = np.array([local[int(p)] if p >= 0 else -1 for p in plan.parent[members]])
+    out = [None]
+    for v in range(len(members)):
+        if v == root:
+            continue
+        for w in np.flatnonzero(usable[v]):
+            if w == parent[v]:
+                continue
+            cand = parent.copy()
+            cand[v] = w
+            if reaches_root(cand, root):
+                out.append((int(members[root]), in_tree(cand, members)))
+    for child in np.flatnonzero(parent == root):  # move the aggregator to a child: reverse that edge
+        cand = parent.copy()
+        cand[root] = child
+        cand[child] = -1
+        out.append((int(members[child]), in_tree(cand, members)))
+    return out

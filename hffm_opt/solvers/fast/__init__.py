@@ -1,0 +1,1 @@
+"""The package's own fast solvers: KKT allocators for F3, the latency-energy front, minimum-energy arborescences."""

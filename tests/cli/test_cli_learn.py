@@ -1,0 +1,66 @@
+"""`hffm-opt train`, `run` and the learner bench on a tiny synthetic experiment (default: easy-VQA, paper scenario)."""
+
+import json
+
+import pytest
+
+from hffm_opt.cli import main
+from hffm_opt.evaluate import evaluate
+from hffm_opt.learners.setup import learning_setup
+from hffm_opt.schedulers import schedule
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+TINY = ["--benchmark", "synthetic", "--scenario", "clustered", "--n-edges", "2", "--devices-per-edge", "3",
+        "--rounds", "2", "--local-steps", "2", "--batch-size", "8", "--eval-every", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HFFM_OPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _priced(scheduler, e_agg):
+    s = learning_setup("synthetic", scenario="clustered", n_edges=2, devices_per_edge=3).scenario
+    return evaluate(s, schedule(s, scheduler, e_agg=e_agg).replace(local_steps=2, batch_size=8))
+
+
+def test_train_json(capsys, tmp_path):
+    assert main(["train", *TINY, "--scheduler", "hierarchical-d2d", "--e-agg", "2", "--json", "--out",
+                 str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scheduler"] == "hierarchical-d2d" and out["e_agg"] == 2
+    assert 0 <= out["accuracy"] <= 100 and set(out["accuracy_by_task"]) == {"t0", "t1"}
+    m = _priced("hierarchical-d2d", 2)
+    assert out["latency_s"] == pytest.approx(m.latency_s) and out["time_s"] == pytest.approx(m.period_latency_s)
+    assert (tmp_path / "history.csv").exists() and (tmp_path / "checkpoint" / "checkpoint.pt").exists()
+    assert len(json.loads((tmp_path / "history.json").read_text())["records"]) == 2
+
+
+def test_run_json_and_files(capsys, tmp_path):
+    assert main(["run", *TINY, "--json", "--out", str(tmp_path)]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert [r["method"] for r in res] == ["star", "hier", "hier", "edge", "hier-d2d", "hier-d2d", "edge-d2d",
+                                          "optimal"]
+    assert [r["e_agg"] for r in res] == [1, 2, 8, 200, 2, 8, 200, 2]
+    assert all(set(r) == {"method", "e_agg", "latency_s", "energy_j", "accuracy", "time_to_target_s",
+                          "energy_to_target_j"} for r in res)
+    assert res[1]["latency_s"] == pytest.approx(_priced("hierarchical", 2).latency_s)
+    assert all(0 <= r["accuracy"] <= 100 for r in res)
+    # the default target is 95% of the best accuracy: the best method reaches it
+    assert any(r["time_to_target_s"] is not None for r in res)
+    for name in ("accuracy_vs_time.png", "accuracy_vs_energy.png", "results.json", "history_hier_E2.csv",
+                 "history_optimal_E2.json"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_learner_bench_rows():
+    from hffm_opt.analysis.learner_bench import bench_learner
+
+    rows = bench_learner((20,), benchmark="synthetic", local_steps=2, batch_size=8, central_steps=20)
+    (r,) = rows
+    assert r["n_devices"] == 20 and r["round_s"] > 0 and r["central_samples_per_s"] > 0
+    # one global round = 2 edge rounds of every device: the throughput is those samples over the round's wall time
+    assert r["fl_samples_per_s"] == pytest.approx(20 * 2 * 2 * 8 / r["round_s"])
+    assert r["ratio"] == pytest.approx(r["fl_samples_per_s"] / r["central_samples_per_s"])

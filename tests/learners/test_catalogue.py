@@ -1,0 +1,104 @@
+"""The module catalogue is derived from the real model: sizes, FLOP counts, flags."""
+
+import numpy as np
+import pytest
+
+from hffm_opt.learners.catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
+from hffm_opt.learners.model import ModalitySpec, TaskSpec, build_model
+from hffm_opt.network.scenario import MODULE_KINDS, ModuleSpec
+
+MODS = (ModalitySpec("image", "image", (3, 64, 64), n_tokens=4),
+        ModalitySpec("text", "vector", (384,), n_tokens=2, hidden=0, fixed=True),
+        ModalitySpec("sensor", "vector", (8,), n_tokens=1, hidden=16))
+TASKS = (TaskSpec("vqa", 13, ("image", "text")), TaskSpec("shape", 3, ("image",)), TaskSpec("kind", 2))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(MODS, TASKS, seed=0)
+
+
+def numel(mod):
+    return sum(p.numel() for p in mod.parameters())
+
+
+def test_parameter_counts_match_torch_submodules(model):
+    specs = {s.name: s for s in module_catalogue(model)}
+    expected = {"backbone": numel(model.backbone), "gate": numel(model.moe.gate)}
+    for m in model.modality_names:
+        expected[f"encoder:{m}"] = numel(model.encoders[m])
+    for t in model.task_names:
+        expected[f"prompt:{t}"] = model.prompts[t].numel()
+        expected[f"head:{t}"] = numel(model.heads[t])
+    for j, e in enumerate(model.moe.experts):
+        expected[f"expert:{j}"] = numel(e)
+    for l, a in enumerate(model.adapters):
+        expected[f"adapter:{l}"] = numel(a)
+    assert set(specs) == set(expected) == set(model.module_names())
+    for k, n in expected.items():
+        assert specs[k].full_bits == 32 * n, k
+        assert specs[k].memory_bytes == 4 * n, k
+        assert specs[k].update_bits == (0 if model.is_frozen(k) else 32 * n), k
+    assert sum(s.full_bits for s in specs.values()) == 32 * numel(model)
+    assert module_param_counts(model)["backbone"] == (numel(model.backbone), 0)
+
+
+def test_specs_are_valid_and_in_model_order(model):
+    specs = module_catalogue(model, cluster_local_experts=[1, 2])
+    assert tuple(s.name for s in specs) == model.module_names()
+    for s in specs:
+        assert isinstance(s, ModuleSpec) and s.kind in MODULE_KINDS
+        assert s.trainable == (not model.is_frozen(s.name))
+        assert s.cluster_local == (s.name in ("expert:1", "expert:2"))
+        assert s.key == (s.name.split(":")[1] if s.kind in ("encoder", "prompt", "head") else None)
+    enc = {s.name: s for s in specs}
+    assert enc["encoder:text"].key == "text" and not enc["encoder:text"].trainable  # fixed projection
+    with pytest.raises(ValueError):
+        module_catalogue(model, cluster_local_experts=[7])
+    assert len(catalogue_summary(specs)) == len(specs)
+
+
+def test_flops_follow_layer_shapes(model):
+    specs = {s.name: s for s in module_catalogue(model, optimizer="adam")}
+    # a head is LayerNorm(d) + Linear(d, C), trained: 3 x forward
+    d = model.cfg.d_model
+    for t in model.cfg.tasks:
+        fwd = 5 * d + 2 * d * t.n_classes + t.n_classes
+        assert specs[f"head:{t.name}"].flops_per_sample == pytest.approx(3 * fwd)
+        assert specs[f"prompt:{t.name}"].flops_per_sample == 0
+    # the text encoder is LayerNorm(384) + Linear(384, 2 d), frozen with nothing upstream: 1 x forward
+    fwd = 5 * 384 + 2 * 384 * 2 * d + 2 * d
+    assert specs["encoder:text"].flops_per_sample == pytest.approx(fwd)
+    # the frozen backbone sits below trained prompts/adapters: forward + activation backward
+    f, _ = forward_flops(model)
+    assert specs["backbone"].flops_per_sample == pytest.approx(2 * f["backbone"])
+    # experts priced at their sparse share top_k / E of the dense cost
+    tokens = len(model.task_names) * model.cfg.n_prompts  # the MoE routes the prompt tokens
+    dense = tokens * (2 * d * model.cfg.d_expert + model.cfg.d_expert + 2 * model.cfg.d_expert * d + d)
+    assert f["expert:0"] == pytest.approx(dense * model.cfg.top_k / model.cfg.n_experts)
+    # a smaller reference sample costs less in the shared modules
+    f_small, _ = forward_flops(model, modalities=("sensor",), tasks=("kind",))
+    assert f_small["backbone"] < f["backbone"] and f_small["encoder:image"] == 0
+    assert specs["encoder:image"].flops_per_sample > 1e6  # the CNN is the heavy encoder
+
+
+def test_memory_and_optimizer_state(model):
+    adam = {s.name: s for s in module_catalogue(model, optimizer="adam")}
+    sgd = {s.name: s for s in module_catalogue(model, optimizer="sgd")}
+    act = {s.name: s for s in module_catalogue(model, activation_batch=16)}
+    for k, s in adam.items():
+        if s.trainable:
+            assert s.train_memory_bytes == 3 * s.memory_bytes  # gradient + 2 Adam moments
+            assert sgd[k].train_memory_bytes == s.memory_bytes
+        else:
+            assert s.train_memory_bytes == 0
+    assert act["encoder:image"].memory_bytes > adam["encoder:image"].memory_bytes
+
+
+def test_unfrozen_backbone_is_trainable_in_catalogue():
+    m = build_model(MODS, TASKS, seed=0, frozen_kinds=("encoder",))
+    specs = {s.name: s for s in module_catalogue(m)}
+    assert specs["backbone"].trainable and specs["backbone"].update_bits == specs["backbone"].full_bits
+    f, _ = forward_flops(m)
+    assert specs["backbone"].flops_per_sample == pytest.approx(3 * f["backbone"])
+    assert np.isfinite([s.flops_per_sample for s in specs.values()]).all()
