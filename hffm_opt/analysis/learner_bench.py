@@ -22,7 +22,7 @@ N_EDGES = 10
 
 def _union(tables):
     """All devices' training rows as one table (the tables share their sources)."""
-    from ..learners.data import MultiModalTable
+    from ..learners.table import MultiModalTable
 
     first = tables[0]
     index = np.concatenate([t.index.numpy() for t in tables])

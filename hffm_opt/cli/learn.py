@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hffm_opt._io import atomic_path, atomic_write
+
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
 OPTIMAL = ("optimal", "Optimal (F4)", "optimal", 2)  # (JSON key, label, scheduler, e_agg), as cli.PAPER_ROWS
 
@@ -93,14 +95,12 @@ def write_results(results: list[MethodResult], target_pct: float, out: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..learners.trainer import write_text_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for r in results:
         written += list(r.history.save(out, f"history_{r.method}_E{r.e_agg}"))
     table = {"target_accuracy": target_pct, "results": [r.row(target_pct) for r in results]}
-    write_text_atomic(out / "results.json", json.dumps(table, indent=1))
+    atomic_write(out / "results.json", json.dumps(table, indent=1))
     written.append(out / "results.json")
     for key, xlabel, fname in (("time_s", "simulated time (s)", "accuracy_vs_time.png"),
                                ("energy_j", "energy (J)", "accuracy_vs_energy.png")):
@@ -114,10 +114,11 @@ def write_results(results: list[MethodResult], target_pct: float, out: Path) -> 
         ax.set_ylabel("accuracy, mean over tasks (%)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = out / f".{fname}.tmp.png"
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        tmp.replace(out / fname)
+        try:
+            with atomic_path(out / fname, ".png") as tmp:  # savefig picks the format by the extension
+                fig.savefig(tmp, dpi=120)
+        finally:
+            plt.close(fig)
         written.append(out / fname)
     return written
 

@@ -74,7 +74,7 @@ def _cmd_tune(args) -> int:
     if args.worker_only:
         return 0
     result = tuning.summary(study, args.objective)
-    _write(out, study, result)
+    tuning.write_results(out, study, result)
     plots = tuning.save_plots(study, out, args.objective)
     if args.json:
         print(json.dumps(result))
@@ -94,17 +94,6 @@ def _spawn(args, url: str) -> None:
     codes = [p.wait() for p in procs]
     if any(codes):
         raise ValueError(f"worker exit codes = {codes}: every worker must exit with 0 (see stderr)")
-
-
-def _write(out: Path, study, result: dict) -> None:
-    """``trials.csv`` (every trial) and ``summary.json`` into ``out``, atomically."""
-    import os
-
-    for name, text in (("trials.csv", study.trials_dataframe().to_csv(index=False)),
-                       ("summary.json", json.dumps(result, indent=1))):
-        tmp = out / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
 
 
 def _print(result: dict, kind: str, out: Path, plots: list[str], study) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import PlanError
 from ..network import trees
 from ..network.scenario import Scenario
-from ..plan import AGG, CLOUD, MODES, RELAY_MODES, TIERS, Plan
+from ..plan import AGG, CLOUD, EDGE, MODES, RELAY_MODES, TIERS, Plan
 
 TOL = 1e-9  # relative tolerance of every capacity check
 
@@ -80,7 +80,8 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
     _first(((t >= 0) & (t < len(TIERS))).all(axis=1), "tier", t, eid, f"tiers index {TIERS}")
     _first(~((t == CLOUD) & mods["cluster_local"]).any(axis=1), "tier", t, eid, "a cluster-local module never goes to the cloud")
     if plan.mode == "star":
-        _first((t == CLOUD).all(axis=1), "tier", t, eid, "a star plan aggregates every module at the cloud")
+        _first(((t == CLOUD) | (mods["cluster_local"] & (t == EDGE))).all(axis=1), "tier", t, eid,
+               "a star plan aggregates every module at the cloud (cluster-local modules at the edge)")
         _first(plan.aggregator < 0, "aggregator", plan.aggregator, eid, "a star plan has no D2D aggregation")
 
     d2d = plan.uses_d2d

@@ -165,7 +165,8 @@ def build_min_energy(data: AllocationData) -> ConvexModel:
     precheck = deadline_precheck(data)
     gamma = data.snr_per_w()[send]
     k = n * data.bits[send] * LN2 / (data.time_s[send] * data.bandwidth_hz)
-    floor = n * min_bandwidth(data.bits[send], data.time_s[send], data.pmax_w[send], data.gain[send], data.noise_psd) / data.bandwidth_hz
+    floor = n * min_bandwidth(data.bits[send], data.time_s[send], data.pmax_w[send], data.gain[send],
+                              data.noise_psd) / data.bandwidth_hz
     ref = np.maximum(n * k / max(k.sum(), 1e-300), np.where(np.isfinite(floor), floor, 0.0))
     shares = cp.Variable(m, nonneg=True)
     z = cp.Variable(m, nonneg=True)
@@ -207,7 +208,8 @@ def achieved_latency(data: AllocationData, band_hz: np.ndarray) -> np.ndarray:
     """(U,) time (s) each device needs to send its bits at full power on ``band_hz`` (0 without bits)."""
     b = np.asarray(band_hz, dtype=float)
     with np.errstate(divide="ignore"):
-        return np.where(data.bits > 0, transmit_time(data.bits, np.where(b > 0, b, 1e-300), data.pmax_w, data.gain, data.noise_psd), 0.0)
+        return np.where(data.bits > 0, transmit_time(data.bits, np.where(b > 0, b, 1e-300), data.pmax_w, data.gain,
+                                                     data.noise_psd), 0.0)
 
 
 def latency_decision(data: AllocationData, band_hz: np.ndarray) -> dict:
@@ -251,7 +253,8 @@ def build_min_max_latency(data: AllocationData) -> ConvexModel:
 
     return ConvexModel(name=f"F3 min-max latency (edge {data.edge}, n={n})", kind="min_max_latency", problem=problem,
                        data=data, decoder=decoder, objective=lambda d: float(d["latency_s"].max(initial=0.0)),
-                       verifier=verifier, build_s=time.perf_counter() - t0, variables={"shares": shares, "theta": theta})
+                       verifier=verifier, build_s=time.perf_counter() - t0, variables={"shares": shares,
+                                                                                       "theta": theta})
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,8 @@ class CpuBlockData:
         """(compute at fmax, communication at full power) per device (s)."""
         d = self.link
         tau = self.cycles / self.fmax_hz
-        comm = np.where(d.bits > 0, transmit_time(d.bits, np.where(self.band_hz > 0, self.band_hz, 1.0), d.pmax_w, d.gain, d.noise_psd), 0.0)
+        comm = np.where(d.bits > 0, transmit_time(d.bits, np.where(self.band_hz > 0, self.band_hz, 1.0), d.pmax_w,
+                                                  d.gain, d.noise_psd), 0.0)
         return tau, comm
 
     def energy(self, compute_s: np.ndarray, comm_s: np.ndarray) -> np.ndarray:
@@ -292,7 +296,8 @@ class CpuBlockData:
         d = self.link
         with np.errstate(divide="ignore", invalid="ignore"):
             cpu = np.where(self.cycles > 0, self.kappa * self.cycles ** 3 / compute_s ** 2, 0.0)
-        return cpu + np.where(d.bits > 0, link_energy(d.bits, comm_s, np.where(self.band_hz > 0, self.band_hz, 1.0), d.gain, d.noise_psd), 0.0)
+        return cpu + np.where(d.bits > 0, link_energy(d.bits, comm_s, np.where(self.band_hz > 0, self.band_hz, 1.0),
+                                                      d.gain, d.noise_psd), 0.0)
 
     def slope(self, compute_s: np.ndarray) -> np.ndarray:
         """d/dtau of the device's energy when it computes for tau and communicates for T - tau (J/s); increasing."""
@@ -318,7 +323,8 @@ def cpu_block_residual(data: CpuBlockData, compute_s: np.ndarray, comm_s: np.nda
     both = (data.cycles > 0) & (data.link.bits > 0)
     peak = lambda v: float(np.max(v, initial=0.0))  # noqa: E731
     return {"compute + communication above T": (peak((compute_s + comm_s) / data.round_s - 1.0), FEAS_TOL),
-            "frequency above fmax": (peak(np.where(data.cycles > 0, tau_min / np.maximum(compute_s, 1e-300) - 1.0, 0.0)),
+            "frequency above fmax": (peak(np.where(data.cycles > 0, tau_min / np.maximum(compute_s, 1e-300) - 1.0,
+                                                   0.0)),
                                      FEAS_TOL),
             "power above Pmax": (peak(np.where(data.link.bits > 0, comm_min / np.maximum(comm_s, 1e-300) - 1.0, 0.0)),
                                  FEAS_TOL),
@@ -355,7 +361,8 @@ def build_cpu_block(data: CpuBlockData) -> ConvexModel:
     e_ref = np.maximum(data.energy(T * (1.0 - w_ref), T * w_ref), 1e-300)  # per device: the block is separable
     v = cp.Variable(n, nonneg=True)
     w = cp.Variable(n, nonneg=True)
-    cons = [v + w <= 1, v >= tau_min / T, w >= comm_min / T, v <= np.where(busy, 1.0, 0.0), w <= np.where(send, 1.0, 0.0)]
+    cons = [v + w <= 1, v >= tau_min / T, w >= comm_min / T, v <= np.where(busy, 1.0, 0.0), w <= np.where(send, 1.0,
+                                                                                                          0.0)]
     energy = 0
     if busy.any():
         cpu_coef = data.kappa[busy] * data.cycles[busy] ** 3 / T ** 2 / e_ref[busy]

@@ -51,7 +51,8 @@ def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_b
         raise ValueError(f"power_w = {p.tolist()}: must be finite and > 0 W")
     g = dev.uplink_gain
     reach = np.isfinite(g)
-    b_req = np.where(reach, min_bandwidth(s[:, None], t[:, None], p[:, None], np.where(reach, g, 0.0), scenario.noise_psd_w_per_hz), np.inf)
+    b_req = np.where(reach, min_bandwidth(s[:, None], t[:, None], p[:, None], np.where(reach, g, 0.0),
+                                          scenario.noise_psd_w_per_hz), np.inf)
     band = edges.bandwidth_hz
     usable = reach & (b_req <= band[None, :])
     if energy_bandwidth_hz is None:

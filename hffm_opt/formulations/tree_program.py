@@ -74,7 +74,8 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
     period = g * phase_up + data.fixed_s
     down = None
     if g > 1 and len(child):
-        t_min_down = transmit_time(data.down_bits[child], data.d2d_band_hz, data.down_pmax[child], data.down_gain[child], data.noise)
+        t_min_down = transmit_time(data.down_bits[child], data.d2d_band_hz, data.down_pmax[child],
+                                   data.down_gain[child], data.noise)
         down = cp.Variable(len(child), nonneg=True)
         phase_down = cp.Variable(nonneg=True)
         e_down, cone = _energy_term(down, data.down_bits[child], data.d2d_band_hz, data.down_gain[child], data.noise,

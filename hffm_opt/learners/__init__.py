@@ -1,16 +1,32 @@
 """Learners: the modular M3T PyTorch model, its module catalogue, offline data and vectorised local training.
 
-- :mod:`.model`: :class:`M3TModel` (encoders, prompts, frozen backbone, adapters, MoE, heads).
+- :mod:`.specs`: :class:`ModalitySpec` and :class:`TaskSpec`, what the model reads and predicts.
+- :mod:`.layers`: the building blocks (encoders, masked attention, backbone, adapter, mixture of experts, head).
+- :mod:`.model`: :class:`M3TModel` and :class:`M3TConfig` (encoders, prompts, frozen backbone, adapters, MoE, heads).
 - :mod:`.catalogue`: :func:`module_catalogue`, the ``ModuleSpec`` of every module, from the real model.
-- :mod:`.data`: :class:`MultiModalTable`, the easy-VQA / digits / synthetic benchmarks, the Dirichlet partition.
+- :mod:`.table`: :class:`MultiModalTable` and its :class:`Batch`.
+- :mod:`.benchmarks`: the easy-VQA / digits / synthetic :class:`Benchmark` s (:func:`load_benchmark`).
+- :mod:`.partitioning`: the Dirichlet :func:`partition` across devices, :func:`device_tables`, :func:`sample_counts`.
+- :mod:`.cache`: :func:`cache_dir`, where decoded images and pre-trained models are kept.
 - :mod:`.central`: :func:`pretrain` (foundation-model stand-in), central training, the linear-probe baseline.
 - :mod:`.local`: :func:`local_train` (vmap over devices) and :func:`local_train_reference` (plain loop).
 - :mod:`.trainer`: :func:`train` a plan on the simulated clock -> :class:`History`; :class:`TrainConfig`,
   :class:`FederatedData`.
 - :mod:`.setup`: :func:`learning_setup`, the default experiment (paper scenario, easy-VQA, the model's catalogue).
-- :mod:`.commands` (``hffm-opt train`` / ``run``) and :mod:`.bench` (``hffm-opt bench --learner``).
+
+The commands are :mod:`hffm_opt.cli.learn` (``hffm-opt train`` / ``run``) and
+:mod:`hffm_opt.analysis.learner_bench` (``hffm-opt bench --learner``).
 """
 
+from .benchmarks import (
+    Benchmark,
+    digits_benchmark,
+    easy_vqa_benchmark,
+    easy_vqa_question_embeddings,
+    load_benchmark,
+    synthetic_benchmark,
+)
+from .cache import cache_dir
 from .catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
 from .central import (
     central_vs_linear,
@@ -22,24 +38,6 @@ from .central import (
     pretrained_model,
     train_central,
 )
-from .data import (
-    Batch,
-    Benchmark,
-    MultiModalDataset,
-    MultiModalTable,
-    Partition,
-    cache_dir,
-    device_tables,
-    digits_benchmark,
-    dirichlet_split,
-    easy_vqa_benchmark,
-    easy_vqa_question_embeddings,
-    feasible_tasks,
-    load_benchmark,
-    partition,
-    sample_counts,
-    synthetic_benchmark,
-)
 from .local import (
     DeviceBatches,
     LocalResult,
@@ -50,8 +48,11 @@ from .local import (
     stack_params,
     unstack_params,
 )
-from .model import ForwardOutput, M3TConfig, M3TModel, ModalitySpec, TaskSpec, build_model, task_loss
+from .model import ForwardOutput, M3TConfig, M3TModel, build_model, task_loss
+from .partitioning import Partition, device_tables, dirichlet_split, feasible_tasks, partition, sample_counts
 from .setup import LearningSetup, learning_setup
+from .specs import ModalitySpec, TaskSpec
+from .table import Batch, MultiModalDataset, MultiModalTable
 from .trainer import FederatedData, History, TrainConfig, train
 
 __all__ = [

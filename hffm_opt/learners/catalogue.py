@@ -1,6 +1,6 @@
 """The module catalogue (section 2 of the design) derived from the real PyTorch model.
 
-One :class:`~hffm_opt.scenario.ModuleSpec` per module of :class:`~hffm_opt.learners.model.M3TModel`, in
+One :class:`~hffm_opt.network.scenario.ModuleSpec` per module of :class:`~hffm_opt.learners.model.M3TModel`, in
 :meth:`~hffm_opt.learners.model.M3TModel.module_names` order, so the optimiser and the trainer talk about the
 same modules. Units: bits, FLOP per sample, bytes.
 
@@ -31,7 +31,8 @@ from torch import nn
 
 from hffm_opt.network.scenario import ModuleSpec
 
-from .model import Attention, M3TModel
+from .layers import Attention
+from .model import M3TModel
 
 _STAGE = {"encoder": 0, "prompt": 0, "backbone": 1, "adapter": 1, "gate": 2, "expert": 2, "head": 3}
 _OPT_STATE = {"adam": 2, "sgd_momentum": 1, "sgd": 0}

@@ -13,8 +13,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import Benchmark, MultiModalTable
+from hffm_opt._io import atomic_path
+
+from .benchmarks import Benchmark
+from .cache import cache_dir
 from .model import M3TModel, task_loss
+from .table import MultiModalTable
 
 
 @torch.no_grad()
@@ -57,6 +61,9 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
     tasks = model.task_names
     cols = list(range(len(tasks)))
     n_steps = int(math.ceil(epochs * len(train) / batch_size))
+    if n_steps and len(train) < batch_size:
+        raise ValueError(f"train = {train.name!r}: {len(train)} rows, fewer than batch_size = {batch_size} (only "
+                         "full batches are trained)")
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, n_steps) / max(n_steps, 1))))
@@ -64,7 +71,6 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
         sched = None
     else:
         raise ValueError(f"schedule = {schedule!r}: must be 'constant' or 'cosine'")
-    steps_per_epoch = max(1, len(train) // batch_size)
     losses: list[float] = []
     start = time.perf_counter()
     step = 0
@@ -92,8 +98,6 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
                 n_steps = step
                 break
         epoch += 1
-        if steps_per_epoch == 0:
-            break
     if bar is not None:
         bar.close()
     return {"steps": step, "seconds": time.perf_counter() - start, "loss": float(np.mean(losses[-100:]))}
@@ -242,13 +246,10 @@ def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = N
                      **pretrain_kwargs) -> M3TModel:
     """A model for ``bench`` (``bench.model_config(**config)``, initialised with ``seed``) pre-trained by
     :func:`pretrain` (``pretrain_kwargs``). With ``cache`` the weights are stored in the user cache directory
-    (:func:`hffm_opt.learners.data.cache_dir`) under a key of the benchmark's parameters, the configuration,
+    (:func:`hffm_opt.learners.cache.cache_dir`) under a key of the benchmark's parameters, the configuration,
     the seed and the pre-training arguments (but ``progress``), and loaded from there the next time."""
     import hashlib
     import json
-    import os
-
-    from .data import cache_dir
 
     cfg = bench.model_config(**(config or {}))
     model = M3TModel(cfg, seed=seed)
@@ -263,9 +264,8 @@ def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = N
         return model
     pretrain(model, bench.public, seed=seed, **pretrain_kwargs)
     if cache:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
     return model
 
 

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from .data import Batch, MultiModalTable
 from .model import M3TModel, task_loss
+from .table import Batch, MultiModalTable
 
 OPTIMIZERS = ("sgd", "adam")
 

@@ -3,7 +3,7 @@
 :func:`learning_setup` builds, from a benchmark name and a few size knobs:
 
 1. the benchmark (``easy_vqa`` default, ``digits``, ``synthetic``) and the pre-trained model
-   (:func:`~hffm_opt.learners.central.pretrained_model`, cached in :func:`~hffm_opt.learners.data.cache_dir`);
+   (:func:`~hffm_opt.learners.central.pretrained_model`, cached in :func:`~hffm_opt.learners.cache.cache_dir`);
 2. the network: the embedded paper scenario (``scenario="paper"``, 10 edge servers x 4 devices), a
    ``clustered`` one (``n_edges`` x ``devices_per_edge``) or a scenario file, with the benchmark's modalities
    and tasks and modality/task heterogeneity (``"cluster"`` by default: each cluster draws its modality and
@@ -27,9 +27,10 @@ from hffm_opt.network.generators import DeviceProfile, clustered
 from hffm_opt.network.io import load_scenario
 from hffm_opt.network.scenario import Scenario
 
+from .benchmarks import Benchmark, load_benchmark
 from .catalogue import module_catalogue
 from .central import pretrained_model
-from .data import Benchmark, Partition, device_tables, feasible_tasks, load_benchmark, partition, sample_counts
+from .partitioning import Partition, device_tables, feasible_tasks, partition, sample_counts
 from .trainer import FederatedData
 
 
@@ -50,11 +51,11 @@ def learning_setup(benchmark: str = "easy_vqa", *, scenario: str = "paper", n_ed
                    pretrain_kwargs: dict | None = None, cache: bool = True, progress: bool = False) -> LearningSetup:
     """Build the experiment (see the module docstring).
 
-    ``benchmark``/``benchmark_kwargs``: :func:`~hffm_opt.learners.data.load_benchmark`; ``scenario``:
+    ``benchmark``/``benchmark_kwargs``: :func:`~hffm_opt.learners.benchmarks.load_benchmark`; ``scenario``:
     ``"clustered"`` (``n_edges`` x ``devices_per_edge`` devices) or anything
-    :func:`~hffm_opt.scenario_io.load_scenario` reads (``"paper"``, a paper-format file or generator config: the
+    :func:`~hffm_opt.network.io.load_scenario` reads (``"paper"``, a paper-format file or generator config: the
     profile fills modalities and tasks); ``heterogeneity``, ``p_modality``, ``p_task``:
-    :class:`~hffm_opt.generators.DeviceProfile`;
+    :class:`~hffm_opt.network.generators.DeviceProfile`;
     ``alpha``, ``test_fraction``, ``min_rows`` (fewest rows per device and partition group): the partition;
     ``seed`` drives the model initialisation, the heterogeneity draw and the partition; ``model_config``
     (:class:`~hffm_opt.learners.model.M3TConfig` fields) and ``pretrain_kwargs``

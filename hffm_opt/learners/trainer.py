@@ -22,7 +22,7 @@ on the global test set is that of the model a device holds, i.e. the mean over c
 accuracy weighted by cluster size; personalised accuracy is the mean over devices of their cluster model's
 accuracy on their own test rows (mean over their tasks). Accuracies are in percent.
 
-A checkpoint (atomic: temporary file, then ``os.replace``) is written after every global round and at the end;
+A checkpoint (atomic, :func:`hffm_opt._io.atomic_path`) is written after every global round and at the end;
 calling :func:`train` again with the same inputs and ``checkpoint_dir`` resumes from it and yields a
 bit-identical :class:`History`.
 """
@@ -33,7 +33,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -41,13 +40,14 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from hffm_opt._io import atomic_path, atomic_write
 from hffm_opt.evaluate import Metrics, evaluate
 from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
-from .data import MultiModalTable
 from .local import OPTIMIZERS, local_train, sample_device_batches
 from .model import M3TModel
+from .table import MultiModalTable
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -195,16 +195,9 @@ class History:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         csv_path, json_path = directory / f"{name}.csv", directory / f"{name}.json"
-        write_text_atomic(csv_path, self.to_frame().to_csv(index=False))
-        write_text_atomic(json_path, self.to_json())
+        atomic_write(csv_path, self.to_frame().to_csv(index=False))
+        atomic_write(json_path, self.to_json())
         return csv_path, json_path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- the run
@@ -416,10 +409,8 @@ class _Run:
         directory.mkdir(parents=True, exist_ok=True)
         state = {"signature": self._signature, "round": r, "clusters": self.clusters,
                  "rng": json.dumps(self.rng.bit_generator.state), "records": json.dumps(self.records)}
-        path = directory / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(directory / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
 
     def resume(self, directory) -> int:
         """Load the checkpoint in ``directory`` if there is one; returns the last edge round it holds (0 = none)."""

@@ -30,7 +30,8 @@ def d2d_latency_graph(scenario: Scenario, members: np.ndarray, bits: float) -> n
     """
     dev, d2d = scenario.devices, scenario.d2d
     pmax = dev.pmax_w[d2d.src]
-    lat = link_matrix(scenario, members, transmit_time(bits, d2d.bandwidth_hz, pmax, d2d.gain, scenario.noise_psd_w_per_hz), fill=np.inf)
+    lat = link_matrix(scenario, members, transmit_time(bits, d2d.bandwidth_hz, pmax, d2d.gain,
+                                                       scenario.noise_psd_w_per_hz), fill=np.inf)
     return np.where(np.isfinite(lat.T), lat, np.inf)
 
 
@@ -61,7 +62,8 @@ def _greedy_root(scenario: Scenario, plan: Plan, e: int) -> tuple[int, np.ndarra
     bits = float((plan.train[members] @ scenario.module_arrays["update_bits"]).max())
     graph = d2d_latency_graph(scenario, members, bits)
     gain = scenario.devices.uplink_gain[members, e]
-    own = transmit_time(bits, scenario.edges.bandwidth_hz[e], scenario.devices.pmax_w[members], gain, scenario.noise_psd_w_per_hz)
+    own = transmit_time(bits, scenario.edges.bandwidth_hz[e], scenario.devices.pmax_w[members], gain,
+                        scenario.noise_psd_w_per_hz)
     best, best_cost = None, np.inf
     for r in range(len(members)):
         dist, nxt = distances_to(graph, r)
@@ -82,6 +84,27 @@ def _with_tree(plan: Plan, e: int, root: int, parent_of_members: np.ndarray, mem
     return plan.replace(aggregator=aggregator, parent=parent)
 
 
+def _link_stretch(data: ClusterData, times: dict, budget_s: float) -> float:
+    """The factor phi >= 1 by which a D2D cluster's link times (at full power, ``times``) stretch so that its period
+    g max_i(tau_i + phi path_i) + phi ((g - 1) down phase + aggregator upload) + fixed meets ``budget_s`` exactly
+    (compute stays at full speed); 1 when even full power misses it. The period is increasing in phi: bisection."""
+    g, tau = data.e_agg, times["tau"]
+    path_up, down = data.path_matrix() @ times["up"], float((data.path_matrix() @ times["down"]).max())
+
+    def period(phi: float) -> float:
+        return g * float((tau + phi * path_up).max()) + phi * ((g - 1) * down + times["agg"]) + data.fixed_s
+
+    if period(1.0) >= budget_s:
+        return 1.0
+    lo, hi = 1.0, 2.0
+    while period(hi) < budget_s and hi < 1e12:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if period(mid) <= budget_s else (lo, mid)
+    return lo
+
+
 def fill_deadline(scenario: Scenario, plan: Plan, budget_s: float | None = None) -> Plan:
     """Deadline-filling continuous decisions: full CPU speed, equal band split (the aggregator takes the whole
     band in a D2D cluster), and each transmission stretched to the period budget (default: the slowest cluster's
@@ -89,7 +112,8 @@ def fill_deadline(scenario: Scenario, plan: Plan, budget_s: float | None = None)
     datas = [cluster_data(scenario, plan, e) for e in range(scenario.n_edges)]
     times = [full_power_times(d) for d in datas]
     budget = budget_s if budget_s is not None else max(t["period"] for t in times)
-    fields = {f: getattr(plan, f).copy() for f in ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w")}
+    fields = {f: getattr(plan, f).copy() for f in ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w",
+                                                   "d2d_down_power_w")}
     for d, t in zip(datas, times):
         if len(d.members) == 0:
             continue
@@ -102,11 +126,12 @@ def fill_deadline(scenario: Scenario, plan: Plan, budget_s: float | None = None)
             fields["power_w"][m] = np.where(d.up_bits > 0, np.minimum(
                 power_for_time(d.up_bits, stretch, t["band"], d.up_gain, d.noise), d.pmax), d.pmax)
             continue
-        phi = max((budget - d.fixed_s) / (t["period"] - d.fixed_s), 1.0) if t["period"] > d.fixed_s else 1.0
+        phi = _link_stretch(d, t, budget)
         child = d.parent >= 0
         up_p = np.where(child, np.minimum(power_for_time(d.up_bits, phi * t["up"], d.d2d_band_hz, d.up_gain, d.noise),
                                           d.pmax), 0.0)
-        down_p = np.where(child, np.minimum(power_for_time(d.down_bits, phi * t["down"], d.d2d_band_hz, d.down_gain, d.noise), d.down_pmax), 0.0)
+        down_p = np.where(child, np.minimum(power_for_time(d.down_bits, phi * t["down"], d.d2d_band_hz, d.down_gain,
+                                                           d.noise), d.down_pmax), 0.0)
         fields["d2d_power_w"][m] = np.where(child & (d.up_bits > 0), up_p, d.pmax)
         fields["d2d_down_power_w"][m] = np.where(child & (d.down_bits > 0), down_p, d.down_pmax)
         bw = np.zeros(len(m))
@@ -129,7 +154,8 @@ def greedy(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
             continue
         members = np.flatnonzero(plan.association == e)
         trial = _with_tree(plan, e, found[0], found[1], members)
-        trial = trial.replace(d2d_down_power_w=np.where(trial.parent >= 0, scenario.devices.pmax_w[np.maximum(trial.parent, 0)],
+        trial = trial.replace(d2d_down_power_w=np.where(trial.parent >= 0,
+                                                        scenario.devices.pmax_w[np.maximum(trial.parent, 0)],
                                                         trial.d2d_down_power_w))
         direct = full_power_times(cluster_data(scenario, plan, e))["period"]
         if full_power_times(cluster_data(scenario, trial, e))["period"] < direct:
@@ -156,7 +182,8 @@ def random_plan(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
     n_e = scenario.n_edges
     counts = np.bincount(plan.association, weights=~d2d_cluster, minlength=n_e)
     dev = scenario.devices
-    band = np.where(d2d_cluster, 0.0, scenario.edges.bandwidth_hz[plan.association] / np.maximum(counts[plan.association], 1))
+    band = np.where(d2d_cluster, 0.0,
+                    scenario.edges.bandwidth_hz[plan.association] / np.maximum(counts[plan.association], 1))
     roots = plan.aggregator[plan.aggregator >= 0]
     band[roots] = scenario.edges.bandwidth_hz[plan.association[roots]]
     pmax_parent = dev.pmax_w[np.maximum(plan.parent, 0)]

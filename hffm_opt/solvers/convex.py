@@ -37,7 +37,8 @@ def solve_convex(model: ConvexModel, solver: str = DEFAULT_SOLVER, time_limit: f
                                 f"(installed: {', '.join(cp.installed_solvers())})")
     version = f"cvxpy {cp.__version__}"
     if model.precheck_message:
-        return Result(status="infeasible", build_s=model.build_s, runtime_s=0.0, backend=f"cvxpy:{solver}", backend_version=version, message=f"infeasible: {model.precheck_message}")
+        return Result(status="infeasible", build_s=model.build_s, runtime_s=0.0, backend=f"cvxpy:{solver}",
+                      backend_version=version, message=f"infeasible: {model.precheck_message}")
     options = {"time_limit": float(time_limit)} if time_limit and solver == "CLARABEL" else {}
     t0 = time.perf_counter()
     try:
@@ -50,7 +51,8 @@ def solve_convex(model: ConvexModel, solver: str = DEFAULT_SOLVER, time_limit: f
     status = model.problem.status
     if status in (cp.INFEASIBLE, cp.UNBOUNDED):
         kind = "infeasible" if status == cp.INFEASIBLE else "unbounded"
-        return Result(status=kind, build_s=model.build_s, runtime_s=solve_s, backend=f"cvxpy:{solver}", backend_version=version, message=f"{solver} reports the scaled program {kind}")
+        return Result(status=kind, build_s=model.build_s, runtime_s=solve_s, backend=f"cvxpy:{solver}",
+                      backend_version=version, message=f"{solver} reports the scaled program {kind}")
     if status != cp.OPTIMAL:
         return _error(model, solver, version, solve_s, f"{solver} status {status!r} (treated as a failure, not a result)")
     decision = model.decode()
@@ -58,8 +60,11 @@ def solve_convex(model: ConvexModel, solver: str = DEFAULT_SOLVER, time_limit: f
     if reason:
         return _error(model, solver, version, solve_s, f"{solver} returned 'optimal' but the point is rejected: {reason}")
     objective = model.objective(decision)
-    return Result(status="optimal", objective=objective, bound=objective, build_s=model.build_s, runtime_s=solve_s, backend=f"cvxpy:{solver}", backend_version=version, decision=decision, message="optimal (KKT-checked)")
+    return Result(status="optimal", objective=objective, bound=objective, build_s=model.build_s, runtime_s=solve_s,
+                  backend=f"cvxpy:{solver}", backend_version=version, decision=decision,
+                  message="optimal (KKT-checked)")
 
 
 def _error(model: ConvexModel, solver: str, version: str, solve_s: float, message: str) -> Result:
-    return Result(status="error", build_s=model.build_s, runtime_s=solve_s, backend=f"cvxpy:{solver}", backend_version=version, message=message)
+    return Result(status="error", build_s=model.build_s, runtime_s=solve_s, backend=f"cvxpy:{solver}",
+                  backend_version=version, message=message)

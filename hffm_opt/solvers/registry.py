@@ -46,7 +46,8 @@ def solve(model, solver: str | None = None, time_limit: float = 60.0, mip_gap: f
                          "ConvexModel or JointModel)")
     solver = accepted[0] if solver is None else solver
     family = solver.split(":", 1)[0]
-    if family not in ("highs", "gurobi", "cvxpy", "fast", "exact", "local-search") or (":" in solver and family != "cvxpy"):
+    if family not in ("highs", "gurobi", "cvxpy", "fast", "exact",
+                      "local-search") or (":" in solver and family != "cvxpy"):
         raise ValueError(f"solver = {solver!r}: must be one of {SOLVER_NAMES}")
     if family not in accepted:
         raise ValueError(f"solver = {solver!r}: a {type(model).__name__} is solved by {accepted}")

@@ -81,6 +81,10 @@ class Result:
             object.__setattr__(self, "status", Status(self.status))
         except ValueError:
             raise ValueError(f"status = {self.status!r}: must be one of {[s.value for s in Status]}") from None
+        for name in ("objective", "bound"):  # plain finite floats or None (unknown), so summaries are strict JSON
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value) if np.isfinite(value) else None)
 
     @property
     def gap(self) -> float | None:

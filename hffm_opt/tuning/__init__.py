@@ -1,4 +1,29 @@
-"""Optuna closes the loop: studies over the outer choices (scheduler, E_agg, deadline, learning rate, tau) scored by
-trained accuracy within a simulated budget."""
+"""Optuna closes the loop: a study searches the outer choices (scheduler, E_agg, round deadline, learning rate,
+local steps tau, scheduler options) scored by the accuracy trained within a simulated budget. Four jobs, one module
+each: :mod:`.settings` (the TOML settings, defaults, validation, search space), :mod:`.objective` (one trial:
+suggest, plan, train, score), :mod:`.workers` (storage, exact trial counts shared by many workers, re-queue of a
+dead worker's trial, heartbeats) and :mod:`.report` (summary, ``trials.csv``/``summary.json``, plots)."""
 
-from .study import *  # noqa: F401,F403  (split along its four jobs next)
+from __future__ import annotations
+
+from .objective import TRIAL_ERRORS, Objective, TrialFailed, build_plan, rounds_within, scoring_data, suggest
+from .report import IMPORTANCE_MIN_TRIALS, best, counts, pareto_table, save_plots, summary, write_results
+from .settings import (
+                       CORE,
+                       DEFAULTS,
+                       OBJECTIVES,
+                       PRUNERS,
+                       TuneConfigError,
+                       TuneSettings,
+                       load_settings,
+                       settings_from_dict,
+                       takes_option,
+)
+from .workers import FINISHED, StudyLock, open_study, prepare, run_trial, run_worker, storage_for
+
+__all__ = [
+    "CORE", "DEFAULTS", "FINISHED", "IMPORTANCE_MIN_TRIALS", "OBJECTIVES", "PRUNERS", "TRIAL_ERRORS", "Objective",
+    "StudyLock", "TrialFailed", "TuneConfigError", "TuneSettings", "best", "build_plan", "counts", "load_settings",
+    "open_study", "pareto_table", "prepare", "rounds_within", "run_trial", "run_worker", "save_plots",
+    "scoring_data", "settings_from_dict", "storage_for", "suggest", "summary", "takes_option", "write_results",
+]

@@ -53,6 +53,7 @@ def test_run_json_and_files(capsys, tmp_path):
     for name in ("accuracy_vs_time.png", "accuracy_vs_energy.png", "results.json", "history_hier_E2.csv",
                  "history_optimal_E2.json"):
         assert (tmp_path / name).stat().st_size > 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic writes leave no temporary
 
 
 def test_learner_bench_rows():

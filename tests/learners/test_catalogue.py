@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from hffm_opt.learners.catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
-from hffm_opt.learners.model import ModalitySpec, TaskSpec, build_model
+from hffm_opt.learners.model import build_model
+from hffm_opt.learners.specs import ModalitySpec, TaskSpec
 from hffm_opt.network.scenario import MODULE_KINDS, ModuleSpec
 
 MODS = (ModalitySpec("image", "image", (3, 64, 64), n_tokens=4),

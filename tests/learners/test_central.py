@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hffm_opt.learners.benchmarks import load_benchmark
 from hffm_opt.learners.central import (
     central_vs_linear,
     evaluate_accuracy,
@@ -14,7 +15,6 @@ from hffm_opt.learners.central import (
     pretrained_model,
     train_central,
 )
-from hffm_opt.learners.data import load_benchmark
 from hffm_opt.learners.model import M3TModel
 
 torch.set_num_threads(2)
@@ -39,7 +39,8 @@ def test_central_training_learns_digits_and_probe_runs(tmp_path, monkeypatch):
     bench = load_benchmark("digits")
     model = pretrained_model(bench, seed=0, config={"d_model": 32, "d_ff": 64, "d_expert": 32}, epochs=3,
                              encoder_epochs=0)
-    assert list(tmp_path.glob("pretrained_digits_*.pt"))
+    (cached,) = tmp_path.iterdir()  # written atomically: the weights and no temporary file
+    assert cached.match("pretrained_digits_*.pt")
     again = pretrained_model(bench, seed=0, config={"d_model": 32, "d_ff": 64, "d_expert": 32}, epochs=3,
                              encoder_epochs=0)  # from the cache
     for (n, p), (_, q) in zip(model.named_parameters(), again.named_parameters()):
@@ -61,6 +62,10 @@ def test_time_limit_stops_training():
     assert run["steps"] == 1
     with pytest.raises(ValueError):
         train_central(model, bench.train, optimizer="rmsprop")
+    tiny = bench.train.subset(range(5), "tiny")  # no full batch of 8: refused, not an endless loop
+    with pytest.raises(ValueError, match="'tiny': 5 rows, fewer than batch_size = 8"):
+        train_central(model, tiny, epochs=1, batch_size=8)
+    assert train_central(model, tiny, epochs=1, batch_size=5)["steps"] == 1
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hffm_opt.learners.data import device_tables, load_benchmark, partition
+from hffm_opt.learners.benchmarks import load_benchmark
 from hffm_opt.learners.local import (
     local_train,
     local_train_reference,
@@ -13,7 +13,9 @@ from hffm_opt.learners.local import (
     stack_params,
     unstack_params,
 )
-from hffm_opt.learners.model import M3TModel, ModalitySpec, TaskSpec, build_model
+from hffm_opt.learners.model import M3TModel, build_model
+from hffm_opt.learners.partitioning import device_tables, partition
+from hffm_opt.learners.specs import ModalitySpec, TaskSpec
 
 torch.set_num_threads(2)
 

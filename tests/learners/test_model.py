@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from hffm_opt.learners.model import M3TConfig, M3TModel, ModalitySpec, TaskSpec, build_model, task_loss
+from hffm_opt.learners.model import M3TConfig, M3TModel, build_model, task_loss
+from hffm_opt.learners.specs import ModalitySpec, TaskSpec
 
 torch.set_num_threads(2)
 
@@ -99,12 +100,20 @@ def test_frozen_configuration_and_reset():
 def test_config_validation():
     with pytest.raises(ValueError, match="requires"):
         M3TConfig(MODS, (TaskSpec("x", 2, ("audio",)),))
-    with pytest.raises(ValueError, match="identifier"):
-        ModalitySpec("bad.name", "vector", (3,))
     with pytest.raises(ValueError, match="top_k"):
         M3TConfig(MODS, TASKS, top_k=9)
-    with pytest.raises(ValueError, match="grid"):
-        ModalitySpec("img", "image", (3, 8, 8), n_tokens=3)
+    with pytest.raises(ValueError, match="unique"):
+        M3TConfig(MODS + MODS[:1], TASKS)
+    with pytest.raises(ValueError, match="divisible"):
+        M3TConfig(MODS, TASKS, d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="frozen_kinds"):
+        M3TConfig(MODS, TASKS, frozen_kinds=("decoder",))
+    cfg = M3TConfig(list(MODS), list(TASKS), frozen_kinds=["encoder"])
+    assert cfg.modalities == MODS and cfg.frozen_kinds == ("encoder",)  # sequences stored as tuples
+    assert cfg.modality_names == ("image", "text", "sensor") and cfg.task_names == ("vqa", "shape", "kind")
+    assert cfg.replace(d_model=32).d_model == 32 and cfg.d_model == 64
+    with pytest.raises(ValueError, match="top_k"):
+        cfg.replace(top_k=0)  # replace validates
 
 
 def test_seeded_construction_is_reproducible():

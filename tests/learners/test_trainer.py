@@ -8,9 +8,9 @@ import torch
 
 from hffm_opt.evaluate import evaluate
 from hffm_opt.learners.catalogue import module_catalogue
-from hffm_opt.learners.data import MultiModalTable
 from hffm_opt.learners.local import local_train_reference, sample_device_batches
 from hffm_opt.learners.setup import learning_setup
+from hffm_opt.learners.table import MultiModalTable
 from hffm_opt.learners.trainer import CHECKPOINT, FederatedData, History, TrainConfig, train
 from hffm_opt.schedulers import schedule
 
@@ -179,6 +179,7 @@ def test_checkpoint_resume_is_bit_identical(setup, tmp_path):
     with pytest.raises(Stop):  # an exception of on_round stops training and propagates
         train(s, plan, setup.data, config, checkpoint_dir=tmp_path / "cut", on_round=stop_at_3)
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)["round"] == 2
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == [CHECKPOINT]  # no temporary file left
     seen = []
     resumed = train(s, plan, setup.data, config, checkpoint_dir=tmp_path / "cut", on_round=seen.append)
     assert [r["round"] for r in seen] == [3, 4]
@@ -209,6 +210,7 @@ def test_history_queries_and_files(tmp_path):
     assert h.accuracy_at(time_s=5.0) is None and h.accuracy_at() == 65.0 == h.final_accuracy
     assert h.time_to(60.0) == 30.0 and h.energy_to(60.0) == 6.0 and h.time_to(71.0) is None
     csv_path, json_path = h.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv", "history.json"]
     assert History.from_json(json_path.read_text()).records == rec
     frame = h.to_frame()
     assert list(frame["round"]) == [1, 2, 3, 4] and "acc_a" in frame and "bytes_cloud" in frame

@@ -59,7 +59,8 @@ def test_direct_cluster_block_descent_matches_a_grid_search():
     alloc = solve_direct(d, budget)
     round_s = budget * (1 - 1e-6) - d.fixed_s
     tau = np.linspace(d.cycles[0] / d.fmax[0], round_s * 0.999, 200_001)
-    energy = d.kappa[0] * d.cycles[0] ** 3 / tau ** 2 + link_energy(d.up_bits[0], round_s - tau, d.band_hz, d.up_gain[0], d.noise)
+    energy = d.kappa[0] * d.cycles[0] ** 3 / tau ** 2 + link_energy(d.up_bits[0], round_s - tau, d.band_hz,
+                                                                    d.up_gain[0], d.noise)
     assert alloc.energy_j == pytest.approx(energy.min() + d.fixed_j, rel=1e-9)
 
 

@@ -40,7 +40,7 @@ def split_energy(bits, band_hz, gain, pmax, noise, cycles, kappa, fmax, round_s:
     block = CpuBlockData.create(link, np.broadcast_to(band_hz, (n,)), cycles, kappa, fmax, round_s)
     tau_min, comm_min = block.min_times()
     tau, comm = fast_kkt.best_split(block)
-    ok = usable & (tau_min + comm_min <= round_s)
+    ok = usable & (tau_min + comm_min <= round_s * (1 + 1e-12))  # rounding of a plan exactly at the budget
     return np.where(ok, block.energy(tau, comm), np.inf)
 
 
@@ -66,14 +66,15 @@ def cluster_lower_bound(scenario: Scenario, direct_plan: Plan, e: int, budget_s:
     best = g * float(split_energy(d.up_bits, d.band_hz, d.up_gain, *args, (budget_s - d.fixed_s) / g).sum()) + d.fixed_j
     edges = scenario.edges
     avail = budget_s - d.backhaul_s - d.downlink_s
-    if n < 2 or avail <= 0:
+    if avail <= 0:
         return best
     out_gain, in_gain = _best_gains(scenario, d.members)
     up = split_energy(d.up_bits, d.d2d_band_hz, out_gain, *args, avail / g)
     down = np.zeros(n)
     if g > 1:
         with np.errstate(all="ignore"):
-            down = np.where(np.isfinite(in_gain), link_energy(d.up_bits, avail / (g - 1), d.d2d_band_hz, np.where(np.isfinite(in_gain), in_gain, 1.0), d.noise),
+            down = np.where(np.isfinite(in_gain), link_energy(d.up_bits, avail / (g - 1), d.d2d_band_hz,
+                                                              np.where(np.isfinite(in_gain), in_gain, 1.0), d.noise),
                             np.inf)
     nonroot = g * up + (g - 1) * down
     with np.errstate(divide="ignore"):

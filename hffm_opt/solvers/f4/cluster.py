@@ -27,6 +27,7 @@ from ...plan import Plan
 from ..fast import kkt as fast_kkt
 
 SAFETY = 1e-6  # relative slack kept below the budget so solver tolerances never overrun it
+POWER_TOL = 1e-9  # relative: a power above the cap by more than this is a failure, never clipped
 
 
 @dataclass(frozen=True)
@@ -83,18 +84,21 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
     up_p = np.zeros(n)
     down_p = np.zeros(n)
     t_up = np.asarray(prob.up_s.value).reshape(-1)
-    up_p[child] = np.minimum(power_for_time(data.up_bits[child], t_up, data.d2d_band_hz, data.up_gain[child], data.noise),
+    up_p[child] = np.minimum(power_for_time(data.up_bits[child], t_up, data.d2d_band_hz, data.up_gain[child],
+                                            data.noise),
                              data.pmax[child])
     if prob.down_s is not None:
         t_down = np.asarray(prob.down_s.value).reshape(-1)
-        down_p[child] = np.minimum(power_for_time(data.down_bits[child], t_down, data.d2d_band_hz, data.down_gain[child], data.noise), data.down_pmax[child])
+        down_p[child] = np.minimum(power_for_time(data.down_bits[child], t_down, data.d2d_band_hz,
+                                                  data.down_gain[child], data.noise), data.down_pmax[child])
     else:  # one edge round per period: the tree never broadcasts; any positive power is never used
         down_p[child] = data.down_pmax[child]
     bw = np.zeros(n)
     pw = np.zeros(n)
     bw[data.root] = data.band_hz
     if data.agg_bits > 0:
-        pw[data.root] = min(float(power_for_time(data.agg_bits, float(prob.agg_s.value[0]), data.band_hz, data.agg_gain, data.noise)), data.pmax[data.root])
+        pw[data.root] = min(float(power_for_time(data.agg_bits, float(prob.agg_s.value[0]), data.band_hz,
+                                                 data.agg_gain, data.noise)), data.pmax[data.root])
     else:
         pw[data.root] = data.pmax[data.root]
     return ClusterAllocation(cpu, bw, pw, up_p, down_p, float(prob.problem.value) + data.fixed_j, True)
@@ -110,7 +114,7 @@ def solve_direct(data: ClusterData, budget_s: float, max_iter: int = 50, rtol: f
         return _infeasible(n, f"cluster of edge {data.edge}: compute alone exceeds the round budget {round_s:.6g} s")
     tau = tau_min.copy()
     sends = data.up_bits > 0
-    best = np.inf
+    previous, energy = np.inf, np.inf
     b = np.zeros(n)
     converged = False
     for _ in range(max_iter):
@@ -119,22 +123,28 @@ def solve_direct(data: ClusterData, budget_s: float, max_iter: int = 50, rtol: f
                                                    data.noise, data.band_hz, data.pmax[sends])
         except fast_kkt.AllocationInfeasible as exc:
             return _infeasible(n, f"cluster of edge {data.edge}: {exc}")
+        except fast_kkt.AllocationNotConverged as exc:
+            return _infeasible(n, f"cluster of edge {data.edge}: {exc}", certified=False)
         b = np.zeros(n)
         b[sends] = alloc.bandwidth_hz
         tau = _best_split(data, b, round_s)
         energy = g * float(_compute_energy(data, tau).sum()
-                           + link_energy(data.up_bits, round_s - tau, np.maximum(b, 1e-300), data.up_gain, data.noise).sum())
-        if best - energy <= rtol * abs(energy):
-            best = min(best, energy)
+                           + link_energy(data.up_bits, round_s - tau, np.maximum(b, 1e-300), data.up_gain,
+                                         data.noise).sum())
+        if previous - energy <= rtol * abs(energy):
             converged = True
             break
-        best = energy
-    t_up = round_s - tau
-    power = np.where(sends, np.minimum(power_for_time(data.up_bits, t_up, np.maximum(b, 1e-300), data.up_gain, data.noise),
-                                       data.pmax), 0.0)
+        previous = energy
+    need = power_for_time(data.up_bits, round_s - tau, np.maximum(b, 1e-300), data.up_gain, data.noise)
+    over = sends & ~(need <= data.pmax * (1 + POWER_TOL))
+    if over.any():  # the split would need more than full power: never clip (that would break the latency)
+        u = int(np.flatnonzero(over)[0])
+        return _infeasible(n, f"cluster of edge {data.edge}: device {data.members[u]} would need {need[u]:.6g} W "
+                           f"(max {data.pmax[u]:.6g} W) after the compute/upload split", certified=False)
+    power = np.where(sends, np.minimum(need, data.pmax), 0.0)  # within POWER_TOL of the cap: rounding only
     cpu = np.where(data.cycles > 0, np.minimum(data.cycles / np.maximum(tau, 1e-300), data.fmax), data.fmax)
     zeros = np.zeros(n)
-    return ClusterAllocation(cpu, b, power, zeros, zeros, best + data.fixed_j, True,
+    return ClusterAllocation(cpu, b, power, zeros, zeros, energy + data.fixed_j, True,
                              "" if converged else f"block descent stopped after {max_iter} iterations", converged)
 
 
@@ -154,7 +164,8 @@ def solve_cluster(data: ClusterData, budget_s: float) -> ClusterAllocation:
 
 def apply_allocation(plan: Plan, allocations: dict[int, tuple[np.ndarray, ClusterAllocation]]) -> Plan:
     """A copy of ``plan`` with the clusters' continuous decisions written in (no deadline: nobody straggles)."""
-    fields = {f: getattr(plan, f).copy() for f in ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w")}
+    fields = {f: getattr(plan, f).copy() for f in ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w",
+                                                   "d2d_down_power_w")}
     for members, alloc in allocations.values():
         for f in fields:
             fields[f][members] = getattr(alloc, f)

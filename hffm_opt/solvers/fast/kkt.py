@@ -22,6 +22,14 @@ class AllocationInfeasible(ValueError):
     """No bandwidth split lets every device send its bits in its time within its power cap."""
 
 
+class AllocationNotConverged(RuntimeError):
+    """The KKT solver's point misses feasibility (1e-9 relative) or optimality (1e-6) checks: never returned."""
+
+
+FEASIBILITY_TOL = 1e-9  # relative: power <= Pmax, sum of bands <= B
+KKT_TOL = 1e-6  # relative stationarity residual of the devices above their power-cap floor
+
+
 @dataclass(frozen=True)
 class Allocation:
     """Per-device bandwidth (Hz), power (W), time (s) and energy (J); the total energy; KKT residual."""
@@ -51,14 +59,16 @@ def _newton(h, dh, x0: np.ndarray, floor: np.ndarray, max_iter: int = 60) -> np.
 def x_for_ratio(ratio: np.ndarray, x0: np.ndarray | None = None) -> np.ndarray:
     """Solve (x - 1) e^x + 1 = ratio for x > 0 (ratio > 0) by Newton; h is convex and increasing on x > 0.
 
-    Default start: min(sqrt(2 ratio), ln ratio + 1), right of the root (so the iterates fall monotonically).
+    Newton falls monotonically onto the root from any start right of it: the default start min(sqrt(2 ratio),
+    ln ratio + 1) is, and a warm start ``x0`` is used only where it is too (elsewhere the default replaces it).
     """
     r = np.asarray(ratio, dtype=float)
-    if x0 is None:
-        x0 = np.sqrt(2.0 * r)
-        x0 = np.where(r > 3.0, np.minimum(x0, np.log(np.maximum(r, 3.0)) + 1.0), x0)
-    return _newton(lambda x: (x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0 - r,
-                   lambda x: x * np.exp(np.minimum(x, 700.0)), x0, np.full(r.shape, 1e-300))
+    h = lambda x: (x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0 - r  # noqa: E731
+    start = np.sqrt(2.0 * r)
+    start = np.where(r > 3.0, np.minimum(start, np.log(np.maximum(r, 3.0)) + 1.0), start)
+    if x0 is not None:
+        start = np.where(h(x0) >= 0, x0, start)
+    return _newton(h, lambda x: x * np.exp(np.minimum(x, 700.0)), start, np.full(r.shape, 1e-300))
 
 
 def growth_root(c: np.ndarray, w0: np.ndarray | None = None) -> np.ndarray:
@@ -82,47 +92,50 @@ def growth_root(c: np.ndarray, w0: np.ndarray | None = None) -> np.ndarray:
     return np.where(ok, w, 0.0)
 
 
-def _clear_band(k: np.ndarray, a: np.ndarray, floor: np.ndarray, total: float) -> tuple[float, np.ndarray, int]:
-    """The bandwidth price lambda (J/Hz) at which sum_u max(k_u/x_u(lambda), floor_u) = total, and those bands.
+def _price_of(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The bandwidth price a((x - 1) e^x + 1) (J/Hz) at which a device's spectral load is x (inverse of x(lambda))."""
+    return a * ((x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0)
 
-    x_u(lambda) solves a_u((x - 1) e^x + 1) = lambda; each band falls with the price. Safeguarded Newton on
-    log(lambda) (derivative in closed form, dx/dlambda = 1/(a x e^x)), bisection when a step leaves the bracket;
-    the Newton solves for x are warm-started from the previous price. Returns (price, bands with sum <= total,
-    iterations).
+
+def _clear_band(k: np.ndarray, a: np.ndarray, x_cap: np.ndarray, total: float) -> tuple[float, np.ndarray, int]:
+    """The bandwidth price lambda (J/Hz) at which sum_u k_u / min(x_u(lambda), x_cap_u) = total, and those bands.
+
+    x_u(lambda) solves a_u((x - 1) e^x + 1) = lambda; each band falls with the price and stops at its floor
+    k_u / x_cap_u (the power cap) once lambda passes the device's cap price. The bracket is exact: at the lowest
+    price of an equal split every band is at least its equal share (sum >= total), at the highest cap price every
+    band sits on its floor (sum <= total, the caller checked it). Safeguarded Newton on log(lambda) (derivative in
+    closed form, dx/dlambda = 1/(a x e^x)), bisection when a step leaves the bracket, until the sum is within 1e-15
+    of the total or the bracket closes; the bands, never below their floors, are scaled by that last 1e-15 to use the
+    band exactly. Returns (price, bands, iterations); the caller checks feasibility and stationarity.
     """
-    eq = np.maximum(total / k.size, floor)
-    x_eq = k / eq
-    prices = a * ((x_eq - 1.0) * np.exp(np.minimum(x_eq, 700.0)) + 1.0)
-    lo, hi = float(prices.min()), float(prices.max())  # at lo every band is >= the equal share
+    cap_price = _price_of(x_cap, a)
+    eq = np.maximum(total / k.size, k / x_cap)
+    lo = float(_price_of(k / eq, a).min())
+    hi = float(cap_price.max()) * (1.0 + 1e-12)
     x = None
 
     def bands(price, x0):
-        xx = x_for_ratio(price / a, x0)
-        raw = k / xx
-        return xx, np.maximum(raw, floor), raw > floor
+        below = price < cap_price
+        xx = np.where(below, x_for_ratio(np.where(below, price, cap_price) / a, x0), x_cap)
+        return np.minimum(xx, x_cap), below
 
-    for _ in range(200):  # the floors can keep the sum above the total at hi: raise it
-        if eq.sum() <= total or np.maximum(k / x_for_ratio(hi / a), floor).sum() <= total:
-            break
-        hi *= 10.0
-    price, iterations = float(np.sqrt(lo * hi)), 0
-    while iterations < 200:
+    log_price, iterations = 0.5 * (np.log(lo) + np.log(hi)), 0
+    while iterations < 400 and hi > lo:
         iterations += 1
-        x, b, free = bands(price, x)
-        excess = b.sum() - total
+        price = float(np.exp(log_price))
+        x, free = bands(price, x)
+        excess = float((k / x).sum()) - total
         if excess > 0:
             lo = price
         else:
             hi = price
         if abs(excess) <= 1e-15 * total or hi / lo - 1.0 < 1e-15:
             break
-        ex = np.exp(np.minimum(x, 700.0))
-        slope = -float(np.sum(np.where(free, k / (x ** 3 * a * ex), 0.0))) * price  # d sum(b) / d log(price)
-        step = price * np.exp(-excess / slope) if slope < 0 else np.nan
-        price = step if lo < step < hi else float(np.sqrt(lo * hi))
-    if b.sum() > total:
-        b = b * (total / b.sum())
-    return price, b, iterations
+        slope = -float(np.sum(np.where(free, k * price / (a * x ** 3 * np.exp(np.minimum(x, 700.0))), 0.0)))
+        step = log_price - excess / slope if slope < 0 else np.nan  # Newton on log(lambda)
+        log_price = step if np.log(lo) < step < np.log(hi) else 0.5 * (np.log(lo) + np.log(hi))
+    b = k / x
+    return price, b * (total / b.sum()), iterations
 
 
 def min_energy_allocation(bits, time_s, gain, noise_psd, bandwidth_total, pmax) -> Allocation:
@@ -154,8 +167,7 @@ def min_energy_allocation(bits, time_s, gain, noise_psd, bandwidth_total, pmax) 
         z = np.zeros(n)
         return Allocation(z, z, t, z, 0.0, 0, 0.0)
 
-    ks, as_, floor = k[send], a[send], b_min[send]
-    price, b_send, iterations = _clear_band(ks, as_, floor, bandwidth_total)
+    price, b_send, iterations = _clear_band(k[send], a[send], x_cap[send], bandwidth_total)
     b = np.zeros(n)
     b[send] = b_send
     hi = price
@@ -165,8 +177,13 @@ def min_energy_allocation(bits, time_s, gain, noise_psd, bandwidth_total, pmax) 
     free = send & (b > b_min * (1 + 1e-9))
     stationarity = a * ((x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0)
     resid = float(np.max(np.abs(stationarity[free] / hi - 1.0), initial=0.0))
-    resid = max(resid, max(b.sum() / bandwidth_total - 1.0, 0.0), float(np.max(power / pmax - 1.0, initial=0.0)))
-    return Allocation(b, power, t, energy, float(energy.sum()), iterations, resid)
+    over_band = b.sum() / bandwidth_total - 1.0
+    over_power = float(np.max(power / pmax - 1.0, initial=0.0))
+    if over_band > FEASIBILITY_TOL or over_power > FEASIBILITY_TOL or not resid <= KKT_TOL:
+        raise AllocationNotConverged(f"min-energy split after {iterations} price iterations: band overrun "
+                                     f"{over_band:.3g}, power overrun {over_power:.3g}, KKT residual {resid:.3g} "
+                                     f"(tolerances {FEASIBILITY_TOL:g}, {FEASIBILITY_TOL:g}, {KKT_TOL:g})")
+    return Allocation(b, power, t, energy, float(energy.sum()), iterations, max(resid, over_band, over_power, 0.0))
 
 
 @dataclass(frozen=True)

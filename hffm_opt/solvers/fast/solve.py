@@ -36,15 +36,22 @@ def solve_fast(model: ConvexModel) -> Result:
     """Solve an F3 model with the dedicated solver; ``optimal`` only when the model's KKT check passes."""
     backend = "fast"
     if model.precheck_message:
-        return Result(status="infeasible", build_s=model.build_s, runtime_s=0.0, backend=backend, backend_version=__version__, message=f"infeasible: {model.precheck_message}")
+        return Result(status="infeasible", build_s=model.build_s, runtime_s=0.0, backend=backend,
+                      backend_version=__version__, message=f"infeasible: {model.precheck_message}")
     t0 = time.perf_counter()
     try:
         decision = KINDS[model.kind](model.data)
     except fast_kkt.AllocationInfeasible as exc:
-        return Result(status="infeasible", build_s=model.build_s, runtime_s=time.perf_counter() - t0, backend=backend, backend_version=__version__, message=f"infeasible: {exc}")
+        return Result(status="infeasible", build_s=model.build_s, runtime_s=time.perf_counter() - t0, backend=backend,
+                      backend_version=__version__, message=f"infeasible: {exc}")
+    except fast_kkt.AllocationNotConverged as exc:
+        return Result(status="error", build_s=model.build_s, runtime_s=time.perf_counter() - t0, backend=backend,
+                      backend_version=__version__, message=str(exc))
     solve_s = time.perf_counter() - t0
     reason = model.verify(decision)
     if reason:
-        return Result(status="error", build_s=model.build_s, runtime_s=solve_s, backend=backend, backend_version=__version__, message=f"the fast solver's point is rejected: {reason}")
+        return Result(status="error", build_s=model.build_s, runtime_s=solve_s, backend=backend,
+                      backend_version=__version__, message=f"the fast solver's point is rejected: {reason}")
     objective = model.objective(decision)
-    return Result(status="optimal", objective=objective, bound=objective, build_s=model.build_s, runtime_s=solve_s, backend=backend, backend_version=__version__, decision=decision, message="optimal (KKT-checked)")
+    return Result(status="optimal", objective=objective, bound=objective, build_s=model.build_s, runtime_s=solve_s,
+                  backend=backend, backend_version=__version__, decision=decision, message="optimal (KKT-checked)")

@@ -1,0 +1,154 @@
+"""One trial: suggest a choice, build its plan, train within the budget, score it.
+
+:func:`suggest` samples the outer choices of the search space (:mod:`.settings`); :func:`build_plan` turns them into
+a plan checked by ``evaluate``; :class:`Objective` trains under it (:func:`hffm_opt.learners.trainer.train`) for the
+edge rounds that fit the budget (:func:`rounds_within`) and returns the accuracy (percent, on a seeded subset of the
+global test set, :func:`scoring_data`) reached within the budget, or for the Pareto study ``(accuracy, energy J
+spent within the budget)``. Single-objective trials report their accuracy after every edge round so a pruner can
+stop them early. An infeasible plan, a solver or a training failure raises one of :data:`TRIAL_ERRORS`: the worker
+tells that trial FAILED with the reason and the study goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from ..errors import PlanError
+from ..evaluate import Metrics, evaluate
+from ..network.scenario import Scenario
+from ..plan import Plan
+from ..schedulers import schedule
+from .settings import CORE, OBJECTIVES, TuneSettings, reject, takes_option
+
+#: errors that fail one trial (infeasible plan, scheduler, solver, training) without stopping the study
+TRIAL_ERRORS = (ValueError, RuntimeError, ArithmeticError)
+
+
+class TrialFailed(RuntimeError):
+    """A trial produced no usable score (e.g. no evaluation within the budget)."""
+
+
+def suggest(trial: optuna.Trial, settings: TuneSettings) -> dict:
+    """Sample the outer choices: the core parameters, then the chosen scheduler's options."""
+    choice = {name: _suggest(trial, name, settings.space[name]) for name in CORE}
+    for name in settings.options:
+        if takes_option(choice["scheduler"], name):
+            choice[name] = _suggest(trial, name, settings.space[name])
+    return choice
+
+
+def _suggest(trial: optuna.Trial, name: str, dist):
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
+def build_plan(scenario: Scenario, choice: dict, seed: int = 0) -> tuple[Plan, Metrics]:
+    """The plan of the choices ``choice`` (see :func:`suggest`) and its metrics; raises ``PlanError`` when the
+    scheduler reports it infeasible or no training device meets the round deadline.
+
+    ``deadline_s = deadline_factor x`` the plan's latency per edge round (s) without a deadline; ``local_steps``
+    and ``deadline_s`` go to the scheduler when it takes them, else they are set on its plan.
+    """
+    plan = _scheduled(scenario, choice, seed).replace(local_steps=choice["local_steps"], deadline_s=None)
+    deadline = choice["deadline_factor"] * evaluate(scenario, plan).latency_s
+    if takes_option(choice["scheduler"], "deadline_s"):
+        plan = _scheduled(scenario, choice, seed, deadline_s=deadline)
+    plan = plan.replace(local_steps=choice["local_steps"], deadline_s=deadline)
+    metrics = evaluate(scenario, plan)
+    if not (metrics.participants & plan.train.any(axis=1)).any():
+        raise PlanError(f"deadline_s = {deadline:.6g}: no training device meets it (deadline_factor = "
+                        f"{choice['deadline_factor']:.4g}), nothing would be trained")
+    return plan, metrics
+
+
+def _scheduled(scenario: Scenario, choice: dict, seed: int, **extra) -> Plan:
+    name = choice["scheduler"]
+    options = {k: v for k, v in choice.items() if k not in CORE} | extra
+    if takes_option(name, "local_steps"):
+        options["local_steps"] = choice["local_steps"]
+    plan = schedule(scenario, name, e_agg=choice["e_agg"], seed=seed, **options)
+    if plan.meta.get("status") == "infeasible":
+        raise PlanError(f"plan.meta.status = 'infeasible': scheduler {name!r} found no plan meeting its latency "
+                        f"target {plan.meta.get('target_latency_s')!r} s per edge round")
+    return plan
+
+
+def rounds_within(metrics: Metrics, time_s: float | None, energy_j: float | None, max_rounds: int) -> int:
+    """Edge rounds (<= ``max_rounds``) that end within ``time_s`` simulated seconds and ``energy_j`` joules
+    (None = no limit), on the trainer's clock: period after period of ``metrics.round_end_s``/``round_energy_j``."""
+    r = np.arange(max_rounds)
+    g = len(metrics.round_end_s)
+    t = (r // g) * metrics.period_latency_s + metrics.round_end_s[r % g]
+    e = (r // g) * metrics.period_energy_j + np.cumsum(metrics.round_energy_j)[r % g]
+    ok = (t <= (math.inf if time_s is None else time_s)) & (e <= (math.inf if energy_j is None else energy_j))
+    return int(max_rounds if ok.all() else np.argmin(ok))
+
+
+def scoring_data(data, test_rows: int, seed: int):
+    """``data`` (:class:`~hffm_opt.learners.trainer.FederatedData`) with its global test set cut to a seeded random
+    subset of ``test_rows`` rows (0 or more rows than it has = unchanged): evaluating every edge round of every trial
+    on the whole set would dominate the cost of a trial."""
+    n = len(data.global_test)
+    if test_rows == 0 or test_rows >= n:
+        return data
+    rows = np.sort(np.random.default_rng(seed).choice(n, test_rows, replace=False))
+    return dataclasses.replace(data, global_test=data.global_test.subset(rows, f"{data.global_test.name}/score"))
+
+
+class Objective:
+    """``objective(trial)``: plan, train within the budget, return the accuracy (percent), or (accuracy, energy J)
+    when ``kind == "pareto"``. ``setup`` is a :class:`hffm_opt.learners.setup.LearningSetup`."""
+
+    def __init__(self, setup, settings: TuneSettings, kind: str = "accuracy"):
+        from ..learners.trainer import TrainConfig
+
+        if kind not in OBJECTIVES:
+            reject("objective", kind, f"must be one of {OBJECTIVES}")
+        self.scenario, self.settings, self.kind = setup.scenario, settings, kind
+        self.data = scoring_data(setup.data, settings.score["test_rows"], settings.study["seed"])
+        self.config = TrainConfig(**settings.train)
+
+    def __call__(self, trial: optuna.Trial):
+        from ..learners.trainer import train
+
+        s, budget = self.settings, self.settings.budget
+        choice = suggest(trial, s)
+        plan, metrics = build_plan(self.scenario, choice, seed=s.study["seed"])
+        rounds = rounds_within(metrics, budget.get("time_s"), budget.get("energy_j"), budget["max_rounds"])
+        trial.set_user_attr("deadline_s", plan.deadline_s)
+        trial.set_user_attr("latency_s", metrics.latency_s)
+        trial.set_user_attr("n_stragglers", int(metrics.stragglers.sum()))
+        if rounds == 0:
+            raise TrialFailed(f"budget = {budget}: not even one edge round fits (first round ends at "
+                              f"{metrics.round_end_s[0]:.4g} s, {metrics.round_energy_j[0]:.4g} J)")
+        every = 1 if self.kind == "accuracy" else rounds  # per round for the pruner, else only the last round
+        config = dataclasses.replace(self.config, rounds=rounds, lr=choice["lr"], eval_every=every)
+        history = train(self.scenario, plan, self.data, config,
+                        on_round=self._reporter(trial) if self.kind == "accuracy" else None)
+        last = history.records[-1]
+        accuracy = history.accuracy_at(time_s=budget.get("time_s"), energy_j=budget.get("energy_j"))
+        if accuracy is None or not math.isfinite(accuracy):
+            raise TrialFailed(f"accuracy = {accuracy!r}: no finite accuracy within the budget {budget}")
+        trial.set_user_attr("rounds", rounds)
+        trial.set_user_attr("accuracy_pct", accuracy)
+        trial.set_user_attr("time_s", last["time_s"])
+        trial.set_user_attr("energy_j", last["energy_j"])
+        return accuracy if self.kind == "accuracy" else (accuracy, last["energy_j"])
+
+    @staticmethod
+    def _reporter(trial: optuna.Trial):
+        def on_round(record: dict) -> None:
+            if record["accuracy"] is not None:
+                trial.report(record["accuracy"], step=record["round"])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"accuracy {record['accuracy']:.2f} % at edge round {record['round']}")
+
+        return on_round

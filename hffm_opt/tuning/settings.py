@@ -1,0 +1,240 @@
+"""The tuning settings: the TOML file's sections merged over :data:`DEFAULTS`, validated, and the search space.
+
+A study searches the scheduler among ``search.schedulers``, ``e_agg``, the round deadline as a factor of the plan's
+latency per edge round without a deadline (a factor >= 1 drops nobody), the local learning rate, the local steps
+tau, and each option of ``search.options`` (e.g. objective weights ``w_T``/``w_E``/``w_U``) that the chosen
+scheduler takes as a keyword. ``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules
+``energy_j``, at most ``max_rounds`` edge rounds), ``score.test_rows`` the seeded subset of the global test set that
+scores it. ``defaults`` is the default configuration, the first trial of every new study. Every error names the
+field, the value and the rule it breaks (:class:`TuneConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from ..errors import ConfigError
+from ..schedulers import SchedulerError, get_scheduler, scheduler_options
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OBJECTIVES = ("accuracy", "pareto")
+CORE = ("scheduler", "e_agg", "deadline_factor", "lr", "local_steps")
+PRUNERS = ("median", "halving", "none")
+
+DEFAULTS: dict = {
+    "setup": {"benchmark": "easy_vqa", "scenario": "paper"},  # hffm_opt.learners.setup.learning_setup keywords
+    "train": {"personalised": False},  # TrainConfig fields but rounds, lr, local_steps, eval_every
+    "budget": {"time_s": 4.0, "max_rounds": 16},
+    "score": {"test_rows": 1000},  # seeded subset of the global test set scoring every trial (0 = all of it)
+    "search": {"schedulers": ["hierarchical", "hierarchical-d2d", "greedy", "edge-only"], "e_agg": [1, 8],
+               "deadline_factor": [0.5, 1.2], "lr": [3e-4, 3e-2], "local_steps": [1, 3], "options": {}},
+    "defaults": {"scheduler": "hierarchical", "e_agg": 2, "deadline_factor": 1.2, "lr": 3e-3, "local_steps": 1},
+    "study": {"seed": 0, "pruner": "median", "pruner_startup": 3, "tpe_startup": 4, "heartbeat_s": 5, "grace_s": 30,
+              "torch_threads": 1},
+}
+
+TuneConfigError = ConfigError  # a bad tuning configuration
+
+
+def reject(name: str, value, rule: str) -> NoReturn:
+    """Raise :class:`TuneConfigError` naming the field ``name``, its value and the rule it breaks."""
+    raise TuneConfigError(f"{name} = {value!r}: {rule}")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """A validated tuning configuration (the TOML file's sections, see :data:`DEFAULTS`).
+
+    ``space`` maps every searched parameter to its Optuna distribution (``options`` included); ``defaults`` is the
+    default configuration, enqueued as the study's first trial; ``text`` is the canonical JSON of the settings.
+    """
+
+    setup: dict
+    train: dict
+    budget: dict
+    score: dict
+    space: dict
+    options: tuple[str, ...]
+    defaults: dict
+    study: dict
+    text: str = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        """Short hash of the settings (a study is only resumed with the settings it was created with)."""
+        return hashlib.sha1(self.text.encode()).hexdigest()[:12]
+
+
+def load_settings(path=None) -> TuneSettings:
+    """The settings of the TOML file ``path`` merged over :data:`DEFAULTS` (None = the defaults)."""
+    doc: dict = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            reject("--config", str(path), "no such file")
+        except tomllib.TOMLDecodeError as exc:
+            reject("--config", str(path), f"not valid TOML ({exc})")
+    return settings_from_dict(doc)
+
+
+def settings_from_dict(doc: dict) -> TuneSettings:
+    """Validate ``doc`` (sections of :data:`DEFAULTS`, each merged over its default) into :class:`TuneSettings`."""
+    unknown = sorted(set(doc) - set(DEFAULTS))
+    if unknown:
+        reject("config section", unknown[0], f"unknown; sections are {sorted(DEFAULTS)}")
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            reject(section, table, "must be a table ([section] with key = value lines)")
+    merged = {k: dict(v) | doc.get(k, {}) for k, v in DEFAULTS.items()}
+    if "defaults" in doc:  # the default configuration is given whole, not merged
+        merged["defaults"] = dict(doc["defaults"])
+    _check_keys("setup", merged["setup"], _keywords(_learning_setup()))
+    train_keys = {f.name for f in dataclasses.fields(_train_config())} - {"rounds", "lr", "local_steps", "eval_every"}
+    _check_keys("train", merged["train"], train_keys)
+    try:
+        _train_config()(**merged["train"])
+    except ValueError as exc:
+        raise TuneConfigError(f"train.{exc}") from None
+    budget = merged["budget"]
+    _check_keys("budget", budget, {"time_s", "energy_j", "max_rounds"})
+    if budget.get("time_s") is None and budget.get("energy_j") is None:
+        reject("budget", budget, "needs time_s (simulated s) or energy_j (J)")
+    for key in ("time_s", "energy_j"):
+        if budget.get(key) is not None and not (isinstance(budget[key], (int, float)) and budget[key] > 0):
+            reject(f"budget.{key}", budget[key], "must be a number > 0")
+    if not (isinstance(budget["max_rounds"], int) and budget["max_rounds"] >= 1):
+        reject("budget.max_rounds", budget["max_rounds"], "must be an integer >= 1")
+    _check_keys("score", merged["score"], set(DEFAULTS["score"]))
+    rows = merged["score"]["test_rows"]
+    if not (isinstance(rows, int) and rows >= 0):
+        reject("score.test_rows", rows, "must be an integer >= 0 (0 = the whole global test set)")
+    study = merged["study"]
+    _check_keys("study", study, set(DEFAULTS["study"]))
+    if study["pruner"] not in PRUNERS:
+        reject("study.pruner", study["pruner"], f"must be one of {PRUNERS}")
+    for key, low in (("seed", 0), ("pruner_startup", 0), ("tpe_startup", 0), ("heartbeat_s", 1), ("grace_s", 1),
+                     ("torch_threads", 1)):
+        if not (isinstance(study[key], int) and study[key] >= low):
+            reject(f"study.{key}", study[key], f"must be an integer >= {low}")
+    if study["grace_s"] <= study["heartbeat_s"]:
+        reject("study.grace_s", study["grace_s"], f"must exceed study.heartbeat_s = {study['heartbeat_s']}")
+    space, options = _space(merged["search"])
+    defaults = merged["defaults"]
+    _check_defaults(defaults, space, options)
+    text = json.dumps(merged, sort_keys=True)
+    return TuneSettings(merged["setup"], merged["train"], budget, merged["score"], space, options, defaults, study,
+                        text)
+
+
+def _learning_setup():
+    from ..learners.setup import learning_setup
+
+    return learning_setup
+
+
+def _train_config():
+    from ..learners.trainer import TrainConfig
+
+    return TrainConfig
+
+
+def _keywords(fn) -> set[str]:
+    return {p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _check_keys(section: str, table: dict, known: set[str]) -> None:
+    extra = sorted(set(table) - known)
+    if extra:
+        reject(f"{section}.{extra[0]}", table[extra[0]], f"unknown key; known: {sorted(known)}")
+
+
+def _range(name: str, value, kind: type, log: bool | None):
+    """An Optuna distribution for the TOML range ``[low, high]`` (``log=None``: log scale when low > 0)."""
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            and value[0] <= value[1]):
+        reject(name, value, "must be a range [low, high] of numbers with low <= high")
+    if kind is int:
+        if not all(float(v).is_integer() and v >= 1 for v in value):
+            reject(name, value, "must be integers >= 1")
+        return IntDistribution(int(value[0]), int(value[1]))
+    if log and value[0] <= 0:
+        reject(name, value, "a log-scaled range needs low > 0")
+    return FloatDistribution(float(value[0]), float(value[1]), log=value[0] > 0 if log is None else log)
+
+
+def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
+    _check_keys("search", search, set(DEFAULTS["search"]))
+    names = search["schedulers"]
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        reject("search.schedulers", names, "must be a non-empty list of scheduler names")
+    for n in names:
+        get_scheduler(n)  # SchedulerError names an unknown scheduler
+    space = {"scheduler": CategoricalDistribution(tuple(names)),
+             "e_agg": _range("search.e_agg", search["e_agg"], int, False),
+             "deadline_factor": _range("search.deadline_factor", search["deadline_factor"], float, False),
+             "lr": _range("search.lr", search["lr"], float, True),
+             "local_steps": _range("search.local_steps", search["local_steps"], int, False)}
+    if space["deadline_factor"].low <= 0:
+        reject("search.deadline_factor", search["deadline_factor"], "must be > 0")
+    if not isinstance(search["options"], dict):
+        reject("search.options", search["options"], "must be a table of option = [low, high] or {choices = [...]}")
+    for name, value in search["options"].items():
+        if name in CORE + ("seed", "deadline_s"):
+            reject(f"search.options.{name}", value, "is set by the tuner, not a scheduler option")
+        if not any(takes_option(n, name) for n in names):
+            reject(f"search.options.{name}", value, f"no scheduler of {names} takes this keyword")
+        if isinstance(value, dict) and set(value) == {"choices"} and isinstance(value["choices"], list) \
+                and value["choices"]:
+            space[name] = CategoricalDistribution(tuple(value["choices"]))
+        else:
+            space[name] = _range(f"search.options.{name}", value, float, None)
+    return space, tuple(search["options"])
+
+
+def _contains(dist, value) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(dist, IntDistribution) and not float(value).is_integer():
+        return False
+    return dist.low <= value <= dist.high
+
+
+def _check_defaults(defaults: dict, space: dict, options: tuple[str, ...]) -> None:
+    for name in CORE:
+        if name not in defaults:
+            reject(f"defaults.{name}", None, "missing (the default configuration sets every core parameter)")
+    for name, value in defaults.items():
+        if name not in space:
+            reject(f"defaults.{name}", value, f"not a searched parameter; searched: {sorted(space)}")
+        if not _contains(space[name], value):
+            reject(f"defaults.{name}", value, f"must lie in the search space {space[name]}")
+    sched = defaults["scheduler"]
+    wanted = set(CORE) | {o for o in options if takes_option(sched, o)}
+    for name in sorted(wanted ^ set(defaults)):
+        rule = "missing: the default scheduler takes it" if name in wanted else "the default scheduler does not take it"
+        reject(f"defaults.{name}", defaults.get(name), f"{rule} (scheduler {sched!r})")
+
+
+def takes_option(scheduler: str, option: str) -> bool:
+    """Whether the scheduler ``scheduler`` declares ``option`` (the registry's record of its keyword options)."""
+    try:
+        return option in scheduler_options(scheduler)
+    except SchedulerError:
+        return False

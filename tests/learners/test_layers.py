@@ -1,0 +1,94 @@
+"""The model's building blocks: encoders' token shapes, masked attention, the identity adapter, the mixture of
+experts' routing and balance loss."""
+
+import pytest
+import torch
+
+from hffm_opt.learners.layers import Adapter, Attention, Backbone, ImageEncoder, MoE, VectorEncoder
+from hffm_opt.learners.specs import ModalitySpec
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _x(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_image_encoder_takes_uint8_or_unit_floats_and_emits_a_token_grid():
+    torch.manual_seed(0)
+    enc = ImageEncoder(ModalitySpec("img", "image", (3, 32, 32), n_tokens=4), d_model=8, channels=(4, 4, 8, 8))
+    img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = enc(img)
+    assert out.shape == (2, 4, 8)
+    torch.testing.assert_close(enc(img.float() / 255.0), out)
+
+
+def test_vector_encoder_shapes_with_and_without_hidden_layer():
+    torch.manual_seed(0)
+    mlp = VectorEncoder(ModalitySpec("v", "vector", (6,), n_tokens=3, hidden=5), d_model=4)
+    lin = VectorEncoder(ModalitySpec("v", "vector", (6,), n_tokens=3, hidden=0), d_model=4)
+    assert mlp(_x(7, 6)).shape == lin(_x(7, 6)).shape == (7, 3, 4)
+    assert mlp.fc1.out_features == 5 and lin.fc1 is None and lin.fc2.in_features == 6
+    # the layer norm makes the tokens blind to the input's scale
+    torch.testing.assert_close(lin(_x(7, 6) * 100.0), lin(_x(7, 6)), rtol=1e-4, atol=1e-4)
+
+
+def test_masked_keys_have_exactly_no_influence():
+    torch.manual_seed(0)
+    att = Attention(d_model=8, n_heads=2)
+    x = _x(3, 5, 8)
+    allowed = torch.ones(3, 5, 5, dtype=torch.bool)
+    allowed[:, :, 3:] = False  # nobody attends to tokens 3 and 4
+    garbage = x.clone()
+    garbage[:, 3:] = 1e4
+    torch.testing.assert_close(att(garbage, allowed)[:, :3], att(x, allowed)[:, :3], rtol=0, atol=0)
+    assert not torch.equal(att(garbage, torch.ones_like(allowed))[:, :3], att(x, torch.ones_like(allowed))[:, :3])
+
+
+def test_backbone_has_its_layers_and_a_fresh_adapter_is_the_identity():
+    bb = Backbone(d_model=8, n_heads=2, d_ff=16, n_layers=3)
+    assert len(bb.layers) == 3 and bb.norm.normalized_shape == (8,)
+    ad = Adapter(8, 4)
+    x = _x(2, 5, 8)
+    assert torch.equal(ad(x), x)
+    with torch.no_grad():
+        ad.up.weight.fill_(0.5)
+    assert not torch.equal(ad(x), x)
+    ad.reset()
+    assert torch.equal(ad(x), x)
+
+
+def test_moe_top1_routes_each_token_to_its_best_expert():
+    torch.manual_seed(0)
+    moe = MoE(d_model=8, n_experts=3, d_hidden=16, top_k=1)
+    x = _x(2, 4, 8)
+    y, _ = moe(x, torch.ones(2, 4, dtype=torch.bool))
+    best = moe.gate(x).argmax(-1)
+    for b in range(2):
+        for i in range(4):
+            torch.testing.assert_close(y[b, i], moe.experts[int(best[b, i])](x[b, i]))
+
+
+def test_moe_dense_routing_is_the_gate_weighted_sum_and_balanced_loss_is_one():
+    """With every expert chosen (top_k = E) the routed fraction of each expert is 1/E, so the Switch loss
+    E * sum_j f_j P_j is exactly sum_j P_j = 1 whatever the gate says."""
+    torch.manual_seed(1)
+    moe = MoE(d_model=8, n_experts=4, d_hidden=8, top_k=4)
+    x = _x(3, 5, 8, seed=1)
+    y, aux = moe(x, torch.ones(3, 5, dtype=torch.bool))
+    p = moe.gate(x).softmax(-1)
+    want = sum(p[..., j:j + 1] * moe.experts[j](x) for j in range(4))
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-6)
+    assert aux.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_moe_balance_loss_counts_only_valid_tokens():
+    torch.manual_seed(2)
+    moe = MoE(d_model=8, n_experts=4, d_hidden=8, top_k=2)
+    x = _x(2, 6, 8, seed=2)
+    valid = torch.tensor([[True, True, False, True, False, False], [False, True, True, False, False, True]])
+    _, aux = moe(x, valid)
+    _, alone = moe(x[valid][None], torch.ones(1, int(valid.sum()), dtype=torch.bool))
+    torch.testing.assert_close(aux, alone)
+    _, all_tokens = moe(x, torch.ones_like(valid))
+    assert not torch.allclose(aux, all_tokens)
