@@ -60,6 +60,7 @@ def bench_schedulers(sizes, schedulers=("greedy", "optimal"), e_agg: int = 8, se
             records.append({"n_devices": scenario.n_devices, "n_edges": scenario.n_edges, "scheduler": name,
                             "solver": plan.meta.get("backend", "-").removeprefix("f4:"), "build_s": build_s, "solve_s": solve_s,
                             "objective": m.energy_j, "gap": plan.meta.get("gap"), "bound": plan.meta.get("bound"),
+                            "gap_controllable": plan.meta.get("gap_controllable"),
                             "latency_s": m.latency_s, "energy_j": m.energy_j,
                             "status": plan.meta.get("status", "heuristic")})
     return records

@@ -2,7 +2,8 @@
 
 All figures per edge round in the consistent accounting: latency (s), energy (J), access energy (devices'
 uplink + D2D, J), backhaul energy (J); ``objective`` is the energy per edge round (the optimising schedulers'
-objective), ``gap`` the proven relative gap where a scheduler reports one, ``solve_s`` its wall time.
+objective), ``gap`` the proven relative gap where a scheduler reports one (``gap_controllable`` the same on the
+part of the objective the plan can change), ``solve_s`` its wall time.
 
 A scenario spec is an embedded name or a file (fixed network; the seed drives the schedulers' randomness), or
 a generator config (``.toml`` with ``[generator]``), or ``paper-random``: then each seed also draws a new network.
@@ -27,8 +28,13 @@ from ..network.scenario import Scenario
 from ..schedulers import schedule
 
 ROW_COLUMNS = ["scheduler", "scenario", "seed", "e_agg", "latency_s", "energy_j", "access_energy_j",
-               "backhaul_energy_j", "objective", "gap", "solve_s"]
+               "backhaul_energy_j", "objective", "gap", "gap_controllable", "solve_s"]
 METRICS = ("latency_s", "energy_j", "access_energy_j")
+
+
+def _number(value) -> float:
+    """A meta figure as a float, NaN where the scheduler reports none."""
+    return np.nan if value is None else float(value)
 
 
 def scenario_for_seed(spec: str, seed: int) -> Scenario:
@@ -56,11 +62,12 @@ def run(specs: list[str], schedulers: list[str], seeds: list[int], e_aggs: list[
                 plan = schedule(scenario, name, e_agg=e_agg, seed=seed)
                 solve_s = time.perf_counter() - t0
                 m = evaluate(scenario, plan)
-                gap = plan.meta.get("gap")
                 rows.append({"scheduler": name, "scenario": spec, "seed": seed, "e_agg": plan.e_agg,
                              "latency_s": m.latency_s, "energy_j": m.energy_j, "access_energy_j": m.access_energy_j,
                              "backhaul_energy_j": m.backhaul_energy_j, "objective": m.energy_j,
-                             "gap": np.nan if gap is None else gap, "solve_s": solve_s, "_e_agg_asked": e_agg})
+                             "gap": _number(plan.meta.get("gap")),
+                             "gap_controllable": _number(plan.meta.get("gap_controllable")), "solve_s": solve_s,
+                             "_e_agg_asked": e_agg})
     return pd.DataFrame(rows)
 
 
@@ -110,7 +117,8 @@ def write(rows: pd.DataFrame, summary: pd.DataFrame, out_dir) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("rows.csv", rows[ROW_COLUMNS].to_csv(index=False)), ("summary.csv", summary.to_csv(index=False)),
+    for name, text in (("rows.csv", rows[ROW_COLUMNS].to_csv(index=False)),
+                       ("summary.csv", summary.to_csv(index=False)),
                        ("compare.json", json.dumps(to_json(rows, summary), indent=1))):
         written.append(atomic_write(out / name, text))
     fig, ax = plt.subplots(figsize=(6, 4.5))

@@ -50,6 +50,9 @@ class Result:
 
     - ``status`` (:class:`Status`; a string is converted); ``objective``: value of the returned solution (None
       without one); ``bound``: best proven bound on the optimum (None if unknown); :attr:`gap` from both.
+    - ``fixed_objective``: the part of the objective no decision of the program can change (for F4 the backhaul
+      transfers and one edge downlink per cluster, J per edge round), None if not separated; it gives
+      :attr:`gap_controllable`, the gap on what the plan can change.
     - ``build_s``: formulation build plus hand-over to the backend (s); ``runtime_s``: the backend's run and the
       solution read-back (s).
     - ``backend`` (``"highs"``, ``"gurobi"``, ``"cvxpy:CLARABEL"``, ``"fast"``, ``"f4:highs"``, ...) and
@@ -66,6 +69,7 @@ class Result:
     backend: str
     objective: float | None = None
     bound: float | None = None
+    fixed_objective: float | None = None
     build_s: float = 0.0
     runtime_s: float = 0.0
     backend_version: str = ""
@@ -81,7 +85,7 @@ class Result:
             object.__setattr__(self, "status", Status(self.status))
         except ValueError:
             raise ValueError(f"status = {self.status!r}: must be one of {[s.value for s in Status]}") from None
-        for name in ("objective", "bound"):  # plain finite floats or None (unknown), so summaries are strict JSON
+        for name in ("objective", "bound", "fixed_objective"):  # plain finite floats or None (unknown), so summaries are strict JSON
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value) if np.isfinite(value) else None)
@@ -92,6 +96,14 @@ class Result:
         return relative_gap(self.objective, self.bound)
 
     @property
+    def gap_controllable(self) -> float | None:
+        """The proven gap relative to the controllable part of the objective, ``|objective - bound| /
+        max(|objective - fixed_objective|, 1e-9)``; None if the gap or the fixed part is unknown."""
+        if self.gap is None or self.fixed_objective is None:
+            return None
+        return abs(self.objective - self.bound) / max(abs(self.objective - self.fixed_objective), GAP_FLOOR)
+
+    @property
     def ok(self) -> bool:
         """True when a solution is available (optimal, feasible, or an incumbent at the time limit)."""
         has = bool(self.decision) or self.plan is not None
@@ -100,5 +112,6 @@ class Result:
     def summary(self) -> dict:
         """Flat JSON-ready dict (no decision arrays, plan or log)."""
         return {"status": self.status.value, "objective": self.objective, "bound": self.bound, "gap": self.gap,
+                "fixed_objective": self.fixed_objective, "gap_controllable": self.gap_controllable,
                 "build_s": self.build_s, "runtime_s": self.runtime_s, "backend": self.backend,
                 "backend_version": self.backend_version, "message": self.message, **self.stats}

@@ -67,7 +67,7 @@ def _synthetic(values_by_scheduler, reference_values=None):
         for seed, v in enumerate(values):
             recs.append({"scheduler": name, "scenario": "x", "seed": seed, "e_agg": 2, ASKED: 2, "latency_s": v,
                          "energy_j": 10 * v, "access_energy_j": 10 * v, "backhaul_energy_j": 0.0, "objective": 10 * v,
-                         "gap": np.nan, "solve_s": 0.0})
+                         "gap": np.nan, "gap_controllable": np.nan, "solve_s": 0.0})
     return pd.DataFrame(recs)
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import small_clustered as small
+from conftest import small_clustered as small, tiny_scenario
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +17,7 @@ from hffm_opt.schedulers.optimising import joint_model
 from hffm_opt.solvers import Status
 from hffm_opt.solvers.f4.cluster import optimise_continuous, solve_direct
 from hffm_opt.solvers.f4.decomposition import improve, optimise
+from hffm_opt.solvers.f4.structures import cluster_exact_choices
 
 HEURISTICS = ("hierarchical", "hierarchical-d2d", "greedy", "random", "local-search", "edge-only", "star")
 
@@ -26,7 +27,7 @@ HEURISTICS = ("hierarchical", "hierarchical-d2d", "greedy", "random", "local-sea
 def test_optimal_is_valid_meets_target_and_is_within_1pct_of_exact(seed, e_agg):
     s = small(seed)
     model = joint_model(s, e_agg=e_agg, seed=seed)
-    opt, ex = optimise(model), optimise(model, exact=True)
+    opt, ex = optimise(model, exact_cluster_limit=0), optimise(model, exact=True)  # heuristic search vs enumeration
     for res in (opt, ex):
         m = evaluate(s, res.plan)  # raises PlanError if anything is violated
         assert m.latency_s <= model.target_latency_s * (1 + 1e-9)
@@ -95,3 +96,39 @@ def test_an_unreachable_target_is_reported_not_hidden():
     start = schedule(s, "hierarchical", e_agg=2)
     res = optimise(build_joint(s, start, 1e-3))
     assert res.status == Status.INFEASIBLE and "no structure meets" in res.message and res.objective is None
+
+
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(seed=st.integers(0, 10_000), e_agg=st.sampled_from([2, 8]))
+def test_the_fixed_part_is_what_evaluate_charges_for_backhaul_and_one_downlink(seed, e_agg):
+    s = small(seed, n_e=2, per=3)
+    model = joint_model(s, e_agg=e_agg, seed=seed)
+    res = optimise(model)
+    d2d_everywhere = schedule(s, "hierarchical-d2d", e_agg=e_agg, seed=seed)  # one edge downlink per period
+    assert d2d_everywhere.uses_d2d.all()
+    parts = evaluate(s, d2d_everywhere).energy_by_part
+    assert res.fixed_objective == pytest.approx((parts["backhaul"] + parts["downlink"]) / e_agg, rel=1e-12)
+    assert res.fixed_objective <= res.bound * (1 + 1e-9) <= res.objective * (1 + 1e-9)
+    assert res.gap_controllable == pytest.approx((res.objective - res.bound) / (res.objective - res.fixed_objective))
+    assert res.gap_controllable >= res.gap
+
+
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(seed=st.integers(0, 10_000), e_agg=st.sampled_from([1, 2, 8]))
+def test_small_clusters_are_certified_by_enumeration_inside_optimal(seed, e_agg):
+    s = small(seed, n_e=3, per=3)
+    model = joint_model(s, e_agg=e_agg, seed=seed)
+    res, ex = optimise(model), optimise(model, exact=True)
+    assert res.status == Status.OPTIMAL and res.stats["clusters_certified"] == s.n_edges
+    assert res.objective == pytest.approx(ex.objective, rel=1e-9) and res.gap_controllable <= 1e-6
+
+
+@pytest.mark.parametrize("e_agg", [2, 8])
+def test_a_mix_of_certified_and_relaxed_clusters_bounds_the_optimum(e_agg):
+    s = tiny_scenario((2, 4, 3))  # complete D2D graphs: 3, 109 and 13 structures
+    model = joint_model(s, e_agg=e_agg)
+    limit = cluster_exact_choices(s, np.flatnonzero(s.devices.edge == 2))
+    mixed, ex = optimise(model, exact_cluster_limit=limit), optimise(model, exact=True)
+    assert mixed.status == Status.FEASIBLE and mixed.stats["clusters_certified"] == 2
+    assert mixed.bound <= ex.objective * (1 + 1e-9) <= mixed.objective * (1 + 1e-9)
+    assert optimise(model, exact_cluster_limit=0).bound <= mixed.bound * (1 + 1e-12)  # certified parts tighten it

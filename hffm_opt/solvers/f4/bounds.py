@@ -91,8 +91,26 @@ def cluster_lower_bound(scenario: Scenario, direct_plan: Plan, e: int, budget_s:
     return min(best, float(per_root.min()) + fixed_j)
 
 
+def fixed_energy(scenario: Scenario, plan: Plan) -> float:
+    """Energy per edge round (J) that no structure or allocation changes, given ``plan``'s modules, tiers and
+    association: each cluster's backhaul transfer and one edge downlink per period (a direct cluster pays one per
+    round, a D2D cluster one per period, so one is the least)."""
+    edges, total = scenario.edges, 0.0
+    for e in range(scenario.n_edges):
+        d = cluster_data(scenario, plan, e)
+        if len(d.members):
+            total += edges.backhaul_power_w[e] * d.backhaul_s + edges.downlink_power_w[e] * d.downlink_s
+    return total / plan.e_agg
+
+
+def cluster_bounds(scenario: Scenario, plan: Plan, budget_s: float) -> np.ndarray:
+    """(E,) proven lower bound (J per period) on each cluster's least energy within the period budget ``budget_s``
+    (s), over every structure, with ``plan``'s module assignment, tiers and association."""
+    direct = plan.replace(aggregator=np.full(scenario.n_edges, -1), parent=np.full(scenario.n_devices, -1))
+    return np.array([cluster_lower_bound(scenario, direct, e, budget_s) for e in range(scenario.n_edges)])
+
+
 def lower_bound(scenario: Scenario, plan: Plan, budget_s: float) -> float:
     """Proven lower bound on F4's optimal energy per edge round (J) for the period budget ``budget_s`` (s), with
     ``plan``'s module assignment, tiers, association and e_agg."""
-    direct = plan.replace(aggregator=np.full(scenario.n_edges, -1), parent=np.full(scenario.n_devices, -1))
-    return sum(cluster_lower_bound(scenario, direct, e, budget_s) for e in range(scenario.n_edges)) / plan.e_agg
+    return float(cluster_bounds(scenario, plan, budget_s).sum()) / plan.e_agg

@@ -28,6 +28,10 @@ from ..fast import kkt as fast_kkt
 
 SAFETY = 1e-6  # relative slack kept below the budget so solver tolerances never overrun it
 POWER_TOL = 1e-9  # relative: a power above the cap by more than this is a failure, never clipped
+# the D2D cluster's conic program, tried in turn until one proves optimality: CLARABEL sometimes stops with
+# "insufficient progress" on badly scaled trees and then succeeds without equilibration or with shorter steps
+TREE_SOLVERS = (("CLARABEL", {}), ("CLARABEL", {"equilibrate_enable": False}),
+                ("CLARABEL", {"max_step_fraction": 0.9}), ("ECOS", {}))
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,13 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
     """Least-energy continuous decisions of a D2D cluster within the period budget (cvxpy)."""
     n = len(data.members)
     prob = tree_problem(data, budget_s * (1 - SAFETY))
-    for solver in ("CLARABEL", "ECOS"):
+    for solver, options in TREE_SOLVERS:
+        if solver not in cp.installed_solvers():
+            continue
         try:
             with warnings.catch_warnings():  # an inaccurate solve is rejected below; cvxpy's warning is noise
                 warnings.simplefilter("ignore")
-                prob.problem.solve(solver=solver)
+                prob.problem.solve(solver=solver, **options)
         except (cp.error.SolverError, ValueError):
             continue
         if prob.problem.status == "optimal":

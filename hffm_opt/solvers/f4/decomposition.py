@@ -16,8 +16,9 @@ sum over clusters, so the problem decomposes by cluster exactly. Per cluster:
 - ``exact`` (scheduler ``optimal-exact``): every rooted spanning arborescence over the usable D2D links and
   direct uploads, each with the convex inner problem: the certified optimum, for clusters small enough.
 
-``optimise`` reports a proven lower bound (:func:`hffm_opt.solvers.f4.bounds.lower_bound`, a relaxation valid over
-every structure) and hence a proven gap; clusters are shared among ``workers`` forked processes.
+``optimise`` enumerates every cluster small enough (at most ``EXACT_CLUSTER_LIMIT`` structures) exactly and bounds
+the others by a relaxation valid over every structure (:func:`hffm_opt.solvers.f4.bounds.cluster_bounds`), hence a
+proven gap; clusters are shared among ``workers`` forked processes.
 """
 
 from __future__ import annotations
@@ -38,18 +39,13 @@ from ...network.scenario import Scenario
 from ...network.topology import usable_links
 from ...plan import Plan
 from ..result import Result, Status
-from .bounds import lower_bound
+from .bounds import cluster_bounds, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, solve_cluster
-from .structures import (
-    candidate_structures,
-    count_exact_choices,
-    in_tree,
-    neighbours,
-    rooted_arborescences,
-    set_structure,
-)
+from .structures import (candidate_structures, cluster_exact_choices, count_exact_choices, in_tree, neighbours,
+                         rooted_arborescences, set_structure)
 
 EXACT_LIMIT = 20_000  # rooted spanning arborescences (plus direct) the exact mode enumerates at most
+EXACT_CLUSTER_LIMIT = 200  # a cluster with at most this many structures is enumerated (certified) by optimal too
 WORKERS = min(2, os.cpu_count() or 1)  # processes optimise uses by default (the target machine has 2 cores)
 
 
@@ -87,11 +83,14 @@ def _local_search(scenario, plan, e, members, best, budget, counter, max_evals=2
 
 
 def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, local_search: bool,
-                   local_search_max_n: int, milp: dict | None, e: int):
+                   local_search_max_n: int, milp: dict | None, exact_cluster_limit: float, e: int):
     """Cluster ``e``'s least-energy structure within the period budget: (structure, allocation, structures priced,
-    certified); (None, None, count, certified) when no structure meets the budget. Structures are None (direct) or
-    (root, parent). ``certified``: every inner problem priced was solved to proven optimality or infeasibility."""
+    certified, enumerated); (None, None, count, certified, enumerated) when no structure meets the budget.
+    Structures are None (direct) or (root, parent). ``enumerated``: every structure was priced (exact mode, or a
+    cluster with at most ``exact_cluster_limit`` of them); ``certified``: every inner problem priced was solved to
+    proven optimality or infeasibility (so an enumerated, certified cluster is at its optimum)."""
     members = np.flatnonzero(start.association == e)
+    exact = exact or cluster_exact_choices(scenario, members) <= exact_cluster_limit
     if exact:
         usable = usable_links(scenario, members)
         structures = [None] + [(int(members[r]), in_tree(p, members)) for r, p in rooted_arborescences(usable)]
@@ -105,12 +104,12 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
         if alloc.feasible and (best is None or alloc.energy_j < best[0].energy_j):
             best = (alloc, trial)
     if best is None:
-        return None, None, counter[0], certified
-    if local_search and len(members) <= local_search_max_n:
+        return None, None, counter[0], certified, exact
+    if local_search and not exact and len(members) <= local_search_max_n:
         best = _local_search(scenario, start, e, members, best, budget, counter)
     alloc, trial = best
     structure = None if trial.aggregator[e] < 0 else (int(trial.aggregator[e]), trial.parent[members].copy())
-    return structure, alloc, counter[0], certified
+    return structure, alloc, counter[0], certified, exact
 
 
 _JOB: tuple | None = None  # the shared arguments of best_structure in forked workers
@@ -128,18 +127,21 @@ def _pool(workers: int, job: tuple):
 
 
 def optimise(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
-             exact_limit: int = EXACT_LIMIT, progress=None, milp_solver: str | None = None,
-             milp_time_limit: float = 60.0, milp_gap: float = 1e-2, workers: int = WORKERS) -> Result:
-    """Run F4 (or the exact enumeration) on ``model``; see the module docstring. ``milp_solver``
+             exact_limit: int = EXACT_LIMIT, exact_cluster_limit: float = EXACT_CLUSTER_LIMIT, progress=None,
+             milp_solver: str | None = None, milp_time_limit: float = 60.0, milp_gap: float = 1e-2,
+             workers: int = WORKERS) -> Result:
+    """Run F4 (or the exact enumeration) on ``model``; see the module docstring. Clusters with at most
+    ``exact_cluster_limit`` structures are enumerated exactly even outside the exact mode. ``milp_solver``
     (``"highs"``/``"gurobi"``) adds the F2 MILP's tree, solved within ``milp_time_limit`` s and ``milp_gap``, to
     small clusters' candidates; ``workers`` processes share the clusters (forked, when there are at least two
     clusters per worker). Raises :class:`~hffm_opt.errors.InstanceTooLarge` when the exact mode would enumerate more
     than ``exact_limit`` structures.
 
     Status: ``infeasible`` when some cluster has no structure that meets the target (the plan then keeps the
-    starting plan's decisions there); in exact mode ``optimal`` only when every inner problem was solved to proven
-    optimality (or proven infeasible), else ``feasible``; ``feasible`` for the heuristic search, with the proven
-    lower bound of :func:`~hffm_opt.solvers.f4.bounds.lower_bound` as ``bound``.
+    starting plan's decisions there); ``optimal`` only when every cluster was enumerated and every inner problem
+    solved to proven optimality (or proven infeasible), else ``feasible``. The bound sums, per cluster, the certified
+    optimum of an enumerated cluster or the relaxation bound of :func:`~hffm_opt.solvers.f4.bounds.cluster_bounds`
+    (optimality is up to the inner problems' relative budget margin of 1e-6).
     """
     t0 = time.perf_counter()
     scenario, start, target = model.scenario, model.start, model.target_latency_s
@@ -148,10 +150,10 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
     if exact:
         count = count_exact_choices(scenario, start)
         if count > exact_limit:
-            raise InstanceTooLarge(f"exact mode = {count} discrete choices (direct or a rooted spanning tree per "
+            raise InstanceTooLarge(f"exact mode = {count:.0f} discrete choices (direct or a rooted spanning tree per "
                                    f"cluster): above the limit of {exact_limit}; use 'optimal'")
     milp = None if milp_solver is None else {"solver": milp_solver, "time_limit": milp_time_limit, "mip_gap": milp_gap}
-    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp)
+    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit)
     edges = range(scenario.n_edges)
     if workers > 1 and scenario.n_edges >= 2 * workers:
         with _pool(workers, job) as pool:
@@ -160,10 +162,11 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
         found = [best_structure(*job, e) for e in (progress(edges) if progress else edges)]
     plan, start_latency = start, cluster_periods(scenario, start)
     allocations: dict[int, tuple[np.ndarray, ClusterAllocation]] = {}
-    messages, evaluated, certified = [], 0, True
-    for e, (structure, alloc, count, proven) in zip(edges, found):
+    messages, evaluated, proven = [], 0, np.zeros(scenario.n_edges, bool)
+    cluster_energy = np.zeros(scenario.n_edges)
+    for e, (structure, alloc, count, certified, enumerated) in zip(edges, found):
         evaluated += count
-        certified &= proven
+        proven[e] = certified and enumerated
         members = np.flatnonzero(plan.association == e)
         if alloc is None:  # keep the starting plan's decisions
             if start_latency[e] > budget * (1 + 1e-9):
@@ -171,25 +174,31 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
             continue
         plan = set_structure(plan, scenario, e, members, structure)
         allocations[e] = (members, alloc)
+        cluster_energy[e] = alloc.energy_j
     name = "optimal-exact" if exact else "optimal"
     final = apply_allocation(plan, allocations).replace(scheduler=name)
     metrics = evaluate(scenario, final)
-    stats = {"target_latency_s": target, "start": model.start_name, "structures_priced": evaluated}
+    stats = {"target_latency_s": target, "start": model.start_name, "structures_priced": evaluated,
+             "clusters_certified": int(proven.sum())}
     if messages:
         return Result(status=Status.INFEASIBLE, backend=backend, backend_version=__version__, build_s=model.build_s,
                       runtime_s=time.perf_counter() - t0, plan=final, metrics=metrics, stats=stats,
                       message="infeasible: " + "; ".join(messages))
-    if exact:
-        status = Status.OPTIMAL if certified else Status.FEASIBLE
-        bound = metrics.energy_j if certified else None
-        message = ("every structure enumerated, every inner problem solved to proven optimality" if certified else
-                   "every structure enumerated, but some inner problem was not solved to proven optimality")
+    fixed = fixed_energy(scenario, start)
+    if proven.all():
+        status, bound = Status.OPTIMAL, metrics.energy_j
+        message = "every structure of every cluster priced, every inner problem solved to proven optimality"
+    elif exact:
+        status, bound = Status.FEASIBLE, None
+        message = "every structure enumerated, but some inner problem was not solved to proven optimality"
     else:
-        status, bound = Status.FEASIBLE, lower_bound(scenario, start, budget)
-        message = "heuristic search; bound = relaxation lower bound over every structure"
-    return Result(status=status, objective=metrics.energy_j, bound=bound, backend=backend, backend_version=__version__,
-                  build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final, metrics=metrics, stats=stats,
-                  message=message)
+        relaxed = cluster_bounds(scenario, start, budget)
+        status, bound = Status.FEASIBLE, float(np.where(proven, cluster_energy, relaxed).sum()) / start.e_agg
+        message = (f"{int(proven.sum())} of {scenario.n_edges} clusters certified optimal by enumeration; the rest "
+                   "bounded by the relaxation over every structure")
+    return Result(status=status, objective=metrics.energy_j, bound=bound, fixed_objective=fixed, backend=backend,
+                  backend_version=__version__, build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final,
+                  metrics=metrics, stats=stats, message=message)
 
 
 def improve(model: JointModel, max_evals: int = 200) -> Result:

@@ -133,15 +133,17 @@ def reaches_root(parent: np.ndarray, root: int) -> bool:
     return True
 
 
-def count_exact_choices(scenario: Scenario, plan: Plan) -> int:
-    """Upper bound on the structures exact enumeration tries: sum over clusters of 1 + n * prod(out-degrees)."""
-    total = 0
-    for e in range(scenario.n_edges):
-        members = np.flatnonzero(plan.association == e)
-        usable = usable_links(scenario, members)
-        deg = usable.sum(axis=1)
-        total += 1 + sum(int(np.prod(np.delete(deg, r).astype(float))) for r in range(len(members)))
-    return total
+def cluster_exact_choices(scenario: Scenario, members: np.ndarray) -> float:
+    """Upper bound on the structures exact enumeration tries in one cluster: 1 + sum over roots of the product of
+    the other members' usable out-degrees (a float: inf where it overflows)."""
+    deg = usable_links(scenario, members).sum(axis=1).astype(float)
+    with np.errstate(over="ignore"):
+        return 1.0 + sum(float(np.prod(np.delete(deg, r))) for r in range(len(members)))
+
+
+def count_exact_choices(scenario: Scenario, plan: Plan) -> float:
+    """Upper bound on the structures exact enumeration tries, summed over clusters."""
+    return sum(cluster_exact_choices(scenario, np.flatnonzero(plan.association == e)) for e in range(scenario.n_edges))
 
 
 def neighbours(scenario, plan, e, members):
