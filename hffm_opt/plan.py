@@ -1,21 +1,24 @@
 """A ``Plan``: every decision of one global period (section 3 of the design), and its JSON form.
 
 Indices refer to the scenario's device index ``u``, edge index ``e`` and module index ``k``. Units: Hz, W,
-cycles/s, s. A plan is only data: :func:`hffm_opt.evaluate.evaluate` checks it against a scenario.
+cycles/s, s. A plan is only data: :func:`hffm_opt.evaluate.evaluate` checks it against a scenario. A plan records
+the name and :attr:`~hffm_opt.network.scenario.Scenario.fingerprint` of the scenario it was made for (every
+scheduler's plan does), and ``evaluate`` refuses it for another one. Plan files are read strictly: an unknown
+key, a value of the wrong type or shape, or an unknown ``version`` is refused with the field and the rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, dumps_json
 from .errors import PlanError
+from .network.documents import (as_list, as_number, as_numbers, as_str, as_table, check_keys, check_version, frozen,
+                                read_document, short)
 
 if TYPE_CHECKING:
     from .network.scenario import Scenario
@@ -24,12 +27,8 @@ MODES = ("star", "hierarchical")
 TIERS = ("aggregator", "edge", "cloud")  # tier index 0, 1, 2: the highest node that aggregates a module
 RELAY_MODES = ("aggregate", "forward")  # in-network aggregation on relay trees, or store-and-forward
 AGG, EDGE, CLOUD = range(len(TIERS))
-
-
-def _ro(a, dtype) -> np.ndarray:
-    arr = np.array(a, dtype=dtype, copy=True)
-    arr.flags.writeable = False
-    return arr
+FORMAT = "hffm-opt/plan"
+VERSIONS = (1,)  # plan file versions this package reads (it writes the last)
 
 
 _ARRAY_TYPES = {"association": np.int64, "train": bool, "tier": np.int8, "aggregator": np.int64, "parent": np.int64,
@@ -53,6 +52,8 @@ class Plan:
     - ``e_agg`` edge rounds per global period; ``local_steps`` tau and ``batch_size`` (samples per step) per
       edge round; ``deadline_s`` the round deadline T for compute + reaching the aggregation point (None = wait
       for everyone); ``relay_mode`` as in :data:`RELAY_MODES`.
+    - ``scenario_name``/``scenario_fingerprint``: the scenario the plan was made for (empty for a plan built by
+      hand, which ``evaluate`` accepts for any scenario of its size).
     """
 
     mode: str
@@ -73,10 +74,16 @@ class Plan:
     relay_mode: str = "aggregate"
     scheduler: str = ""
     meta: dict = field(default_factory=dict)
+    scenario_name: str = ""
+    scenario_fingerprint: str = ""
 
     def __post_init__(self):
         for name, dtype in _ARRAY_TYPES.items():
-            object.__setattr__(self, name, _ro(getattr(self, name), dtype))
+            object.__setattr__(self, name, frozen(getattr(self, name), dtype, name, PlanError))
+
+    def for_scenario(self, scenario: Scenario) -> "Plan":
+        """This plan, recorded as made for ``scenario`` (its name and fingerprint)."""
+        return self.replace(scenario_name=scenario.name, scenario_fingerprint=scenario.fingerprint)
 
     @property
     def uses_d2d(self) -> np.ndarray:
@@ -90,7 +97,7 @@ class Plan:
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
         """JSON-ready dict (arrays as lists, tiers by name)."""
-        out = {"format": "hffm-opt/plan", "version": 1}
+        out = {"format": FORMAT, "version": VERSIONS[-1]}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name == "tier":
@@ -102,30 +109,58 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
-        """Inverse of :meth:`to_dict`; raises :class:`PlanError` on a malformed document."""
-        if data.get("format") != "hffm-opt/plan":
-            raise PlanError(f"format = {data.get('format')!r}: a plan file must have format 'hffm-opt/plan'")
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise PlanError(f"{f.name} = <missing>: required in a plan file")
-                continue
-            kwargs[f.name] = data[f.name]
-        try:
-            kwargs["tier"] = [[TIERS.index(t) for t in row] for row in kwargs["tier"]]
-        except ValueError as exc:
-            raise PlanError(f"tier = {exc}: tiers must be one of {TIERS}") from None
+        """Inverse of :meth:`to_dict`; raises :class:`PlanError` naming the field of a malformed document."""
+        err = PlanError
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        if as_table(data, "", err).get("format") != FORMAT:
+            raise err(f"format = {short(data.get('format'))}: a plan file must have format {FORMAT!r}")
+        check_keys(data, "", {"format", "version", *fields}, err, required=required)
+        check_version(data.get("version", VERSIONS[-1]), "version", VERSIONS, err)
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        for name in ("mode", "relay_mode", "scheduler", "scenario_name", "scenario_fingerprint"):
+            if name in kwargs:
+                as_str(kwargs[name], name, err)
+        for name in ("e_agg", "local_steps", "batch_size"):
+            if name in kwargs:
+                as_number(kwargs[name], name, err, integer=True)
+        as_number(kwargs.get("deadline_s"), "deadline_s", err, none=True)
+        as_table(kwargs.get("meta", {}), "meta", err)
+        for name in ("association", "aggregator", "parent"):
+            as_numbers(kwargs[name], name, err, integer=True)
+        for name in ("bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w", "cpu_hz"):
+            as_numbers(kwargs[name], name, err)
+        _matrix(kwargs["train"], "train", lambda v, w: v if isinstance(v, bool) else
+                as_number(v, w, err, integer=True, low=0, high=1))
+        tier = _matrix(kwargs["tier"], "tier", lambda v, w: as_str(v, w, err, choices=TIERS))
+        kwargs["tier"] = [[TIERS.index(t) for t in row] for row in tier]
         return cls(**kwargs)
 
     def save(self, path) -> None:
         """Write the plan as JSON atomically (temporary file, then rename)."""
-        atomic_write(path, json.dumps(self.to_dict(), indent=1))
+        atomic_write(path, dumps_json(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path) -> "Plan":
-        """Read a plan written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a plan written by :meth:`save`; raises :class:`PlanError` naming the file and what is wrong."""
+        data = read_document(path, "plan", PlanError)
+        try:
+            return cls.from_dict(data)
+        except PlanError as exc:
+            raise PlanError(f"plan file {str(path)!r}: {exc}") from None
+
+
+def _matrix(value, where: str, cell) -> list:
+    """A rectangular list of lists whose every cell passes ``cell(value, where)``."""
+    rows = as_list(value, where, PlanError)
+    width = None
+    for i, row in enumerate(rows):
+        as_list(row, f"{where}[{i}]", PlanError, width)
+        width = len(row)
+        for j, v in enumerate(row):
+            cell(v, f"{where}[{i}][{j}]")
+    return rows
 
 
 def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, name: str) -> Plan:

@@ -107,6 +107,19 @@ def to_json(rows: pd.DataFrame, summary: pd.DataFrame) -> dict:
     return {"rows": _clean(rows[ROW_COLUMNS].to_dict("records")), "summary": _clean(summary.to_dict("records"))}
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def series_style(schedulers, e_aggs) -> dict:
+    """(colour, marker) of each (scheduler, E_agg) series: one colour per scheduler (matplotlib's 20-colour
+    palette, so up to 20 schedulers never share one), one marker per E_agg value."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors if len(schedulers) > 10 else colormaps["tab10"].colors
+    return {(name, e): (palette[i % len(palette)], MARKERS[j % len(MARKERS)])
+            for i, name in enumerate(schedulers) for j, e in enumerate(sorted(e_aggs))}
+
+
 def write(rows: pd.DataFrame, summary: pd.DataFrame, out_dir) -> list[Path]:
     """Write rows.csv, summary.csv, compare.json and a latency-energy scatter with the Pareto front (atomic)."""
     import matplotlib
@@ -122,8 +135,11 @@ def write(rows: pd.DataFrame, summary: pd.DataFrame, out_dir) -> list[Path]:
                        ("compare.json", json.dumps(to_json(rows, summary), indent=1))):
         written.append(atomic_write(out / name, text))
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    style = series_style(rows["scheduler"].unique(), rows["_e_agg_asked"].unique())
     for (name, e_agg), grp in rows.groupby(["scheduler", "_e_agg_asked"], sort=False):
-        ax.scatter(grp["latency_s"], grp["energy_j"], s=14, alpha=0.6, label=f"{name} (E_agg={e_agg})")
+        color, marker = style[name, e_agg]
+        ax.scatter(grp["latency_s"], grp["energy_j"], s=16, alpha=0.7, color=color, marker=marker,
+                   label=f"{name} (E_agg={e_agg})")
     pts = summary.sort_values("latency_s_mean")[["latency_s_mean", "energy_j_mean"]].to_numpy()
     front = [p for i, p in enumerate(pts) if all(q[1] > p[1] for q in pts[:i])]
     if front:

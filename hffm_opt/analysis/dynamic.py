@@ -41,6 +41,7 @@ def run_dynamic(scenario: Scenario, plan: Plan, rounds: int, seed: int = 0, budg
     records, current = [], plan
     for r in range(rounds):
         drawn = redraw_fading(scenario, rng)
+        current = current.for_scenario(drawn)  # the decisions carry over to the redrawn channel
         t0 = time.perf_counter()
         new, _, problems = optimise_continuous(drawn, current, budget)
         resolve_s = time.perf_counter() - t0

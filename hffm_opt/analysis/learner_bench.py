@@ -1,86 +1,241 @@
-"""``hffm-opt bench --learner``: speed of the hierarchical trainer against plain centralised training.
+"""``hffm-opt bench --learner``: speed of the hierarchical trainer against like-for-like central training and the
+per-device reference loop.
 
-For each device count ``n`` (default 40, 400, 1,000; ``clustered`` scenarios of 10 edge servers, every device
-with every modality and task, the default easy-VQA model): the wall time of one global round of the
-hierarchical plan (``e_agg`` = 2 edge rounds, ``tau`` local steps of ``batch`` samples per device, no
-evaluation), the trainer's throughput (samples trained per wall second) and that of plain centralised training
-(:func:`~hffm_opt.learners.central.train_central`: one model, the same samples, the same batch size, Adam), and
-their ratio. Units: seconds, samples per second.
+For each device count ``n`` (default :data:`DEFAULT_SIZES`; a ``clustered`` scenario of ``max(10, n // 100)``
+edge servers, every device with every modality and task; easy-VQA up to :data:`EASY_VQA_MAX` devices when it is
+installed, else the ``synthetic`` benchmark, large enough for about 16 training rows per device), all in one
+process and on one torch device (``cpu``, ``cuda`` or ``auto``):
+
+- ``round_s``: wall time of one global round of the hierarchical plan (``e_agg`` = 2 edge rounds of ``tau``
+  local steps of ``batch`` samples per device, no evaluation), measured after a warm-up edge round of the same
+  run; ``fl_samples_per_s`` = the samples of that round / ``round_s``;
+- ``central_samples_per_s``: one model (Adam, the same learning rate) trained on the same samples with the
+  same number of optimiser steps at the same compute batch (the trainer's devices per call x ``batch`` samples
+  a step: what one vmapped call computes), after a warm-up step; at most ``central_budget_s`` wall seconds of
+  it are run (``central_steps`` says how many); ``ratio`` = FL / central;
+- ``reference_samples_per_s``: :func:`~hffm_opt.learners.local.local_train_reference` (one device after the
+  other, plain autograd) on the first ``reference_devices`` participants (a subset for large ``n``),
+  ``speedup_vs_reference`` = FL / reference;
+- ``peak_mem_mb``: the process's peak resident memory on the CPU, the peak allocated GPU memory on CUDA;
+- ``cpu_time_ratio`` (CPU only): the ratio in process CPU seconds instead of wall seconds, which other processes
+  sharing the cores disturb much less (one torch thread);
+- and what the rows were made of: ``benchmark``, ``n_edges``, ``devices_per_call``, ``compute_batch``,
+  ``central_steps`` (of ``central_steps_planned``), ``reference_devices``, ``threads``.
+
+Units: seconds, samples per second, MiB.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+import math
+import resource
 import sys
 import time
 
 import numpy as np
 
-N_EDGES = 10
+DEFAULT_SIZES = (40, 400, 1000)  # `bench --learner` without --sizes
+EASY_VQA_MAX = 1000  # larger sizes use the synthetic benchmark (easy-VQA has ~32,000 pool rows)
+ROWS_PER_DEVICE = 16  # synthetic benchmark: pool rows per device
 
 
-def _union(tables):
-    """All devices' training rows as one table (the tables share their sources)."""
-    from ..learners.table import MultiModalTable
+def _benchmark_for(n: int, benchmark: str | None) -> tuple[str, dict, dict]:
+    """The benchmark of size ``n``, its keywords and the pre-training keywords (``None`` = easy-VQA up to
+    EASY_VQA_MAX devices when installed, else synthetic). The synthetic benchmark has the default model's shape
+    (2 modalities of 3 tokens each, 4 tasks of 13, 3, 8 and 3 classes: 14 tokens, 8 of them prompts), about
+    ROWS_PER_DEVICE pool rows per device, and a short pre-training (its speed is what is measured)."""
+    if benchmark is None:
+        try:
+            import easy_vqa  # noqa: F401
 
-    first = tables[0]
-    index = np.concatenate([t.index.numpy() for t in tables])
-    labels = np.concatenate([t.labels.numpy() for t in tables])
-    return MultiModalTable("union", first.modalities, first.tasks, first.sources, index, labels, first.encoded)
-
-
-def bench_learner(sizes=(40, 400, 1000), *, benchmark: str = "easy_vqa", local_steps: int = 5, batch_size: int = 16,
-                  central_steps: int = 400, seed: int = 0, progress=None) -> list[dict]:
-    """One row per device count: ``n_devices``, ``round_s`` (wall s of one global round), ``fl_samples_per_s``,
-    ``central_samples_per_s`` (over ``central_steps`` steps) and ``ratio`` (FL / central)."""
-    from hffm_opt.schedulers import schedule
-
-    from ..learners.central import train_central
-    from ..learners.setup import learning_setup
-    from ..learners.trainer import TrainConfig, train
-
-    rows = []
-    for n in (progress(sizes) if progress else sizes):
-        setup = learning_setup(benchmark, scenario="clustered", n_edges=N_EDGES, devices_per_edge=max(1, n // N_EDGES),
-                               heterogeneity="none", alpha=1.0, min_rows=1, seed=seed)
-        plan = schedule(setup.scenario, "hierarchical", e_agg=2, seed=seed)
-        config = TrainConfig(rounds=plan.e_agg, local_steps=local_steps, batch_size=batch_size, eval_every=0,
-                             seed=seed)
-        start = time.perf_counter()
-        hist = train(setup.scenario, plan, setup.data, config)
-        round_s = time.perf_counter() - start
-        samples = sum(r["participants"] for r in hist.records) * local_steps * batch_size
-        model = copy.deepcopy(setup.data.model)
-        union = _union(setup.data.train)
-        run = train_central(model, union, epochs=central_steps * batch_size / len(union), batch_size=batch_size,
-                            lr=config.lr, seed=seed)
-        central = run["steps"] * batch_size / run["seconds"]
-        fl = samples / round_s
-        rows.append({"n_devices": setup.scenario.n_devices, "round_s": round_s, "fl_samples_per_s": fl,
-                     "central_samples_per_s": central, "ratio": fl / central})
-    return rows
+            benchmark = "easy_vqa" if n <= EASY_VQA_MAX else "synthetic"
+        except ImportError:
+            benchmark = "synthetic"
+    if benchmark != "synthetic":
+        return benchmark, {}, {}
+    n_samples = max(2000, math.ceil(n * ROWS_PER_DEVICE / 0.8) + 4000)
+    share = 2000 / n_samples  # 2,000 rows each for the public pre-training split and the global test set
+    return "synthetic", {"n_samples": n_samples, "test_fraction": share, "public_fraction": share, "n_tasks": 4,
+                         "n_latent": 13, "n_classes": [13, 3, 8, 3], "tokens": 3}, {"epochs": 1, "encoder_epochs": 0}
 
 
-def cmd_bench_learner(args) -> int:
-    """The ``bench --learner`` command (``args.json``: print ``{"learner": rows}``). Runs with one torch thread, as
-    ``train`` and ``run`` do by default (on a shared 2-core machine, two threads ran both sides ~10x slower)."""
+def _sync(device) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _central(model, data, rows: list[np.ndarray], per_call: int, lr: float, device, budget_s: float
+             ) -> tuple[float, float, int]:
+    """(samples per wall second, per CPU second, steps) of central Adam training on ``rows`` (per edge round (D, tau, B)): for each
+    call of ``per_call`` devices and each local step, one step on all their samples of that step."""
+    import torch
+
+    from ..learners.model import task_loss
+
+    model = copy.deepcopy(model).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    tasks, cols = model.task_names, list(range(len(model.task_names)))
+    steps = [r[c:c + per_call, s].reshape(1, 1, -1) for r in rows for c in range(0, len(r), per_call)
+             for s in range(r.shape[1])]
+    mods = [m for m in model.modality_names if m in data.modality_names]
+
+    def step(sel):
+        b = data.gather(sel, mods)
+        inputs = {m: x[0, 0] for m, x in b.inputs.items()}
+        present = {m: x[0, 0] for m, x in b.present.items()}
+        encoded = {m: x[0, 0] for m, x in b.encoded.items()}
+        labels = b.labels[0, 0]
+        out = model(inputs, present, tasks=tasks, task_valid={t: labels[:, j] >= 0 for t, j in zip(tasks, cols)},
+                    encoded=encoded or None)
+        loss = task_loss(model, out, labels, tasks, cols, model.cfg.aux_loss_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return sel.size
+
+    step(steps[0])  # warm-up
+    _sync(device)
+    start, cpu, samples, done = time.perf_counter(), time.process_time(), 0, 0
+    for sel in steps:
+        samples += step(sel)
+        done += 1
+        if time.perf_counter() - start > budget_s:
+            break
+    _sync(device)
+    return samples / (time.perf_counter() - start), samples / (time.process_time() - cpu), done
+
+
+def _reference(model, data, rows: np.ndarray, devices: int, tau: int, lr: float, device) -> float:
+    """Samples per second of the per-device reference loop on the first ``devices`` rows' devices."""
+    from ..learners.local import local_train_reference, stack_params
+
+    model = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+    names = model.module_names()
+    batches = data.gather(rows[:devices], [m for m in model.modality_names if m in data.modality_names])
+    warm = data.gather(rows[:1, :1], [m for m in model.modality_names if m in data.modality_names])
+    local_train_reference(model, stack_params(model, 1), np.ones((1, len(names)), bool), warm, 1, lr,
+                          optimizer="adam")
+    _sync(device)
+    start = time.perf_counter()
+    local_train_reference(model, stack_params(model, devices), np.ones((devices, len(names)), bool), batches, tau,
+                          lr, optimizer="adam")
+    _sync(device)
+    return devices * tau * rows.shape[2] / (time.perf_counter() - start)
+
+
+def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: str = "cpu", local_steps: int = 5,
+                  batch_size: int = 16, reference_devices: int = 16, central_budget_s: float = 60.0, seed: int = 0,
+                  progress=None) -> list[dict]:
+    """One row per device count (see the module docstring for every field)."""
+    import torch
+
+    from hffm_opt.schedulers import schedule
+
+    from ..learners.device import resolve_device
+    from ..learners.setup import learning_setup
+    from ..learners.trainer import TrainConfig, train, training_calls
+
+    dev = resolve_device(device)
+    rows_out = []
+    for n in (progress(sizes) if progress else sizes):
+        name, kwargs, pre = _benchmark_for(n, benchmark)
+        n_edges = max(10, min(n // 100, 200))  # 100 devices per edge, at most 200 edges (bounded device x edge arrays)
+        setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=max(1, n // n_edges),
+                               heterogeneity="none", alpha=1.0, min_rows=1, seed=seed, benchmark_kwargs=kwargs,
+                               pretrain_kwargs=pre)
+        plan = schedule(setup.scenario, "hierarchical", e_agg=2, seed=seed)
+        g = plan.e_agg
+        config = TrainConfig(rounds=g + 1, local_steps=local_steps, batch_size=batch_size, eval_every=0, seed=seed,
+                             device=str(dev))
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        marks, cpu_marks = [], []
+
+        def mark(record):
+            _sync(dev)
+            marks.append(time.perf_counter())
+            cpu_marks.append(time.process_time())
+
+        hist = train(setup.scenario, plan, setup.data, config, on_round=mark)  # round 1 is the warm-up
+        round_s = marks[g] - marks[0]
+        participants = hist.records[-1]["participants"]
+        fl = participants * local_steps * batch_size * g / round_s
+        fl_cpu = participants * local_steps * batch_size * g / (cpu_marks[g] - cpu_marks[0])
+        # the run's own data, participants and calls, to give central training the same work
+        data, devs, per_call = training_calls(setup.scenario, plan, setup.data, config)
+        rng = np.random.default_rng(seed)  # the trainer's draws of the first g edge rounds
+        drawn = [data.sample(devs, local_steps, batch_size, rng) for _ in range(g)]
+        central, central_cpu, steps = _central(setup.data.model, data, drawn, per_call, config.lr, dev,
+                                               central_budget_s)
+        ref_n = min(reference_devices, len(devs))
+        reference = _reference(setup.data.model, data, drawn[0], ref_n, local_steps, config.lr, dev)
+        rows_out.append({
+            "n_devices": setup.scenario.n_devices, "device": str(dev), "round_s": round_s, "fl_samples_per_s": fl,
+            "central_samples_per_s": central, "reference_samples_per_s": reference, "ratio": fl / central,
+            "speedup_vs_reference": fl / reference, "peak_mem_mb": _peak_mb(dev), "benchmark": name,
+            "n_edges": setup.scenario.n_edges, "devices_per_call": int(per_call),
+            "compute_batch": int(min(per_call, len(devs)) * batch_size), "central_steps": steps,
+            "central_steps_planned": -(-len(devs) // per_call) * local_steps * g,
+            "reference_devices": ref_n, "threads": torch.get_num_threads(),
+            "cpu_time_ratio": fl_cpu / central_cpu if dev.type == "cpu" else None})
+    return rows_out
+
+
+def default_sizes(args: argparse.Namespace, scheduler_default) -> list[int]:
+    """The sizes of ``bench --learner``: ``--sizes`` when given, else :data:`DEFAULT_SIZES` (the option's own default
+    ``scheduler_default`` belongs to the scheduler benchmark)."""
+    sizes = args.sizes
+    if isinstance(sizes, str):
+        sizes = [int(v) for v in sizes.split(",")]
+    sizes = list(sizes)
+    return list(DEFAULT_SIZES) if sizes == list(scheduler_default) else sizes
+
+
+def cmd_bench_learner(args, sizes) -> int:
+    """The ``bench --learner`` command on ``sizes`` (``args.json``: print ``{"learner": rows}``;
+    ``args.torch_device``). On the CPU it runs with one torch thread, as ``train`` and ``run`` do by default."""
+    import torch
+
+    from ..learners.device import keep_freed_memory, resolve_device
+
+    device = resolve_device(getattr(args, "torch_device", "cpu"))  # a bad device fails before any work
+    keep_freed_memory()  # both sides reuse freed pages (no page fault per large temporary tensor)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     progress = None
     if not args.json:
         from tqdm import tqdm
 
         progress = lambda it: tqdm(it, desc="learner bench", file=sys.stderr, leave=False)  # noqa: E731
-    rows = bench_learner(progress=progress)
+    rows = bench_learner(sizes, device=str(device), progress=progress)
     if args.json:
         print(json.dumps({"learner": rows}))
         return 0
-    print(f"{'devices':>8}{'round s':>10}{'FL samples/s':>15}{'central samples/s':>19}{'ratio':>8}")
+    print(f"{'devices':>8} {'benchmark':<10}{'round s':>9}{'FL samples/s':>14}{'central':>10}{'ratio':>7}"
+          f"{'reference':>11}{'speedup':>9}{'peak MiB':>10}")
     for r in rows:
-        print(f"{r['n_devices']:>8}{r['round_s']:>10.2f}{r['fl_samples_per_s']:>15.0f}"
-              f"{r['central_samples_per_s']:>19.0f}{r['ratio']:>8.2f}")
-    print("(one global round = 2 edge rounds of the hierarchical plan, 5 local steps of 16 samples per device; "
-          "central = one model, same samples, batch 16)")
+        print(f"{r['n_devices']:>8} {r['benchmark']:<10}{r['round_s']:>9.2f}{r['fl_samples_per_s']:>14.0f}"
+              f"{r['central_samples_per_s']:>10.0f}{r['ratio']:>7.2f}{r['reference_samples_per_s']:>11.0f}"
+              f"{r['speedup_vs_reference']:>9.1f}{r['peak_mem_mb']:>10.0f}")
+    r = rows[-1] if rows else None
+    if r is not None:
+        print(f"(device {r['device']}; one global round = 2 edge rounds of the hierarchical plan, 5 local steps of 16 "
+              f"samples per device, after a warm-up edge round; central = one model, the same samples, the same "
+              f"number of steps at the same compute batch ({r['compute_batch']} samples = {r['devices_per_call']} "
+              f"devices per call x 16); reference = per-device loop on {r['reference_devices']} devices)")
     return 0

@@ -42,8 +42,11 @@ class MethodResult:
 def _setup(args):
     import torch
 
+    from ..learners.device import keep_freed_memory, resolve_device
     from ..learners.setup import learning_setup
 
+    resolve_device(args.torch_device)  # CUDA asked for where there is none: ConfigError before any work
+    keep_freed_memory()  # no page faults for every large temporary tensor of training
     torch.set_num_threads(args.threads)
     return learning_setup(args.benchmark, scenario=args.scenario, n_edges=args.n_edges,
                           devices_per_edge=args.devices_per_edge, seed=args.seed, progress=not args.json)
@@ -53,7 +56,7 @@ def _config(args):
     from ..learners.trainer import TrainConfig
 
     return TrainConfig(rounds=args.rounds, lr=args.lr, local_steps=args.local_steps, batch_size=args.batch_size,
-                       seed=args.seed, eval_every=args.eval_every)
+                       seed=args.seed, eval_every=args.eval_every, device=args.torch_device)
 
 
 def _bar(enabled: bool, desc: str):
@@ -151,10 +154,12 @@ def print_table(results: list[MethodResult], target_pct: float, tasks) -> None:
 def _cmd_train(args) -> int:
     from hffm_opt.schedulers import schedule
 
-    from ..learners.trainer import train
+    from ..learners.trainer import CHECKPOINT, train
 
     setup = _setup(args)
     plan = schedule(setup.scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed)
+    if args.restart and args.out:  # a checkpoint of --out is never resumed: train from round 0
+        (Path(args.out) / "checkpoint" / CHECKPOINT).unlink(missing_ok=True)
     hist = train(setup.scenario, plan, setup.data, _config(args), progress=_bar(not args.json, args.scheduler),
                  checkpoint_dir=Path(args.out) / "checkpoint" if args.out else None)
     if args.out:
@@ -205,6 +210,8 @@ def _common(p: argparse.ArgumentParser, rounds: int) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default %(default)s: the model's operations are small, more threads "
                         "rarely help and slow down a shared machine)")
+    p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="torch device of training and evaluation (auto = cuda if available; default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON only (no progress bars)")
     p.add_argument("--out", help="output directory")
 
@@ -217,6 +224,8 @@ def add_commands(sub) -> None:
     _common(p, rounds=DEFAULT_ROUNDS)
     p.add_argument("--scheduler", default="hierarchical", choices=available())
     p.add_argument("--e-agg", type=int, default=2, help="edge rounds per global round (default: %(default)s)")
+    p.add_argument("--restart", action="store_true", help="discard the checkpoint in --out and train from round 0 "
+                   "(without it, an unreadable or foreign checkpoint is an error, never silently replaced)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("run", help="the main job: paper schedulers and 'optimal' trained on easy-VQA, one table "

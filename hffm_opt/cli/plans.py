@@ -1,26 +1,33 @@
 """The planning commands of ``hffm-opt``: ``paper``, ``schedule``, ``evaluate``, ``optimize``, ``compare`` and
-``bench``. Each is a thin shell over the library."""
+``bench``. Each is a thin shell over the library; every flag has its rule (:mod:`.args`), every input is read and
+checked before any work, and every JSON text is strict (:func:`hffm_opt._io.dumps_json`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from .._io import dumps_json
 from ..analysis.paper_table import PAPER_ROWS, paper_table
 from ..errors import ConfigError, PlanError
 from ..evaluate import evaluate
-from ..network.io import load_scenario, tomllib
+from ..network.documents import as_bool, as_table, check_keys, hint, read_document, short
+from ..network.io import load_scenario
+from ..network.limits import MAX_E_AGG
 from ..plan import Plan
-from ..schedulers import available, schedule
+from ..schedulers import available, get_scheduler, schedule
+from .args import count, counts, names, out_path, real, seed
+
+MAX_BENCH_DEVICES = 100_000  # the largest size `bench` builds (a clustered scenario of max(10, n // 100) edges)
 
 _PARSERS: dict[str, argparse.ArgumentParser] = {}  # each command's parser (its defaults), for --config
+CONFIG_SECTIONS = ("compare", "bench")  # the tables an experiment config (--config of compare and bench) may hold
 
 def _cmd_paper(args) -> int:
     rows = paper_table(load_scenario(args.scenario), seed=args.seed)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dumps_json(rows, indent=1))
         return 0
     print(f"{'method':<15}{'E_agg':>6} | {'paper: latency s':>17}{'energy J':>10} | {'consistent: latency s':>22}{'energy J':>10}")
     for (_, label, _, _), r in zip(PAPER_ROWS, rows):
@@ -34,22 +41,21 @@ def _cmd_schedule(args) -> int:
     scenario = load_scenario(args.scenario)
     plan = schedule(scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed)
     metrics = evaluate(scenario, plan)
+    text = dumps_json({"scheduler": args.scheduler, **metrics.summary()}, indent=1)
     if args.out:
         plan.save(args.out)
-    print(json.dumps({"scheduler": args.scheduler, **metrics.summary()}, indent=1))
+    print(text)
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     scenario = load_scenario(args.scenario)
+    plan = Plan.load(args.plan)
     try:
-        plan = Plan.load(args.plan)
-    except FileNotFoundError:
-        raise PlanError(f"plan = {args.plan!r}: no such file") from None
-    except (ValueError, TypeError) as exc:
-        raise PlanError(f"plan file {args.plan!r} = <unreadable>: {exc}") from None
-    out = {acc: evaluate(scenario, plan, acc).summary() for acc in ("consistent", "paper")}
-    print(json.dumps(out, indent=1))
+        out = {acc: evaluate(scenario, plan, acc).summary() for acc in ("consistent", "paper")}
+    except PlanError as exc:
+        raise PlanError(f"plan file {args.plan!r}: {exc}") from None
+    print(dumps_json(out, indent=1))
     return 0
 
 
@@ -72,11 +78,11 @@ def _cmd_optimize(args) -> int:
                 progress=_progress(not args.json))
     out = {"solve": res.summary()}
     if res.ok:
-        if args.out:
-            res.plan.save(args.out)
         out["metrics"] = res.metrics.summary()
+        if args.out:
+            res.plan.for_scenario(model.scenario).save(args.out)
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(dumps_json(out, indent=1))
     else:
         gap = "-" if res.gap is None else f"{res.gap:.3%}"
         print(f"{res.status} ({res.backend}, {res.runtime_s:.2f} s): energy per edge round {res.objective} J, proven "
@@ -88,30 +94,56 @@ def _cmd_optimize(args) -> int:
     return 0 if res.ok else (1 if res.status == "infeasible" else 2)
 
 
+def _config_value(parser: argparse.ArgumentParser, dest: str, value, where: str, folder: Path):
+    """A value of an experiment config converted and checked as its command-line flag would be (same rule)."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    if isinstance(action, argparse._StoreTrueAction):
+        return as_bool(value, where, ConfigError)
+    if dest == "scenario":  # repeatable: a name or a list of names; a relative file resolves next to the config
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) and v for v in items):
+            raise ConfigError(f"{where} = {short(value)}: must be a scenario name or path, or a list of them")
+        return [str(folder / v) if (folder / v).is_file() else v for v in items]
+    if isinstance(value, bool) or isinstance(value, (dict, list)) and not (isinstance(value, list) and value
+                                                                           and action.type is not None):
+        raise ConfigError(f"{where} = {short(value)}: must be a {'list' if action.type else 'string'}, as the flag "
+                          f"--{dest.replace('_', '-')} takes")
+    text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if action.type is None:
+        return text
+    try:
+        return action.type(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{where} = {exc}") from None
+
+
 def _apply_config(args, section: str) -> None:
     """Fill the options left at their defaults from the ``[section]`` table of ``--config FILE.toml`` (options given
     on the command line win; lists are joined with commas; a relative scenario path that exists next to the file
-    resolves against the file's folder)."""
+    resolves against the file's folder). Every key and value is checked as its flag would be, before any work."""
     if not args.config:
         return
     parser = _PARSERS[section]
-    path = Path(args.config)
+    label = f"config file {args.config!r}"
+    doc = read_document(args.config, "config", ConfigError)
     try:
-        table = tomllib.loads(path.read_text())[section]
-    except FileNotFoundError:
-        raise ConfigError(f"config = {args.config!r}: no such file") from None
-    except KeyError:
-        raise ConfigError(f"config = {args.config!r}: has no [{section}] table") from None
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        if name in ("config", "func") or not hasattr(args, name):
-            raise ConfigError(f"config [{section}].{key} = {value!r}: not an option of '{section}'")
-        if name == "scenario":
-            value = [str(path.parent / v) if (path.parent / v).is_file() else v for v in value]
-        elif isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        if getattr(args, name) == parser.get_default(name):
-            setattr(args, name, value)
+        check_keys(doc, "", CONFIG_SECTIONS, ConfigError)
+        if section not in doc:
+            raise ConfigError(f"[{section}] = <missing>: the config has no [{section}] table (it has "
+                              f"{', '.join(f'[{k}]' for k in doc) or 'none'})")
+        options = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+        table = as_table(doc[section], f"[{section}]", ConfigError)
+        for key in table:
+            if key.replace("-", "_") not in options:
+                raise ConfigError(f"[{section}].{key} = {short(table[key])}: not an option of '{section}'"
+                                  f"{hint(key.replace('-', '_'), options)}; options: {sorted(options)}")
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            value = _config_value(parser, name, value, f"[{section}].{key}", Path(args.config).parent)
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def _cmd_compare(args) -> int:
@@ -119,13 +151,21 @@ def _cmd_compare(args) -> int:
 
     _apply_config(args, "compare")
     args.scenario = args.scenario or ["paper"]
-    rows = compare.run(args.scenario, args.schedulers.split(","), list(range(args.seeds)),
-                       [int(v) for v in args.e_agg.split(",")], progress=_progress(not args.json))
+    for name in args.schedulers:
+        get_scheduler(name)
+    if args.reference not in args.schedulers and args.reference != _PARSERS["compare"].get_default("reference"):
+        raise ConfigError(f"--reference = {args.reference!r}: must be one of the compared --schedulers "
+                          f"{list(args.schedulers)} (the ratios are to it; without the default one they are empty)")
+    for spec in args.scenario:  # read and check every scenario before any work
+        if spec != "paper-random":
+            load_scenario(spec)
+    rows = compare.run(args.scenario, list(args.schedulers), list(range(args.seeds)), list(args.e_agg),
+                       progress=_progress(not args.json))
     summary = compare.summarise(rows, args.reference)
     if args.out:
         compare.write(rows, summary, args.out)
     if args.json:
-        print(json.dumps(compare.to_json(rows, summary)))
+        print(dumps_json(compare.to_json(rows, summary)))
         return 0
     cols = ["scheduler", "e_agg", "n", "latency_s_mean", "latency_s_ci95", "energy_j_mean", "energy_j_ci95",
             "access_energy_j_mean", "latency_ratio", "access_energy_ratio"]
@@ -138,19 +178,19 @@ def _cmd_compare(args) -> int:
 
 def _cmd_bench(args) -> int:
     if args.learner:
-        from ..analysis.learner_bench import cmd_bench_learner
+        from ..analysis.learner_bench import cmd_bench_learner, default_sizes
 
-        return cmd_bench_learner(args)
+        return cmd_bench_learner(args, default_sizes(args, _PARSERS["bench"].get_default("sizes")))
     from ..analysis import bench
     from ..analysis.allocation_bench import bench_allocation
 
     _apply_config(args, "bench")
-    sizes = [int(v) for v in args.sizes.split(",")]
+    sizes = list(args.sizes)
     out = {"schedulers": bench.bench_schedulers(sizes, progress=_progress(not args.json))}
     out["allocation"] = bench_allocation(sizes=tuple(sorted(set(sizes) | {1000})))
     out["dynamic"] = bench.bench_dynamic()
     if args.json:
-        print(json.dumps(out))
+        print(dumps_json(out))
         return 0
     print(f"{'devices':>8}{'edges':>6}  {'scheduler':<10}{'solver':<8}{'build s':>9}{'solve s':>9}{'latency s':>11}"
           f"{'energy J':>11}  gap")
@@ -173,49 +213,57 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("paper", help="the paper's Table I (latency and energy per edge round) in both accountings")
     p.add_argument("--scenario", default="paper", help="embedded scenario name or path (default: paper)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random D2D aggregator when none is recorded")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random D2D aggregator when none is recorded")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_paper)
 
     p = sub.add_parser("schedule", help="run one scheduler, print its metrics, optionally save the plan")
     p.add_argument("--scenario", default="paper")
     p.add_argument("--scheduler", default="hierarchical", choices=available())
-    p.add_argument("--e-agg", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write the plan as JSON here")
+    p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=2)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--out", type=out_path("file"), help="write the plan as JSON here")
     p.set_defaults(func=_cmd_schedule)
 
     p = sub.add_parser("optimize", help="F4: least energy per edge round within a latency target; save the plan")
     p.add_argument("--scenario", default="paper")
-    p.add_argument("--e-agg", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-latency", type=float, help="latency per edge round (s) not to exceed")
+    p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=8)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--target-latency", type=real(0.0, 1e9), help="latency per edge round (s) not to exceed")
     p.add_argument("--target-from", default="hierarchical-d2d",
                    help="without --target-latency: match this heuristic's latency, or 'fastest' (default: %(default)s)")
     p.add_argument("--solver", default="highs", choices=["highs", "gurobi", "fast", "exact"],
                    help="F4 with F2 MILPs on HiGHS/Gurobi in small clusters, F4 without MILPs, or exact enumeration")
-    p.add_argument("--time-limit", type=float, default=60.0, help="time limit of each MILP solve (s)")
+    p.add_argument("--time-limit", type=real(0.0, 1e7), default=60.0, help="time limit of each MILP solve (s)")
     p.add_argument("--exact", action="store_true", help="same as --solver exact (small instances only)")
     p.add_argument("--json", action="store_true", help="print the SolveResult and the metrics as JSON")
-    p.add_argument("--out", help="write the plan as JSON here")
+    p.add_argument("--out", type=out_path("file"), help="write the plan as JSON here")
     p.set_defaults(func=_cmd_optimize)
 
     p = sub.add_parser("compare", help="schedulers x scenarios x seeds into one table with 95%% CIs")
     p.add_argument("--scenario", action="append", default=None,
                    help="embedded name, file, generator .toml or 'paper-random' (repeatable; default paper)")
-    p.add_argument("--schedulers", default="hierarchical,hierarchical-d2d,greedy,optimal")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
-    p.add_argument("--e-agg", default="2,8", help="comma-separated E_agg values")
-    p.add_argument("--reference", default="hierarchical-d2d")
+    p.add_argument("--schedulers", type=names(available),
+                   default=("hierarchical", "hierarchical-d2d", "greedy", "optimal"),
+                   help="comma-separated scheduler names (default: hierarchical,hierarchical-d2d,greedy,optimal)")
+    p.add_argument("--seeds", type=count(1, 10_000), default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--e-agg", type=counts(1, MAX_E_AGG), default=(2, 8), help="comma-separated E_agg values "
+                   "(default: 2,8)")
+    p.add_argument("--reference", default="hierarchical-d2d", help="the scheduler the ratios are to (one of "
+                   "--schedulers)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--out", help="directory for CSV, JSON and the Pareto plot")
+    p.add_argument("--out", type=out_path("folder"), help="directory for CSV, JSON and the Pareto plot")
     p.add_argument("--config", help="TOML file whose [compare] table replaces these options")
     p.set_defaults(func=_cmd_compare)
     _PARSERS["compare"] = p
 
     p = sub.add_parser("bench", help="scheduler, allocation and dynamic re-solve benchmarks across sizes")
-    p.add_argument("--sizes", default="40,400,4000,10000", help="comma-separated device counts")
-    p.add_argument("--learner", action="store_true", help="only the learner benchmark (trainer vs central, round time)")
+    p.add_argument("--sizes", type=counts(1, MAX_BENCH_DEVICES), default=(40, 400, 4000, 10000),
+                   help="comma-separated device counts (default: 40,400,4000,10000)")
+    p.add_argument("--learner", action="store_true", help="only the learner benchmark (trainer vs central and the "
+                   "per-device loop, round time); without --sizes its sizes are 40,400,1000")
+    p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="torch device of --learner (auto = cuda if available; default: %(default)s)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", help="TOML file whose [bench] table replaces these options")
     p.set_defaults(func=_cmd_bench)

@@ -8,32 +8,45 @@ done. Another machine joins the same study with the same command, ``--storage`` 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+
+from .._io import dumps_json
+from .args import count, out_path, real
 
 
 def add_commands(sub) -> None:
     """Register ``tune`` on the ``hffm-opt`` subparsers ``sub``."""
     p = sub.add_parser("tune", help="close the loop: Optuna searches E_agg, deadline, lr, tau and scheduler options "
                        "by the accuracy trained within a simulated budget")
-    p.add_argument("--study", required=True, help="study name (re-running the command resumes it)")
+    p.add_argument("--study", required=True, type=_study_name, help="study name (re-running the command resumes it)")
     p.add_argument("--storage", help="SQLAlchemy URL shared by all workers, e.g. postgresql+psycopg2://user@host/db "
                    "(default: SQLite file study.db in --out)")
-    p.add_argument("--trials", type=int, default=8, help="finished trials (complete, pruned or failed) the study "
-                   "should hold (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default: %(default)s)")
-    p.add_argument("--timeout", type=float, help="no new trial starts after this many seconds")
+    p.add_argument("--trials", type=count(1, 1_000_000), default=8, help="finished trials (complete, pruned or failed) "
+                   "the study should hold (default: %(default)s)")
+    p.add_argument("--workers", type=count(1, 256), default=1, help="local worker processes (default: %(default)s)")
+    p.add_argument("--timeout", type=real(0.0, 1e9), help="no new trial starts after this many seconds")
     p.add_argument("--objective", choices=("accuracy", "pareto"), default="accuracy",
                    help="accuracy within the budget (TPE + pruner), or accuracy up / energy down (Pareto front)")
     p.add_argument("--config", help="TOML file: learning setup, budget, search space, defaults, study options")
+    p.add_argument("--torch-device", choices=("cpu", "cuda", "auto"), help="torch device of the trials' training "
+                   "(auto = cuda if available; default: the config's train.device, else cpu)")
     p.add_argument("--json", action="store_true", help="print only the JSON summary on stdout")
-    p.add_argument("--out", help="directory for the SQLite study, trials.csv, summary.json and plots "
-                   "(default: runs/tune-<study>)")
+    p.add_argument("--out", type=out_path("folder"), help="directory for the SQLite study, trials.csv, summary.json "
+                   "and plots (default: runs/tune-<study>)")
     p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
     p.set_defaults(func=_cmd_tune)
+
+
+def _study_name(text: str) -> str:
+    """A study name: non-empty, printable, at most 200 characters, no path separator (it names a row of the storage
+    and the default folder runs/tune-<study>)."""
+    if not text.strip() or len(text) > 200 or not text.isprintable() or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a non-empty printable name of at most 200 characters, "
+                                         "without / or \\")
+    return text
 
 
 def _log(message: str) -> None:
@@ -53,23 +66,24 @@ def _cmd_tune(args) -> int:
     url = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     try:
         settings = tuning.load_settings(args.config)
-        for flag, value in (("--workers", args.workers), ("--trials", args.trials)):
-            if value < 1:
-                raise tuning.TuneConfigError(f"{flag} = {value!r}: must be an integer >= 1")
+        if args.torch_device:
+            from ..learners.device import resolve_device
+
+            resolve_device(args.torch_device)  # CUDA asked for where there is none: exit 2 before any trial
         out.mkdir(parents=True, exist_ok=True)
         if args.workers == 1:
             study = tuning.run_worker(args.study, url, settings, args.objective, args.trials, timeout_s=args.timeout,
-                                      log=_log)
+                                      log=_log, device=args.torch_device)
         else:
             tuning.prepare(args.study, url, settings, args.objective)
             _spawn(args, url)
             study = optuna.load_study(study_name=args.study, storage=tuning.storage_for(url, settings))
     except ValueError as exc:  # bad configuration or setup
-        print(f"hffm-opt tune: error: {exc}", file=sys.stderr)
+        print(f"hffm-opt tune: error: {' '.join(tuning.mask_text(exc, url).split())}", file=sys.stderr)
         return 2
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        print(f"hffm-opt tune: error: --storage = {url!r}: {type(exc).__name__}: {exc}".splitlines()[0],
-              file=sys.stderr)
+        reason = tuning.mask_text(f"{type(exc).__name__}: {exc}", url).splitlines()[0]
+        print(f"hffm-opt tune: error: --storage = {tuning.mask_url(url)!r}: {reason}", file=sys.stderr)
         return 2
     if args.worker_only:
         return 0
@@ -77,7 +91,7 @@ def _cmd_tune(args) -> int:
     tuning.write_results(out, study, result)
     plots = tuning.save_plots(study, out, args.objective)
     if args.json:
-        print(json.dumps(result))
+        print(dumps_json(result))
     else:
         _print(result, args.objective, out, [p.name for p in plots], study)
     return 0
@@ -87,7 +101,8 @@ def _spawn(args, url: str) -> None:
     """Run ``args.workers`` worker processes of this command on ``url`` and wait for them (they log to stderr)."""
     cmd = [sys.executable, "-m", "hffm_opt.cli", "tune", "--study", args.study, "--storage", url, "--trials",
            str(args.trials), "--objective", args.objective, "--worker-only"]
-    for flag, value in (("--timeout", args.timeout), ("--config", args.config), ("--out", args.out)):
+    for flag, value in (("--timeout", args.timeout), ("--config", args.config), ("--out", args.out),
+                        ("--torch-device", args.torch_device)):
         if value is not None:
             cmd += [flag, str(value)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(args.workers)]

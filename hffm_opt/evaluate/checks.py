@@ -1,5 +1,7 @@
 """``check(scenario, plan)``: every constraint of section 3 of the design; raises :class:`PlanError` naming the
-field, the value and the rule, and returns the relay forest's depths for the accounting."""
+field, the value and the rule, and returns the relay forest's depths for the accounting. A plan made for another
+scenario (its recorded fingerprint differs) and a plan beyond the size limits (edge rounds, local steps, batch)
+are refused first."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import numpy as np
 
 from ..errors import PlanError
 from ..network import trees
+from ..network.documents import as_number, short
+from ..network.limits import MAX_BATCH, MAX_E_AGG, MAX_LOCAL_STEPS
 from ..network.scenario import Scenario
 from ..plan import AGG, CLOUD, EDGE, MODES, RELAY_MODES, TIERS, Plan
 
@@ -16,7 +20,7 @@ TOL = 1e-9  # relative tolerance of every capacity check
 
 
 def _bad(field_name, value, rule):
-    raise PlanError(f"{field_name} = {value!r}: {rule}")
+    raise PlanError(f"{field_name} = {short(value)}: {rule}")
 
 
 def _first(mask, field_name, values, ids, rule):
@@ -38,19 +42,19 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
     n, n_e, n_k = scenario.n_devices, scenario.n_edges, len(scenario.modules)
     dev, ids = scenario.devices, scenario.devices.ids
     eid = scenario.edges.ids
+    if plan.scenario_fingerprint and plan.scenario_fingerprint != scenario.fingerprint:
+        _bad("plan.scenario_fingerprint", plan.scenario_fingerprint,
+             f"the plan was made for scenario {plan.scenario_name!r}, not for scenario {scenario.name!r} (fingerprint "
+             f"{scenario.fingerprint}); make a plan for this scenario")
     if plan.mode not in MODES:
         _bad("mode", plan.mode, f"must be one of {MODES}")
     if plan.relay_mode not in RELAY_MODES:
         _bad("relay_mode", plan.relay_mode, f"must be one of {RELAY_MODES}")
-    if int(plan.e_agg) != plan.e_agg or plan.e_agg < 1:
-        _bad("e_agg", plan.e_agg, "must be an integer >= 1")
+    for name, limit in (("e_agg", MAX_E_AGG), ("local_steps", MAX_LOCAL_STEPS), ("batch_size", MAX_BATCH)):
+        as_number(getattr(plan, name), name, PlanError, integer=True, low=1, high=limit)
     if plan.mode == "star" and plan.e_agg != 1:
         _bad("e_agg", plan.e_agg, "a star plan aggregates at the cloud every round: e_agg must be 1")
-    for name in ("local_steps", "batch_size"):
-        v = getattr(plan, name)
-        if int(v) != v or v < 1:
-            _bad(name, v, "must be an integer >= 1")
-    if plan.deadline_s is not None and not (plan.deadline_s > 0 and np.isfinite(plan.deadline_s)):
+    if plan.deadline_s is not None and not as_number(plan.deadline_s, "deadline_s", PlanError) > 0:
         _bad("deadline_s", plan.deadline_s, "must be a finite number of seconds > 0, or None")
     shapes = {"association": (n,), "train": (n, n_k), "tier": (n_e, n_k), "aggregator": (n_e,), "parent": (n,),
               "bandwidth_hz": (n,), "power_w": (n,), "d2d_power_w": (n,), "d2d_down_power_w": (n,), "cpu_hz": (n,)}
@@ -63,6 +67,9 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
 
     a = plan.association
     _first((a >= 0) & (a < n_e), "association", a, ids, f"must be an edge index in [0, {n_e})")
+    _first((plan.aggregator >= -1) & (plan.aggregator < n), "aggregator", plan.aggregator, eid,
+           "must be a device index or -1")
+    _first((plan.parent >= -1) & (plan.parent < n), "parent", plan.parent, ids, "must be a device index or -1")
     _first(np.isfinite(dev.uplink_gain[np.arange(n), a]), "association", eid[a], ids,
            "no uplink gain to that edge server: the association is not allowed")
     mods = scenario.module_arrays
@@ -105,13 +112,11 @@ def _uplinkers(plan: Plan) -> np.ndarray:
 
 def _check_tree(scenario: Scenario, plan: Plan) -> Tree:
     n, ids, eid = scenario.n_devices, scenario.devices.ids, scenario.edges.ids
-    a, agg, par = plan.association, plan.aggregator, plan.parent
-    _first((agg >= -1) & (agg < n), "aggregator", agg, eid, "must be a device index or -1")
+    a, agg, par = plan.association, plan.aggregator, plan.parent  # indices in range: checked by check()
     roots = agg[agg >= 0]
     _first(a[roots] == np.flatnonzero(agg >= 0), "aggregator", ids[roots], eid[agg >= 0],
            "the D2D aggregator must be associated with that edge server")
     member = plan.uses_d2d[a]
-    _first((par >= -1) & (par < n), "parent", par, ids, "must be a device index or -1")
     is_root = np.zeros(n, bool)
     is_root[roots] = True
     _first(~(~member & (par >= 0)), "parent", par, ids, "a device outside a D2D cluster has no relay parent")

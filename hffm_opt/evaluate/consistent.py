@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PlanError
 from ..network import trees
 from ..network.channel import shannon_rate
 from ..network.scenario import Scenario
@@ -47,7 +48,7 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     s_bits = x @ mods["update_bits"]
     batch = np.minimum(plan.batch_size, dev.samples.sum(axis=1))
     cycles = plan.local_steps * batch * (x @ mods["flops_per_sample"]) / dev.flops_per_cycle
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # an infinite time is refused below
         t_comp = np.where(cycles > 0, cycles / plan.cpu_hz, 0.0)
     e_comp = dev.kappa * cycles * plan.cpu_hz ** 2
     deadline = np.inf if plan.deadline_s is None else plan.deadline_s
@@ -55,6 +56,7 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     if plan.mode == "star":
         t_link = np.where(s_bits > 0, edges.backhaul_delay_s[a] + s_bits / edges.backhaul_rate_bps[a], 0.0)
         ready = t_comp + t_link
+        _arrives(scenario, ready, ready)
         late = ready > deadline
         up = _cluster_up(ready, late, a, n_e, deadline)
         e_up = np.where(late, 0.0, edges.backhaul_power_w[a] * t_link)
@@ -86,6 +88,7 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
         t_hop = np.where(member, np.where(par >= 0, hop_bits / rate_d2d, 0.0), np.where(s_bits > 0, s_bits / rate_up, 0.0))
     t_reach = np.where(member, trees.path_sum(par, depth, t_hop), t_hop)
     ready = t_comp + t_reach
+    _arrives(scenario, t_comp + t_hop, ready)
     late = ready > deadline
     up = _cluster_up(ready, late, a, n_e, deadline)
 
@@ -172,6 +175,18 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
                    {k: float(v) for k, v in energy.items()}, {k: float(v) for k, v in lat_parts.items()},
                    {k: float(v) for k, v in bits.items()}, late)
 
+
+
+def _arrives(scenario: Scenario, own: np.ndarray, ready: np.ndarray) -> None:
+    """Refuse a plan under which some device's update never arrives: its own compute + first hop time (``own``,
+    checked first, so the device at fault is named) or its ready time is not finite (a CPU speed or link rate of
+    the plan that rounds to 0 for its load)."""
+    for t in (own, ready):
+        bad = np.flatnonzero(~np.isfinite(t))
+        if bad.size:
+            u = int(bad[0])
+            raise PlanError(f"devices[id={scenario.devices.ids[u]}] ready time = {t[u]} s: its update never arrives "
+                            "(the plan's cpu_hz or a link's power and bandwidth give it a rate of 0 for its load)")
 
 
 def _critical(ready: np.ndarray, late: np.ndarray) -> int:

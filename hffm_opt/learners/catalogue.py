@@ -11,8 +11,9 @@ same modules. Units: bits, FLOP per sample, bytes.
   linear and convolution layers (+1 per bias element), 5 per element of a normalisation, and the two
   attention products (2 L^2 d each) plus softmax (5 per score). Element-wise activations are not counted.
   Experts are priced as the sparse layer they are: an expert's forward is its dense cost times top_k/E (the
-  expected share of tokens routed to it under balanced routing). Costs are *additive*: each module carries the
-  cost of its own layers, so the per-sample training cost of a device is the sum over its Need set:
+  expected share of tokens routed to it under balanced routing), which is what the sparse dispatch of
+  :class:`~hffm_opt.learners.layers.MoE` runs (plus at most ``E x (block - 1)`` padding rows per call).
+  Costs are *additive*: each module carries the cost of its own layers, so the per-sample training cost of a device is the sum over its Need set:
   ``3 x forward`` for a trained module (forward, activation gradient, weight gradient), ``2 x forward`` for a
   frozen module that gradients pass through (a trainable module sits upstream, e.g. the frozen backbone below
   trained prompts and adapters), ``1 x forward`` for a frozen module nothing upstream of which is trained (the
@@ -31,7 +32,7 @@ from torch import nn
 
 from hffm_opt.network.scenario import ModuleSpec
 
-from .layers import Attention
+from .layers import Attention, MoE
 from .model import M3TModel
 
 _STAGE = {"encoder": 0, "prompt": 0, "backbone": 1, "adapter": 1, "gate": 2, "expert": 2, "head": 3}
@@ -73,7 +74,17 @@ def forward_flops(model: M3TModel, modalities: Sequence[str] | None = None, task
     def hook_for(qualname: str, mod: nn.Module):
         def hook(module, args, output):
             x = args[0]
+            if isinstance(module, MoE):  # the experts, at the rows they run: top_k of E per token
+                share = module.top_k / len(module.experts)
+                for j, e in enumerate(module.experts):
+                    d, h = e.fc1.in_features, e.fc1.out_features
+                    rows = share * (x.numel() // d)
+                    flops[f"expert:{j}"] += rows * (2.0 * d * h + h + 2.0 * h * d + d)
+                    acts[f"expert:{j}"] += rows * (h + d)
+                return
             k = owner(qualname)
+            if model.module_kind(k) == "expert":
+                return  # counted by the MoE's hook (an expert layer runs only on its routed rows)
             if isinstance(module, nn.Linear):
                 rows = x.numel() // module.in_features
                 f = 2.0 * module.in_features * module.out_features * rows
@@ -89,15 +100,13 @@ def forward_flops(model: M3TModel, modalities: Sequence[str] | None = None, task
                 f = 2.0 * 2.0 * b * n * n * d + 5.0 * b * module.n_heads * n * n
             else:
                 return
-            if model.module_kind(k) == "expert":
-                f *= model.cfg.top_k / model.cfg.n_experts
             flops[k] += f
             if not isinstance(module, Attention):
                 acts[k] += float(output.numel())
         return hook
 
     for qualname, mod in model.named_modules():
-        if isinstance(mod, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, Attention)):
+        if isinstance(mod, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, Attention, MoE)):
             hooks.append(mod.register_forward_hook(hook_for(qualname, mod)))
     try:
         model(_dummy_inputs(model, modalities), tasks=tasks)

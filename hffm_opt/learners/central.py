@@ -17,6 +17,7 @@ from hffm_opt._io import atomic_path
 
 from .benchmarks import Benchmark
 from .cache import cache_dir
+from .device import resolve_device
 from .model import M3TModel, task_loss
 from .table import MultiModalTable
 
@@ -24,7 +25,9 @@ from .table import MultiModalTable
 @torch.no_grad()
 def evaluate_accuracy(model: M3TModel, table: MultiModalTable, batch_size: int = 512,
                       tasks: Sequence[str] | None = None) -> dict[str, float]:
-    """Per-task accuracy of ``model`` on ``table`` (rows labelled for the task; NaN for a task with none)."""
+    """Per-task accuracy of ``model`` on ``table`` (rows labelled for the task; NaN for a task with none), on the
+    model's device."""
+    table = table.to(next(model.parameters()).device)
     tasks = model.task_names if tasks is None else tuple(tasks)
     cols = [model.task_names.index(t) for t in tasks]
     correct = np.zeros(len(tasks))
@@ -42,12 +45,17 @@ def evaluate_accuracy(model: M3TModel, table: MultiModalTable, batch_size: int =
 def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.0, batch_size: int = 16,
                   lr: float = 1e-3, optimizer: str = "adam", weight_decay: float = 0.0, seed: int = 0,
                   time_limit_s: float | None = None, aux_weight: float | None = None, schedule: str = "constant",
-                  params: Sequence[torch.nn.Parameter] | None = None, progress: bool = False) -> dict:
+                  params: Sequence[torch.nn.Parameter] | None = None, progress: bool = False,
+                  device: str | torch.device | None = None) -> dict:
     """Train the model's trainable parameters (or ``params``) on all rows of ``train``, ``batch_size`` rows a
     step (use the federated batch size for a fair comparison), for ``epochs`` passes (fractions allowed) or
     until ``time_limit_s`` seconds of wall time. ``schedule`` ``"constant"`` or ``"cosine"`` (learning rate
-    decayed to 0 over the planned steps). Returns ``{"steps", "seconds", "loss"}`` (mean loss of the last 100
-    steps)."""
+    decayed to 0 over the planned steps). ``device`` (``cpu``, ``cuda``, ``auto``; None = where the model is)
+    moves the model there first; the rows follow the model. Returns ``{"steps", "seconds", "loss"}`` (mean loss
+    of the last 100 steps)."""
+    if device is not None:
+        model.to(resolve_device(device))
+    train = train.to(next(model.parameters()).device)
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
     if not params:
@@ -71,7 +79,7 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
         sched = None
     else:
         raise ValueError(f"schedule = {schedule!r}: must be 'constant' or 'cosine'")
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     start = time.perf_counter()
     step = 0
     bar = None
@@ -90,7 +98,7 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
             opt.step()
             if sched is not None:
                 sched.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # no host sync per step
             step += 1
             if bar is not None:
                 bar.update(1)
@@ -100,7 +108,8 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
         epoch += 1
     if bar is not None:
         bar.close()
-    return {"steps": step, "seconds": time.perf_counter() - start, "loss": float(np.mean(losses[-100:]))}
+    tail = torch.stack(losses[-100:]).mean().item() if losses else math.nan
+    return {"steps": step, "seconds": time.perf_counter() - start, "loss": float(tail)}
 
 
 def pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs: float = 12.0, batch_size: int = 32,
@@ -154,7 +163,7 @@ def pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs: float
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                        losses.append(loss.item())
+                        losses.append(loss.detach())  # no host sync per step
                         step += 1
                         if step >= n_steps or (time_limit_s is not None and time.perf_counter() - start > time_limit_s):
                             n_steps = step
@@ -162,7 +171,8 @@ def pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs: float
                     epoch += 1
             finally:
                 model.apply_freeze()
-        out[m] = {"steps": step, "seconds": time.perf_counter() - start, "loss": float(np.mean(losses[-50:]))}
+        tail = torch.stack(losses[-50:]).mean().item() if losses else math.nan
+        out[m] = {"steps": step, "seconds": time.perf_counter() - start, "loss": float(tail)}
     return out
 
 
@@ -239,7 +249,7 @@ def linear_probe(model: M3TModel, train: MultiModalTable, test: MultiModalTable,
     return acc
 
 
-_CACHE_VERSION = 3  # bump when a change to the model code changes what pre-training produces
+_CACHE_VERSION = 4  # bump when a change to the model code changes what pre-training produces
 
 
 def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = None, cache: bool = True,

@@ -148,33 +148,84 @@ class Expert(nn.Module):
 
 
 class MoE(nn.Module):
-    """Top-k mixture of experts. Computed densely (every expert on every token, weights zero outside the
-    top k), which on a CPU with 4 experts is faster than dispatching and keeps shapes static under ``vmap``;
-    the catalogue prices it as the sparse layer it is (k of E experts per token)."""
+    """Top-k mixture of experts with sparse dispatch: each token runs only its ``top_k`` experts.
 
-    def __init__(self, d_model: int, n_experts: int, d_hidden: int, top_k: int):
+    The (token, choice) pairs are sorted by expert and laid out in blocks of ``block`` rows, each expert's rows
+    padded to whole blocks; each block gathers its expert's weights and runs as one batched matmul, and the
+    outputs are scattered back weighted by the renormalised gate probabilities. Every shape is static (the
+    number of blocks is the bound ``(N * top_k + E * (block - 1)) // block`` for N tokens), so it works under
+    ``torch.func.vmap``. The experts' work is ``N * top_k`` rows plus at most ``E * (block - 1)`` padding rows
+    (the catalogue prices the ``top_k / E`` share); :meth:`dense` is the same layer computed densely."""
+
+    def __init__(self, d_model: int, n_experts: int, d_hidden: int, top_k: int, block: int | None = None):
         super().__init__()
         self.top_k = top_k
+        self.block = block  # rows per block (None = automatic, from the number of routed rows)
         self.gate = nn.Linear(d_model, n_experts)
         self.experts = nn.ModuleList(Expert(d_model, d_hidden) for _ in range(n_experts))
 
-    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """``x`` (B, L, d), ``valid`` (B, L) bool tokens that count for the balance loss -> (y, aux)."""
-        probs = self.gate(x).softmax(dim=-1)  # (B, L, E)
+    def _route(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(probs (B, L, E), top indices (B, L, k), their renormalised weights (B, L, k), balance loss)."""
+        probs = self.gate(x).softmax(dim=-1)
         n_exp = probs.shape[-1]
         top_p, top_i = probs.topk(self.top_k, dim=-1)
-        weights = torch.zeros_like(probs).scatter(-1, top_i, top_p)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
-        outs = torch.stack([e(x) for e in self.experts], dim=-1)  # (B, L, d, E)
-        y = (outs * weights.unsqueeze(-2)).sum(dim=-1)
+        weights = top_p / top_p.sum(dim=-1, keepdim=True)
         # Switch-transformer balance loss over the valid tokens: E * sum_j f_j * P_j
         w = valid.to(probs.dtype).unsqueeze(-1)
         n_tok = w.sum().clamp(min=1.0)
         routed = torch.zeros_like(probs).scatter(-1, top_i, torch.ones_like(top_p)).detach()
         frac = (routed * w).sum(dim=(0, 1)) / (n_tok * self.top_k)
         mean_p = (probs * w).sum(dim=(0, 1)) / n_tok
-        aux = n_exp * (frac * mean_p).sum()
-        return y, aux
+        return probs, top_i, weights, n_exp * (frac * mean_p).sum()
+
+    def block_size(self, n_rows: int) -> int:
+        """Rows per block for ``n_rows`` routed (token, choice) rows: ``self.block``, else the power of 2 at or
+        below a quarter of an expert's balanced share, within 32..256. Larger blocks waste padding; smaller ones
+        run many small matmuls (a CPU pays a fixed cost per matrix) and gather more weights (memory)."""
+        if self.block is not None:
+            return int(self.block)
+        share = max(1, n_rows // (4 * len(self.experts)))
+        return int(min(256, max(32, 1 << (share.bit_length() - 1))))
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` (B, L, d), ``valid`` (B, L) bool tokens that count for the balance loss -> (y, aux)."""
+        _, top_i, weights, aux = self._route(x, valid)
+        b, n_tok, d = x.shape
+        n, k, n_exp = b * n_tok, self.top_k, len(self.experts)
+        a = n * k  # routed rows, one per (token, choice)
+        bs = self.block_size(a)
+        n_blocks = (a + n_exp * (bs - 1)) // bs
+        dev = x.device
+        expert = top_i.reshape(a)
+        order = torch.argsort(expert, stable=True)  # rows grouped by expert, token order within an expert
+        sorted_e = expert[order]
+        count = (expert[:, None] == torch.arange(n_exp, device=dev)).sum(0)
+        padded = (count + bs - 1) // bs * bs
+        seg_end = padded.cumsum(0)
+        first = count.cumsum(0) - count
+        slot = (seg_end - padded)[sorted_e] + torch.arange(a, device=dev) - first[sorted_e]
+        rows = n_blocks * bs
+        # a padding row reads token 0 with weight 0: it adds exactly nothing, to the output and to the gradients
+        slot_token = torch.zeros(rows, dtype=torch.int64, device=dev).scatter(0, slot, order // k)
+        slot_weight = torch.zeros(rows, dtype=x.dtype, device=dev).scatter(0, slot, weights.reshape(a)[order])
+        block_expert = (torch.arange(n_blocks, device=dev)[:, None] * bs >= seg_end[None, :]).sum(1)
+        block_expert = block_expert.clamp(max=n_exp - 1)  # blocks past the last expert hold only padding
+        w1 = torch.stack([e.fc1.weight for e in self.experts])[block_expert]  # (blocks, h, d)
+        b1 = torch.stack([e.fc1.bias for e in self.experts])[block_expert]
+        w2 = torch.stack([e.fc2.weight for e in self.experts])[block_expert]  # (blocks, d, h)
+        b2 = torch.stack([e.fc2.bias for e in self.experts])[block_expert]
+        xs = x.reshape(n, d)[slot_token].view(n_blocks, bs, d)
+        h = F.gelu(torch.baddbmm(b1.unsqueeze(1), xs, w1.transpose(1, 2)))
+        out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).view(rows, d) * slot_weight[:, None]
+        y = x.new_zeros(n, d).index_add(0, slot_token, out)
+        return y.view(b, n_tok, d), aux
+
+    def dense(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The same layer computed densely (every expert on every token, weight zero outside the top k)."""
+        probs, top_i, weights, aux = self._route(x, valid)
+        full = torch.zeros_like(probs).scatter(-1, top_i, weights)
+        outs = torch.stack([e(x) for e in self.experts], dim=-1)  # (B, L, d, E)
+        return (outs * full.unsqueeze(-2)).sum(dim=-1), aux
 
 
 class Head(nn.Module):

@@ -21,7 +21,6 @@ Typical use by a trainer, per cluster and edge round::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -30,51 +29,10 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from .model import M3TModel, task_loss
-from .table import Batch, MultiModalTable
+from .packed import DeviceBatches, PackedTables
+from .table import MultiModalTable
 
 OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass(frozen=True, eq=False)
-class DeviceBatches:
-    """Minibatches of D devices for S steps: ``inputs[m]`` (D, S, B, *shape), ``present[m]`` (D, S, B) bool,
-    ``labels`` (D, S, B, T) int64 (-1 = no label), and ``encoded[m]`` (D, S, B, n_tokens, d_model) for the
-    modalities of pre-encoded tables (:meth:`MultiModalTable.with_encoded`). A device lacking modality ``m``
-    has ``present[m]`` all False (and zeros in ``inputs[m]``, never used)."""
-
-    inputs: dict[str, Tensor]
-    present: dict[str, Tensor]
-    labels: Tensor
-    encoded: dict[str, Tensor] = field(default_factory=dict)
-
-    @property
-    def n_devices(self) -> int:
-        """D, devices."""
-        return int(self.labels.shape[0])
-
-    @property
-    def n_steps(self) -> int:
-        """S, steps held."""
-        return int(self.labels.shape[1])
-
-    @property
-    def batch_size(self) -> int:
-        """B, samples per step."""
-        return int(self.labels.shape[2])
-
-    def step(self, d: int, s: int, modalities: Sequence[str] | None = None) -> Batch:
-        """Device ``d``'s minibatch of step ``s`` as a :class:`Batch` (keys limited to ``modalities``)."""
-        keys = list(self.present) if modalities is None else list(modalities)
-        return Batch({m: self.inputs[m][d, s] for m in keys if m in self.inputs},
-                     {m: self.present[m][d, s] for m in keys}, self.labels[d, s],
-                     {m: self.encoded[m][d, s] for m in keys if m in self.encoded})
-
-    def select(self, devices) -> "DeviceBatches":
-        """The batches of a subset of devices (index array)."""
-        idx = torch.as_tensor(np.asarray(devices, dtype=np.int64))
-        return DeviceBatches({m: x[idx] for m, x in self.inputs.items()},
-                             {m: p[idx] for m, p in self.present.items()}, self.labels[idx],
-                             {m: x[idx] for m, x in self.encoded.items()})
 
 
 class LocalResult(NamedTuple):
@@ -91,31 +49,22 @@ def sample_device_batches(tables: Sequence[MultiModalTable], steps: int, batch_s
     """Draw ``steps`` minibatches of ``batch_size`` rows for each device table and stack them.
 
     Rows are drawn without replacement within a call (a device with fewer than ``steps * batch_size`` rows
-    goes through reshuffled passes of its data). ``rng`` is a numpy Generator or a seed."""
+    goes through reshuffled passes of its data), for all devices at once (:meth:`PackedTables.sample`).
+    ``tables`` is a sequence of tables or a :class:`PackedTables`; ``rng`` is a numpy Generator or a seed."""
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    if not tables:
-        raise ValueError("tables: need at least one device table")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps = {steps}, batch_size = {batch_size}: both must be >= 1")
-    names = tables[0].modality_names
-    if len({t.encoded for t in tables}) > 1:
-        raise ValueError("tables: all device tables must be pre-encoded for the same modalities")
-    union = [m for j, m in enumerate(names) if any(t.has_modalities()[j] for t in tables)]
-    need = steps * batch_size
-    per_dev = []
-    for u, t in enumerate(tables):
-        if len(t) == 0:
-            raise ValueError(f"tables[{u}] ({t.name}) has no rows: a device without data cannot train")
-        reps = -(-need // len(t))
-        rows = np.concatenate([rng.permutation(len(t)) for _ in range(reps)])[:need]
-        per_dev.append(t.batch(rows, modalities=union))
-
-    def stack(key):
-        return {m: torch.stack([getattr(b, key)[m] for b in per_dev]).unflatten(1, (steps, batch_size))
-                for m in union if m in getattr(per_dev[0], key)}
-
-    labels = torch.stack([b.labels for b in per_dev]).unflatten(1, (steps, batch_size))
-    return DeviceBatches(stack("inputs"), stack("present"), labels, stack("encoded"))
+    if isinstance(tables, PackedTables):
+        packed = tables
+    else:
+        tables = list(tables)
+        if not tables:
+            raise ValueError("tables: need at least one device table")
+        if len({t.encoded for t in tables}) > 1:
+            raise ValueError("tables: all device tables must be pre-encoded for the same modalities")
+        packed = PackedTables.from_tables(tables)
+    devices = np.arange(len(packed))
+    rows = packed.sample(devices, steps, batch_size, rng)
+    has = packed.modality_counts().any(axis=0)
+    return packed.gather(rows, [m for j, m in enumerate(packed.modality_names) if has[j]])
 
 
 def stack_params(model: M3TModel, n_devices: int, names: Sequence[str] | None = None) -> dict[str, Tensor]:
@@ -130,18 +79,23 @@ def unstack_params(stacked: Mapping[str, Tensor], d: int) -> dict[str, Tensor]:
     return {n: x[d] for n, x in stacked.items()}
 
 
-def param_masks(model: M3TModel, stacked: Mapping[str, Tensor], masks, module_names: Sequence[str] | None = None
-                ) -> dict[str, Tensor]:
-    """Per-parameter (D,) bool masks from the per-module (D, K) mask (columns named by ``module_names``,
-    default :meth:`M3TModel.module_names`; a module not among them is never updated)."""
+def _host_masks(model: M3TModel, stacked: Mapping[str, Tensor], masks, module_names) -> dict[str, np.ndarray]:
     module_names = tuple(model.module_names() if module_names is None else module_names)
-    masks = torch.as_tensor(np.asarray(masks, dtype=bool))
+    masks = np.asarray(masks.cpu() if isinstance(masks, Tensor) else masks, dtype=bool)
     d = _n_devices(stacked)
     if masks.shape != (d, len(module_names)):
         raise ValueError(f"masks.shape = {tuple(masks.shape)}: must be ({d} devices, {len(module_names)} modules)")
     col = {k: i for i, k in enumerate(module_names)}
-    none = torch.zeros(d, dtype=torch.bool)
+    none = np.zeros(d, dtype=bool)
     return {n: masks[:, col[model.module_of(n)]] if model.module_of(n) in col else none for n in stacked}
+
+
+def param_masks(model: M3TModel, stacked: Mapping[str, Tensor], masks, module_names: Sequence[str] | None = None
+                ) -> dict[str, Tensor]:
+    """Per-parameter (D,) bool masks from the per-module (D, K) mask (columns named by ``module_names``,
+    default :meth:`M3TModel.module_names`; a module not among them is never updated), on the parameters' device."""
+    host = _host_masks(model, stacked, masks, module_names)
+    return {n: torch.from_numpy(m.copy()).to(stacked[n].device) for n, m in host.items()}
 
 
 def _n_devices(stacked: Mapping[str, Tensor]) -> int:
@@ -153,18 +107,42 @@ def _n_devices(stacked: Mapping[str, Tensor]) -> int:
     return sizes.pop()
 
 
+def _presence(model: M3TModel, batches: DeviceBatches, tau: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(modalities the batches carry, (D, M') modality present in a device's first tau batches, (D, T) task
+    labelled in them), one transfer to the host."""
+    mods = [m for m in model.modality_names if m in batches.present]
+    cols = [batches.present[m][:, :tau].flatten(1).any(1, keepdim=True) for m in mods]
+    cols.append((batches.labels[:, :tau] >= 0).flatten(1, 2).any(1))
+    host = torch.cat(cols, dim=1).cpu().numpy()
+    return mods, host[:, :len(mods)], host[:, len(mods):]
+
+
 def _signatures(model: M3TModel, batches: DeviceBatches, tau: int) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """Per device: (modalities present in its first tau batches, tasks labelled in them), in model order."""
-    mods = [m for m in model.modality_names if m in batches.present]
-    has_m = {m: batches.present[m][:, :tau].flatten(1).any(1) for m in mods}
-    has_t = (batches.labels[:, :tau] >= 0).flatten(1, 2).any(1)  # (D, T)
+    mods, has_m, has_t = _presence(model, batches, tau)
+    return [(tuple(m for j, m in enumerate(mods) if has_m[d, j]),
+             tuple(t for j, t in enumerate(model.task_names) if has_t[d, j])) for d in range(batches.n_devices)]
+
+
+def _groups(model: M3TModel, batches: DeviceBatches, tau: int, trains: np.ndarray, groups=None
+            ) -> list[tuple[tuple[str, ...], tuple[str, ...], np.ndarray]]:
+    """The vmap groups: (modalities, tasks, devices). Without ``groups`` devices are grouped by their own
+    signature; with ``groups`` ((D,) ids) each group runs with the union of its devices' signatures (a device
+    lacking a modality or a task of its group computes masked tokens that change nothing: same result)."""
+    mods, has_m, has_t = _presence(model, batches, tau)
+    active = trains & has_m.any(axis=1) & has_t.any(axis=1)
+    if groups is None:
+        code = np.concatenate([has_m, has_t], axis=1)
+        ids = np.unique(code, axis=0, return_inverse=True)[1].reshape(-1)
+    else:
+        ids = np.asarray(groups)
     out = []
-    for d in range(batches.n_devices):
-        out.append((tuple(m for m in mods if bool(has_m[m][d])),
-                    tuple(t for j, t in enumerate(model.task_names) if bool(has_t[d, j]))))
+    for g in np.unique(ids[active]):
+        devs = np.flatnonzero(active & (ids == g))
+        gm, gt = has_m[devs].any(axis=0), has_t[devs].any(axis=0)
+        out.append((tuple(m for j, m in enumerate(mods) if gm[j]),
+                    tuple(t for j, t in enumerate(model.task_names) if gt[j]), devs))
     return out
-
-
 def _check(model: M3TModel, stacked, batches: DeviceBatches, tau: int, optimizer: str):
     params = dict(model.named_parameters())
     for m in batches.encoded:
@@ -188,38 +166,69 @@ def _check(model: M3TModel, stacked, batches: DeviceBatches, tau: int, optimizer
 
 
 class _Optim:
-    """Functional SGD (momentum, weight decay) / Adam on tensors with an arbitrary leading device axis."""
+    """Functional SGD (momentum, weight decay) / Adam on tensors with an arbitrary leading device axis; state lives
+    for one call (one edge round). Adam is torch's fused kernel (one pass over all parameters) on copies of the
+    parameters, which it updates in place; a row masked out (False in ``masks[n]``) gets a zero gradient, keeps
+    zero moments and so stays bit-identical. SGD is a few ``torch._foreach_*`` passes."""
 
     def __init__(self, kind, lr, momentum, weight_decay, betas, eps):
         self.kind, self.lr, self.momentum, self.wd, self.betas, self.eps = kind, lr, momentum, weight_decay, betas, eps
-        self.state: dict[str, tuple] = {}
+        self.state: list | None = None
         self.t = 0
 
-    def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+    def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], masks: Mapping[str, Tensor]
+             ) -> dict[str, Tensor]:
+        """New parameters; ``masks[n]`` (D,) keeps the rows it marks False bit-identical (absent = all True)."""
         self.t += 1
-        out = {}
-        for n, g in grads.items():
-            p = params[n]
-            if self.wd:
-                g = g + self.wd * p
-            if self.kind == "sgd":
-                if self.momentum:
-                    buf = g if n not in self.state else self.momentum * self.state[n][0] + g
-                    self.state[n] = (buf,)
-                    g = buf
-                new = p - self.lr * g
-            else:
-                b1, b2 = self.betas
-                m, v = self.state.get(n, (torch.zeros_like(p), torch.zeros_like(p)))
-                m = b1 * m + (1 - b1) * g
-                v = b2 * v + (1 - b2) * g * g
-                self.state[n] = (m, v)
-                m_hat = m / (1 - b1 ** self.t)
-                v_hat = v / (1 - b2 ** self.t)
-                new = p - self.lr * m_hat / (v_hat.sqrt() + self.eps)
-            mask = masks[n].view(-1, *([1] * (p.dim() - 1))) if p.dim() > masks[n].dim() else masks[n]
-            out[n] = torch.where(mask, new, p)
+        names = list(grads)
+        p = [params[n] for n in names]
+        g = [grads[n] for n in names]
+        if self.wd:
+            g = torch._foreach_add(g, p, alpha=self.wd)
+        if self.kind == "adam" and hasattr(torch, "_fused_adam_"):
+            return self._fused_adam(names, p, g, masks)
+        if self.kind == "sgd":
+            if self.momentum:
+                if self.state is None:
+                    self.state = [x.clone() for x in g]
+                else:
+                    torch._foreach_mul_(self.state, self.momentum)
+                    torch._foreach_add_(self.state, g)
+                g = self.state
+            new = torch._foreach_add(p, g, alpha=-self.lr)
+        else:
+            b1, b2 = self.betas
+            if self.state is None:
+                self.state = [[torch.zeros_like(x) for x in p], [torch.zeros_like(x) for x in p]]
+            m, v = self.state
+            torch._foreach_mul_(m, b1)
+            torch._foreach_add_(m, g, alpha=1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, g, g, value=1 - b2)
+            den = torch._foreach_div(v, 1 - b2 ** self.t)
+            torch._foreach_sqrt_(den)
+            torch._foreach_add_(den, self.eps)
+            new = torch._foreach_add(p, torch._foreach_div(m, den), alpha=-self.lr / (1 - b1 ** self.t))
+        out = dict(zip(names, new))
+        for n, mask in masks.items():
+            out[n] = torch.where(mask.view(-1, *([1] * (out[n].dim() - 1))), out[n], params[n])
         return out
+
+    def _fused_adam(self, names, p, g, masks) -> dict[str, Tensor]:
+        g = [x.contiguous() for x in g]
+        for i, n in enumerate(names):
+            if n in masks:
+                g[i] = g[i] * masks[n].view(-1, *([1] * (g[i].dim() - 1))).to(g[i].dtype)
+        if self.state is None:  # own copies of the parameters (updated in place), moments, step counts
+            self.state = [[x.clone(memory_format=torch.contiguous_format) for x in p],
+                          [torch.zeros_like(x, memory_format=torch.contiguous_format) for x in p],
+                          [torch.zeros_like(x, memory_format=torch.contiguous_format) for x in p],
+                          [torch.zeros((), dtype=torch.float32, device=x.device) for x in p]]
+        own, m, v, steps = self.state
+        torch._foreach_add_(steps, 1.0)
+        torch._fused_adam_(own, g, m, v, [], steps, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
+                           weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        return dict(zip(names, own))
 
 
 def _loss_fn(model: M3TModel, mods: tuple[str, ...], tasks: tuple[str, ...], aux_weight: float):
@@ -248,14 +257,14 @@ def _shared_tokens(model: M3TModel, gb: DeviceBatches, mods: Sequence[str], tau:
 
 
 def _prepare(model, stacked, masks, batches, tau, module_names, optimizer):
+    """(tau, host per-parameter masks, host (D,) trains anything, (D, T) sample counts on the batches' device)."""
     tau = batches.n_steps if tau is None else int(tau)
     _check(model, stacked, batches, tau, optimizer)
-    pmask = param_masks(model, stacked, masks, module_names)
-    trains = torch.stack([pmask[n] for n in stacked], dim=1).any(dim=1) if stacked else torch.zeros(0, dtype=torch.bool)
-    sigs = _signatures(model, batches, tau)
+    hmask = _host_masks(model, stacked, masks, module_names)
+    trains = np.stack([hmask[n] for n in stacked], axis=1).any(axis=1)
     counts = (batches.labels[:, :tau] >= 0).flatten(1, 2).sum(1).to(torch.int64)  # (D, T)
-    counts = counts * trains[:, None].to(torch.int64)
-    return tau, pmask, trains, sigs, counts
+    counts = counts * torch.from_numpy(trains).to(counts.device)[:, None].to(torch.int64)
+    return tau, hmask, trains, counts
 
 
 # --------------------------------------------------------------------------- the vectorised path
@@ -263,35 +272,37 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
                 lr: float = 0.05, *, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, aux_weight: float | None = None,
                 module_names: Sequence[str] | None = None, chunk_size: int | None = None,
-                encoder_chunk: int = 1024) -> LocalResult:
-    """``tau`` local optimiser steps for D devices at once (vmap over devices within each signature group).
+                encoder_chunk: int = 1024, groups=None) -> LocalResult:
+    """``tau`` local optimiser steps for D devices at once (one vmap over the devices of each group).
 
     ``stacked`` {param name: (D, *shape)} the devices' copies of the parameters to train (others come from
     ``model``); ``masks`` (D, K) bool, device d may update module k (columns ``module_names``, default
     ``model.module_names()``); ``batches`` the devices' minibatches (its first ``tau`` steps are used, default
     all); ``lr`` learning rate; ``optimizer`` ``"sgd"`` (``momentum``, ``weight_decay``) or ``"adam"``;
-    ``aux_weight`` weight of the MoE balance loss (default the model's). ``chunk_size`` bounds how many devices
-    one vmap call processes at once (memory). Encoders that are not stacked (frozen, shared by all devices) run
+    ``aux_weight`` weight of the MoE balance loss (default the model's). Devices are grouped by the modalities
+    and tasks of their batches, or by ``groups`` ((D,) ids, each group run with the union of its devices'
+    modalities and tasks: fewer, larger calls, the same result). ``chunk_size`` bounds how many devices one
+    vmap call processes at once (memory). Encoders that are not stacked (frozen, shared by all devices) run
     once for all devices and steps, ``encoder_chunk`` samples at a time, outside the vmapped gradient.
+    Every tensor stays on the device of ``stacked`` and ``batches``; the local steps make no host sync.
     Returns :class:`LocalResult` (new stacked params, (D, T) counts). The inputs are not modified; a masked
     module's copy is returned bit-identical.
     """
-    tau, pmask, trains, sigs, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer)
+    tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer)
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
-    out = {n: x.clone() for n, x in stacked.items()}
-    groups: dict[tuple, list[int]] = {}
-    for d, sig in enumerate(sigs):
-        if bool(trains[d]) and sig[0] and sig[1]:
-            groups.setdefault(sig, []).append(d)
-    for (mods, tasks), devs in groups.items():
-        idx = torch.tensor(devs, dtype=torch.int64)
-        params = {n: x[idx] for n, x in stacked.items()}
-        gmask = {n: m[idx] for n, m in pmask.items()}
-        diff_names = [n for n in params if bool(gmask[n].any())]
+    n_dev = _n_devices(stacked)
+    out = dict(stacked)
+    written: set[str] = set()
+    for mods, tasks, devs in _groups(model, batches, tau, trains, groups):
+        whole = len(devs) == n_dev
+        idx = torch.from_numpy(devs).to(next(iter(stacked.values())).device)
+        params = {n: x if whole else x.index_select(0, idx) for n, x in stacked.items()}
+        diff_names = [n for n in params if hmask[n][devs].any()]
         fixed = {n: params[n] for n in params if n not in diff_names}
         diff = {n: params[n] for n in diff_names}
-        dmask = {n: gmask[n] for n in diff_names}
-        gb = batches.select(idx)
+        dmask = {n: torch.from_numpy(hmask[n][devs].copy()).to(idx.device) for n in diff_names
+                 if not hmask[n][devs].all()}
+        gb = batches if whole else batches.select(idx)
         # encoders that are the model's own (not stacked) are the same for every device: run them once, batched
         shared = [m for m in mods if not any(model.module_of(n) == f"encoder:{m}" for n in stacked)]
         encoded = {m: gb.encoded[m] for m in shared if m in gb.encoded}
@@ -305,7 +316,14 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
             grads = grad_fn(diff, fixed, inputs, present, gb.labels[:, s], enc_s)
             diff = opt.step(diff, grads, dmask)
         for n, x in diff.items():
-            out[n][idx] = x
+            if whole:
+                out[n] = x
+            else:
+                if n not in written:
+                    out[n] = out[n].clone()
+                out[n].index_copy_(0, idx, x)
+            written.add(n)
+    out = {n: x if n in written else x.clone() for n, x in out.items()}
     return LocalResult(out, counts)
 
 
@@ -315,16 +333,15 @@ def local_train_reference(model: M3TModel, stacked: Mapping[str, Tensor], masks,
                           weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                           aux_weight: float | None = None, module_names: Sequence[str] | None = None) -> LocalResult:
     """The same computation as :func:`local_train`, one device after the other with plain autograd."""
-    tau, pmask, trains, sigs, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer)
+    tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer)
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
     out = {n: x.clone() for n, x in stacked.items()}
-    for d, (mods, tasks) in enumerate(sigs):
-        if not (bool(trains[d]) and mods and tasks):
+    for d, (mods, tasks) in enumerate(_signatures(model, batches, tau)):
+        if not (trains[d] and mods and tasks):
             continue
         task_index = [model.task_names.index(t) for t in tasks]
         params = {n: x[d].clone() for n, x in stacked.items()}
-        diff_names = [n for n in params if bool(pmask[n][d])]
-        masks_d = {n: torch.ones((), dtype=torch.bool) for n in diff_names}
+        diff_names = [n for n in params if hmask[n][d]]
         opt = _Optim(optimizer, lr, momentum, weight_decay, betas, eps)
         for s in range(tau):
             b = batches.step(d, s, mods)
@@ -336,8 +353,7 @@ def local_train_reference(model: M3TModel, stacked: Mapping[str, Tensor], masks,
             loss = task_loss(model, res, b.labels, tasks, task_index, aux_weight)
             grads = torch.autograd.grad(loss, [leaves[n] for n in diff_names], allow_unused=True)
             grads = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(diff_names, grads)}
-            new = opt.step({n: params[n] for n in diff_names}, grads, masks_d)
-            params.update(new)
+            params.update(opt.step({n: params[n] for n in diff_names}, grads, {}))
         for n in diff_names:
             out[n][d] = params[n]
     return LocalResult(out, counts)

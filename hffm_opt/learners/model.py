@@ -251,16 +251,12 @@ class M3TModel(nn.Module):
             raise ValueError("forward needs at least one modality in inputs")
         return torch.cat(toks, dim=1), torch.cat(valid, dim=1)
 
-    def encode(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
-               tasks: Sequence[str] | None = None, task_valid: Mapping[str, Tensor] | None = None,
-               adapters: bool = True, moe: bool = True, encoded: Mapping[str, Tensor] | None = None):
-        """Run encoders, backbone (with adapters) and MoE; return (hidden (B, L, d), token validity (B, L),
-        number of prompt tokens per task, aux loss). Tokens are ``[prompts of tasks] + [modality tokens]``."""
-        tasks = self.cfg.task_names if tasks is None else tuple(tasks)
+    def _trunk(self, inputs, present, tasks, encoded, adapters: bool) -> tuple[Tensor, Tensor, int]:
+        """Tokens ``[prompts of tasks] + [modality tokens]`` through the backbone (and adapters) and its final
+        norm: (hidden (B, L, d), token validity (B, L), number of prompt tokens)."""
         mod_tok, mod_valid = self._modality_tokens(inputs, present, encoded)
         b = mod_tok.shape[0]
-        n_p = self.cfg.n_prompts
-        n_prompt = n_p * len(tasks)
+        n_prompt = self.cfg.n_prompts * len(tasks)
         if tasks:
             prompts = torch.cat([self.prompts[t] for t in tasks], dim=0)
             x = torch.cat([prompts.expand(b, -1, -1), mod_tok], dim=1)
@@ -270,7 +266,7 @@ class M3TModel(nn.Module):
         # structural mask: prompt i attends to its task's prompts and to modality tokens; modality tokens
         # attend only to modality tokens
         group = torch.arange(n_tok, device=x.device)
-        group = torch.where(group < n_prompt, group // n_p, -1)
+        group = torch.where(group < n_prompt, group // self.cfg.n_prompts, -1)
         is_mod = group < 0
         struct = ((group[:, None] == group[None, :]) & ~is_mod[:, None]) | is_mod[None, :]
         key_ok = torch.cat([torch.ones(b, n_prompt, dtype=torch.bool, device=x.device), mod_valid], dim=1)
@@ -279,17 +275,30 @@ class M3TModel(nn.Module):
             x = layer(x, allowed)
             if adapters:
                 x = adapter(x)
-        x = self.backbone.norm(x)
+        return self.backbone.norm(x), key_ok, n_prompt
+
+    def _moe(self, prompt_x: Tensor, tasks, task_valid) -> tuple[Tensor, Tensor]:
+        """The MoE on the prompt tokens (the only ones read out): (prompt tokens + expert output, aux loss)."""
+        b, n_p = prompt_x.shape[0], self.cfg.n_prompts
+        if task_valid is None:
+            prompt_valid = torch.ones(b, prompt_x.shape[1], dtype=torch.bool, device=prompt_x.device)
+        else:
+            prompt_valid = torch.cat([task_valid[t].to(torch.bool)[:, None].expand(b, n_p) for t in tasks], dim=1)
+        y, aux = self.moe(prompt_x, prompt_valid)
+        return prompt_x + y, aux
+
+    def encode(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+               tasks: Sequence[str] | None = None, task_valid: Mapping[str, Tensor] | None = None,
+               adapters: bool = True, moe: bool = True, encoded: Mapping[str, Tensor] | None = None):
+        """Run encoders, backbone (with adapters) and MoE; return (hidden (B, L, d), token validity (B, L),
+        number of prompt tokens per task, aux loss). Tokens are ``[prompts of tasks] + [modality tokens]``."""
+        tasks = self.cfg.task_names if tasks is None else tuple(tasks)
+        x, key_ok, n_prompt = self._trunk(inputs, present, tasks, encoded, adapters)
         aux = x.new_zeros(())
         if moe and n_prompt:
-            # the MoE is the last layer and only the prompt tokens are read out: route just those
-            if task_valid is None:
-                prompt_valid = torch.ones(b, n_prompt, dtype=torch.bool, device=x.device)
-            else:
-                prompt_valid = torch.cat([task_valid[t].to(torch.bool)[:, None].expand(b, n_p) for t in tasks], dim=1)
-            y, aux = self.moe(x[:, :n_prompt], prompt_valid)
-            x = torch.cat([x[:, :n_prompt] + y, x[:, n_prompt:]], dim=1)
-        return x, key_ok, n_p, aux
+            prompt_x, aux = self._moe(x[:, :n_prompt], tasks, task_valid)
+            x = torch.cat([prompt_x, x[:, n_prompt:]], dim=1)
+        return x, key_ok, self.cfg.n_prompts, aux
 
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 tasks: Sequence[str] | None = None, task_valid: Mapping[str, Tensor] | None = None,
@@ -304,8 +313,13 @@ class M3TModel(nn.Module):
         for many devices).
         """
         tasks = self.cfg.task_names if tasks is None else tuple(tasks)
-        x, _, n_p, aux = self.encode(inputs, present, tasks, task_valid, encoded=encoded)
-        logits = {t: self.heads[t](x[:, i * n_p:(i + 1) * n_p].mean(dim=1)) for i, t in enumerate(tasks)}
+        x, _, n_prompt = self._trunk(inputs, present, tasks, encoded, adapters=True)
+        if not tasks:
+            return ForwardOutput({}, x.new_zeros(()))
+        x, aux = self._moe(x[:, :n_prompt], tasks, task_valid)
+        n_p = self.cfg.n_prompts
+        pooled = x.unflatten(1, (len(tasks), n_p)).mean(dim=2)  # (B, tasks, d): mean of each task's prompts
+        logits = {t: self.heads[t](pooled[:, i]) for i, t in enumerate(tasks)}
         return ForwardOutput(logits, aux)
 
     @torch.no_grad()

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
+from .packed import PackedTables
 from .specs import TaskSpec
-from .table import MultiModalTable
+from .table import MultiModalTable, _usable
 
 
 def dirichlet_split(labels, n_parts: int, alpha: float, rng: np.random.Generator, min_size: int = 0,
@@ -32,19 +34,18 @@ def dirichlet_split(labels, n_parts: int, alpha: float, rng: np.random.Generator
     if not alpha > 0:
         raise ValueError(f"alpha = {alpha}: must be > 0")
     classes = np.unique(labels)
-    parts: list[np.ndarray] = []
+    owner = np.zeros(len(labels), np.int64)
     for _ in range(max(1, max_tries)):
-        chunks: list[list[np.ndarray]] = [[] for _ in range(n_parts)]
         for c in classes:
             pos = rng.permutation(np.flatnonzero(labels == c))
             share = rng.dirichlet(np.full(n_parts, alpha))
             cuts = np.floor(np.cumsum(share)[:-1] * len(pos)).astype(np.int64)
-            for p, piece in enumerate(np.split(pos, cuts)):
-                chunks[p].append(piece)
-        parts = [np.sort(np.concatenate(ch)) if ch else np.empty(0, np.int64) for ch in chunks]
-        if min(len(p) for p in parts) >= min_size:
+            owner[pos] = np.searchsorted(cuts, np.arange(len(pos)), side="right")  # part p gets cuts[p-1]:cuts[p]
+        sizes = np.bincount(owner, minlength=n_parts)
+        if sizes.min() >= min_size:
             break
-    return parts
+    order = np.argsort(owner, kind="stable")  # positions in increasing order within each part
+    return np.split(order, np.cumsum(sizes)[:-1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,7 +114,16 @@ def partition(table: MultiModalTable, modalities, tasks, alpha: float = 0.5, tes
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction = {test_fraction}: must be in [0, 1)")
     rng = np.random.default_rng(seed)
-    elig = _eligible(table, modalities, tasks)
+    # devices of one profile (modality set, task set) can use the same rows: eligibility per profile, the
+    # profiles in the order of their first device (which orders the groups as the device columns would)
+    profiles, first, dev_profile = np.unique(np.concatenate([modalities, tasks], axis=1), axis=0, return_index=True,
+                                             return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    n_mod = modalities.shape[1]
+    elig = _eligible(table, profiles[order, :n_mod].astype(bool), profiles[order, n_mod:].astype(bool))  # (N, P)
+    dev_col = rank[dev_profile.reshape(-1)]
     labels = table.labels.numpy()
     labelled = labels >= 0
     first_task = np.where(labelled.any(axis=1), labelled.argmax(axis=1), -1)
@@ -121,11 +131,12 @@ def partition(table: MultiModalTable, modalities, tasks, alpha: float = 0.5, tes
     key = np.concatenate([elig, first_task[:, None] + 1], axis=1)
     groups, inverse = np.unique(key, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
+    n_prof = len(profiles)
     per_dev: list[list[np.ndarray]] = [[] for _ in range(n_dev)]
     unassigned = []
     for g, gkey in enumerate(groups):
         rows = np.flatnonzero(inverse == g)
-        devs = np.flatnonzero(gkey[:n_dev])
+        devs = np.flatnonzero(gkey[:n_prof][dev_col])
         if len(devs) == 0 or gkey[-1] == 0:
             unassigned.append(rows)
             continue
@@ -153,6 +164,30 @@ def device_tables(table: MultiModalTable, part: Partition, modalities, tasks
     test = [table.subset(r, f"{table.name}/dev{u}/test").restrict(modalities[u], tasks[u])
             for u, r in enumerate(part.test)]
     return train, test
+
+
+def packed_device_tables(table: MultiModalTable, part: Partition, modalities, tasks
+                         ) -> tuple[PackedTables, PackedTables]:
+    """:func:`device_tables` for every device at once, as two :class:`PackedTables` (train, test): the same rows
+    and labels, without one table object per device (what large scenarios need)."""
+    modalities = np.asarray(modalities, bool)
+    tasks = np.asarray(tasks, bool)
+
+    def pack(parts, kind):
+        lengths = np.array([len(r) for r in parts], np.int64)
+        rows = torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *parts]).astype(np.int64))
+        dev = np.repeat(np.arange(len(parts)), lengths)
+        index, labels = table.index[rows].clone(), table.labels[rows].clone()
+        index[~torch.from_numpy(modalities[dev])] = -1
+        labels[~torch.from_numpy(tasks[dev])] = -1
+        labels[~_usable(index >= 0, table.modalities, table.tasks)] = -1
+        keep = ((index >= 0).any(1) & (labels >= 0).any(1)).numpy()
+        counts = np.bincount(dev[keep], minlength=len(parts))
+        return PackedTables(f"{table.name}/{kind}", table.modalities, table.tasks, table.sources,
+                            index[torch.from_numpy(keep)], labels[torch.from_numpy(keep)],
+                            np.concatenate([[0], np.cumsum(counts)]), table.encoded)
+
+    return pack(part.train, "train"), pack(part.test, "test")
 
 
 def sample_counts(tables: Sequence[MultiModalTable]) -> np.ndarray:

@@ -66,8 +66,8 @@ class MultiModalTable(SpecNames, Dataset):
         self.tasks = tuple(tasks)
         self.encoded = tuple(encoded)
         self.sources = {m.name: torch.as_tensor(sources[m.name]) for m in self.modalities}
-        self.index = torch.as_tensor(np.asarray(index), dtype=torch.int64)
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        self.index = _int64(index)
+        self.labels = _int64(labels)
         n, n_m, n_t = len(self.index), len(self.modalities), len(self.tasks)
         if self.index.shape != (n, n_m):
             raise ValueError(f"{name}.index.shape = {tuple(self.index.shape)}: must be (rows, {n_m} modalities)")
@@ -107,15 +107,15 @@ class MultiModalTable(SpecNames, Dataset):
 
     def has_modalities(self) -> np.ndarray:
         """(M,) bool: modalities at least one row has."""
-        return self.present.any(dim=0).numpy()
+        return self.present.any(dim=0).cpu().numpy()
 
     def label_counts(self) -> np.ndarray:
         """(T,) number of rows labelled for each task."""
-        return (self.labels >= 0).sum(dim=0).numpy()
+        return (self.labels >= 0).sum(dim=0).cpu().numpy()
 
     def subset(self, rows, name: str | None = None) -> "MultiModalTable":
         """The given rows (index array), sharing the sources."""
-        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        rows = _int64(rows).to(self.index.device)
         return MultiModalTable(name or self.name, self.modalities, self.tasks, self.sources, self.index[rows],
                                self.labels[rows], self.encoded)
 
@@ -136,8 +136,9 @@ class MultiModalTable(SpecNames, Dataset):
                                labels[rows], self.encoded)
 
     def batch(self, rows, modalities: Sequence[str] | None = None) -> Batch:
-        """Collate rows. ``modalities`` fixes which keys ``inputs`` has (default: those some row has)."""
-        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        """Collate rows (on the table's device). ``modalities`` fixes which keys ``inputs`` has (default: those
+        some row has)."""
+        rows = _int64(rows).to(self.index.device)
         idx = self.index[rows]
         inputs, present, encoded = {}, {}, {}
         for j, m in enumerate(self.modalities):
@@ -176,6 +177,15 @@ class MultiModalTable(SpecNames, Dataset):
         return MultiModalTable(self.name, self.modalities, self.tasks, sources, self.index, self.labels,
                                tuple(self.encoded) + tuple(m for m in modalities if m not in self.encoded))
 
+    def to(self, device) -> "MultiModalTable":
+        """The same rows with every tensor on ``device`` (``self`` if they are there already)."""
+        device = torch.device(device)
+        if self.index.device == device:
+            return self
+        return MultiModalTable(self.name, self.modalities, self.tasks,
+                               {m: x.to(device) for m, x in self.sources.items()}, self.index.to(device),
+                               self.labels.to(device), self.encoded)
+
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
         """Iterate over collated :class:`Batch` es (fast path; no per-row Python work)."""
         n = len(self)
@@ -187,6 +197,13 @@ class MultiModalTable(SpecNames, Dataset):
     def __repr__(self):
         return (f"MultiModalTable({self.name!r}, rows={len(self)}, modalities={self.modality_names}, "
                 f"tasks={self.task_names}, labelled={self.label_counts().tolist()})")
+
+
+def _int64(values) -> Tensor:
+    """An int64 tensor of ``values`` (a tensor keeps its device)."""
+    if isinstance(values, Tensor):
+        return values.to(torch.int64)
+    return torch.as_tensor(np.asarray(values, dtype=np.int64))
 
 
 def _usable(present: Tensor, modalities: Sequence[ModalitySpec], tasks: Sequence[TaskSpec]) -> Tensor:

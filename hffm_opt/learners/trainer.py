@@ -45,8 +45,11 @@ from hffm_opt.evaluate import Metrics, evaluate
 from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
-from .local import OPTIMIZERS, local_train, sample_device_batches
+from .device import check_device_name, devices_per_call, resolve_device
+from .evaluation import accuracy, correct, device_accuracy, distinct
+from .local import OPTIMIZERS, local_train
 from .model import M3TModel
+from .packed import PackedTables
 from .table import MultiModalTable
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,9 +67,11 @@ class TrainConfig:
     - ``seed`` (0): seeds the minibatch draws (the only randomness of training).
     - ``eval_every`` (1): evaluate every this many edge rounds and at the last one (0 = never, for benchmarks);
       ``personalised`` (True): also evaluate each device's cluster model on its local test rows.
-    - ``eval_batch`` (2048): rows per evaluation forward pass; ``devices_per_call`` (256; None = all participants
-      at once): most devices one :func:`local_train` call trains. Large enough to vectorise well, small enough to
-      bound memory: one global round of 1,000 devices took 68 s in calls of 250 and 124 s in one call of 1,000.
+    - ``eval_batch`` (2048): rows per evaluation forward pass; ``devices_per_call`` (None = automatic: 256 on a
+      CPU, on a GPU as many as fit in half its free memory): most devices one :func:`local_train` call trains.
+    - ``device`` (``"cpu"``): the torch device every tensor of training, aggregation and evaluation lives on:
+      ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); CUDA where there is none is a
+      ``ConfigError``. Results on the CPU and on CUDA agree to float tolerance.
     """
 
     rounds: int = 20
@@ -80,7 +85,8 @@ class TrainConfig:
     eval_every: int = 1
     personalised: bool = True
     eval_batch: int = 2048
-    devices_per_call: int | None = 256
+    devices_per_call: int | None = None
+    device: str = "cpu"
 
     def __post_init__(self):
         for name in ("rounds", "eval_batch"):
@@ -93,6 +99,7 @@ class TrainConfig:
         _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"must be one of {OPTIMIZERS}")
         _require(self.momentum >= 0 and self.weight_decay >= 0, "momentum/weight_decay",
                  (self.momentum, self.weight_decay), "must be >= 0")
+        check_device_name(self.device)
 
 
 def _require(ok: bool, name: str, value, rule: str) -> None:
@@ -105,8 +112,9 @@ class FederatedData:
     """What training needs besides the scenario and the plan.
 
     ``model``: the starting model (pre-trained frozen core, fresh trainable modules; never modified);
-    ``train``/``test``: each device's training and local test table (device index order of the scenario),
-    ideally pre-encoded (:meth:`MultiModalTable.with_encoded`); ``global_test``: the global test set.
+    ``train``/``test``: each device's training and local test table (device index order of the scenario), a
+    sequence of tables or one :class:`~hffm_opt.learners.packed.PackedTables`, ideally pre-encoded
+    (:meth:`MultiModalTable.with_encoded`); ``global_test``: the global test set.
     """
 
     model: M3TModel
@@ -115,11 +123,15 @@ class FederatedData:
     global_test: MultiModalTable
 
     def __post_init__(self):
-        object.__setattr__(self, "train", tuple(self.train))
-        object.__setattr__(self, "test", tuple(self.test))
+        tables = []
+        for name in ("train", "test"):
+            value = getattr(self, name)
+            value = value if isinstance(value, PackedTables) else tuple(value)
+            object.__setattr__(self, name, value)
+            tables += [value] if isinstance(value, PackedTables) else list(value)
         _require(len(self.train) == len(self.test), "len(test)", len(self.test),
                  f"must equal len(train) = {len(self.train)} (one table per device)")
-        for t in (*self.train, *self.test, self.global_test):
+        for t in (*tables, self.global_test):
             _require(t.task_names == self.model.task_names, f"{t.name}.tasks", t.task_names,
                      f"must be the model's tasks {self.model.task_names}")
 
@@ -223,6 +235,15 @@ def train(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConf
     return History([dict(r) for r in run.records if r["round"] <= config.rounds], run.meta())
 
 
+def training_calls(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConfig = TrainConfig()
+                   ) -> tuple[PackedTables, np.ndarray, int]:
+    """What an edge round of :func:`train` works on: every device's training rows (packed, on the run's device),
+    the participating devices in the order they are trained (by cluster), and the devices per vectorised call."""
+    run = _Run(scenario, plan, data, config)
+    devs = np.flatnonzero(run.participants)
+    return run.train_data, devs[np.argsort(run.assoc[devs], kind="stable")], int(run.chunk)
+
+
 class _Run:
     """The state of one training run and its edge round (internal: :func:`train` is the interface)."""
 
@@ -242,13 +263,17 @@ class _Run:
         bad = sorted(set(trained) & set(frozen))
         _require(not bad, "plan.train", bad, "modules frozen in the model cannot be trained")
         self.scenario, self.plan, self.data, self.config = scenario, plan, data, config
-        self.model = model
+        self.device = resolve_device(config.device)
+        # the model's frozen parts and every device's rows live on the run's device, in contiguous tensors
+        self.model = model if self.device.type == "cpu" else copy.deepcopy(model).to(self.device)
+        self.train_data = PackedTables.from_tables(data.train).to(self.device)
         self.assoc = plan.association.astype(np.int64)
         self.n_edges = scenario.n_edges
         self.param_names = model.trainable_names()
         self.param_module = [names.index(model.module_of(n)) for n in self.param_names]
-        n_rows = np.array([len(t) for t in data.train], dtype=float)
-        n_task = np.stack([t.label_counts() for t in data.train]).astype(float)
+        self.rows = self.train_data.row_counts()
+        n_rows = self.rows.astype(float)
+        n_task = self.train_data.label_counts().astype(float)
         w = np.repeat(n_rows[:, None], len(names), axis=1)
         for k, name in enumerate(names):
             if model.module_kind(name) in ("prompt", "head"):
@@ -260,12 +285,20 @@ class _Run:
         self.cluster_weights = np.zeros((self.n_edges, len(names)))
         np.add.at(self.cluster_weights, self.assoc, self.weights)
         self.clusters = {n: p.detach().unsqueeze(0).repeat(self.n_edges, *([1] * p.dim())).clone()
-                         for n, p in model.named_parameters() if n in self.param_names}
+                         for n, p in self.model.named_parameters() if n in self.param_names}
         self.rng = np.random.default_rng(config.seed)
         self.records: list[dict] = []
         self._signature = ""  # set by resume(), before any checkpoint is written
-        self._work = copy.deepcopy(model)  # evaluation copy, loaded with a cluster's parameters
         self._eval_sizes = np.bincount(self.assoc, minlength=self.n_edges).astype(float)
+        self._weights_t = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
+        # devices with the same modalities and tasks train in one vmapped call per chunk
+        has = np.concatenate([self.train_data.modality_counts() > 0, n_task > 0], axis=1)
+        self._groups = np.unique(has, axis=0, return_inverse=True)[1].reshape(-1)
+        self._mods = [m for j, m in enumerate(model.modality_names) if has[:, j].any()]
+        cfg = model.cfg
+        tokens = cfg.n_prompts * len(cfg.tasks) + sum(m.n_tokens for m in cfg.modalities)
+        self.chunk = config.devices_per_call or devices_per_call(
+            self.device, tokens, self.batch, cfg.d_model, sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     # ------------------------------------------------------------------ one edge round
     def edge_round(self, r: int) -> dict:
@@ -283,25 +316,46 @@ class _Run:
         devs = devs[np.argsort(self.assoc[devs], kind="stable")]
         if devs.size == 0:
             return
-        size = self.config.devices_per_call or devs.size
+        rows = self.train_data.sample(devs, self.tau, self.batch, self.rng)  # every minibatch of the round
         num = {n: torch.zeros_like(x) for n, x in self.clusters.items()}
-        den = {n: torch.zeros(self.n_edges, dtype=x.dtype) for n, x in self.clusters.items()}
-        c = self.config
-        for s in range(0, devs.size, size):
-            idx = devs[s:s + size]
-            home = torch.as_tensor(self.assoc[idx])
-            stacked = {n: x[home] for n, x in self.clusters.items()}
-            batches = sample_device_batches([self.data.train[u] for u in idx], self.tau, self.batch, self.rng)
-            res = local_train(self.model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
-                              optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
-                              module_names=self.scenario.module_names)
-            for n, k in zip(self.param_names, self.param_module):
-                w = torch.as_tensor(self.weights[idx, k], dtype=num[n].dtype)
-                num[n].index_add_(0, home, res.params[n] * w.view(-1, *([1] * (num[n].dim() - 1))))
-                den[n].index_add_(0, home, w)
+        den = {n: torch.zeros(self.n_edges, dtype=x.dtype, device=self.device) for n, x in self.clusters.items()}
+        start = 0
+        while start < devs.size:
+            size = self.chunk
+            try:
+                self._train_chunk(devs[start:start + size], rows[start:start + size], num, den)
+            except torch.cuda.OutOfMemoryError:
+                if self.chunk <= 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.chunk = max(1, self.chunk // 2)  # retry the same devices in smaller calls
+                continue
+            start += size
         for n in self.param_names:
             d = den[n].view(-1, *([1] * (num[n].dim() - 1)))
             self.clusters[n] = torch.where(d > 0, num[n] / d.clamp(min=1e-30), self.clusters[n])
+
+    def _train_chunk(self, idx: np.ndarray, rows: np.ndarray, num: dict, den: dict) -> None:
+        """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows``, then their
+        weighted copies added into the clusters' sums ``num``/``den`` (a matmul per parameter: deterministic)."""
+        c = self.config
+        home = self.assoc[idx]
+        home_t = torch.from_numpy(home).to(self.device)
+        stacked = {n: x.index_select(0, home_t) for n, x in self.clusters.items()}
+        batches = self.train_data.gather(rows, self._mods)
+        res = local_train(self.model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
+                          optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
+                          module_names=self.scenario.module_names, groups=self._groups[idx])
+        homes, inverse = np.unique(home, return_inverse=True)
+        onehot = torch.zeros(len(homes), len(idx), dtype=torch.float32, device=self.device)
+        onehot[torch.from_numpy(inverse.reshape(-1)).to(self.device), torch.arange(len(idx), device=self.device)] = 1
+        w = self._weights_t[torch.from_numpy(idx).to(self.device)]  # (D, K)
+        homes_t = torch.from_numpy(homes).to(self.device)
+        for n, k in zip(self.param_names, self.param_module):
+            wk = onehot * w[:, k]
+            x = res.params[n]
+            num[n].index_add_(0, homes_t, (wk @ x.reshape(len(idx), -1)).view(len(homes), *x.shape[1:]))
+            den[n].index_add_(0, homes_t, wk.sum(dim=1))
 
     def _cloud_aggregate(self) -> None:
         tier = self.plan.tier
@@ -311,9 +365,9 @@ class _Run:
             if w.sum() <= 0:
                 continue
             x = self.clusters[n]
-            wt = torch.as_tensor(w / w.sum(), dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+            wt = torch.as_tensor(w / w.sum(), dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
             mean = (x * wt).sum(dim=0, keepdim=True)
-            mask = torch.as_tensor(to_cloud).view(-1, *([1] * (x.dim() - 1)))
+            mask = torch.as_tensor(to_cloud, device=x.device).view(-1, *([1] * (x.dim() - 1)))
             self.clusters[n] = torch.where(mask, mean.expand_as(x), x)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -338,49 +392,30 @@ class _Run:
             record.update(self._evaluate())
         return record
 
-    @torch.no_grad()
-    def _cluster_model(self, e: int) -> M3TModel:
-        params = dict(self._work.named_parameters())
-        for n, x in self.clusters.items():
-            params[n].copy_(x[e])
-        return self._work
-
     def _evaluate(self) -> dict:
+        """Accuracy of the cluster models on the global test set (all distinct clusters in one vmapped pass) and,
+        if configured, each device's cluster model on its own test rows."""
         tasks = self.model.task_names
-        acc = np.zeros((self.n_edges, len(tasks)))
-        seen: list[int] = []  # clusters evaluated so far (identical clusters share one evaluation)
-        device_acc = []
-        for e in range(self.n_edges):
-            same = next((f for f in seen if all(torch.equal(x[e], x[f]) for x in self.clusters.values())), None)
-            if same is not None:
-                acc[e] = acc[same]
-            else:
-                seen.append(e)
-                model = self._cluster_model(e)
-                ok, labelled = _correct(model, self.data.global_test, self.config.eval_batch)
-                with np.errstate(invalid="ignore"):
-                    acc[e] = ok.sum(0) / labelled.sum(0)
-            if self.config.personalised:
-                device_acc += self._personalised(e)
+        if not hasattr(self, "_global_test"):
+            self._global_test = self.data.global_test.to(self.device)
+            self._tests = PackedTables.from_tables(self.data.test).to(self.device) if self.config.personalised \
+                else None
+        first, which = distinct(self.clusters)
+        pick = torch.from_numpy(first).to(self.device)
+        models = {n: x.index_select(0, pick) for n, x in self.clusters.items()}
+        ok, labelled = correct(self.model, models, self._global_test, self.config.eval_batch)
+        acc = accuracy(ok, labelled)[which]  # (E, T)
         size = self._eval_sizes
         by_task = {t: _pct((acc[:, j] * size).sum() / size.sum()) if np.isfinite(acc[:, j]).all() else None
                    for j, t in enumerate(tasks)}
         valid = [v for v in by_task.values() if v is not None]
+        personal = None
+        if self._tests is not None:
+            dev_acc = device_accuracy(self.model, self.clusters, self.assoc, self._tests, self.config.eval_batch)
+            dev_acc = dev_acc[np.isfinite(dev_acc)]
+            personal = _pct(float(np.mean(dev_acc))) if dev_acc.size else None
         return {"accuracy": float(np.mean(valid)) if valid else None, "accuracy_by_task": by_task,
-                "personalised_accuracy": _pct(float(np.mean(device_acc))) if device_acc else None}
-
-    def _personalised(self, e: int) -> list[float]:
-        """Each device of cluster ``e``: its cluster model's accuracy on its test rows (fraction, mean over tasks)."""
-        members = [u for u in np.flatnonzero(self.assoc == e) if len(self.data.test[u])]
-        if not members:
-            return []
-        model = self._cluster_model(e)
-        out = []
-        for u in members:
-            ok, labelled = _correct(model, self.data.test[u], self.config.eval_batch)
-            n = labelled.sum(0)
-            out.append(float(np.mean(ok.sum(0)[n > 0] / n[n > 0])))
-        return out
+                "personalised_accuracy": personal}
 
     # ------------------------------------------------------------------ checkpoints
     def meta(self) -> dict:
@@ -398,16 +433,17 @@ class _Run:
         cfg.pop("rounds")
         h.update(json.dumps({"plan": self.plan.to_dict(), "config": cfg, "scenario": self.scenario.name,
                              "modules": self.scenario.module_names, "devices": self.scenario.n_devices,
-                             "rows": [len(t) for t in self.data.train]}, sort_keys=True, default=str).encode())
+                             "rows": self.rows.tolist()}, sort_keys=True, default=str).encode())
         for n, p in self.model.named_parameters():
-            h.update(p.detach().numpy().tobytes())
+            h.update(p.detach().cpu().numpy().tobytes())
         return h.hexdigest()
 
     def checkpoint(self, directory, r: int) -> None:
         """Write the state after edge round ``r`` atomically into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {"signature": self._signature, "round": r, "clusters": self.clusters,
+        clusters = {n: x.cpu() for n, x in self.clusters.items()}  # portable: a CPU copy whatever the device
+        state = {"signature": self._signature, "round": r, "clusters": clusters,
                  "rng": json.dumps(self.rng.bit_generator.state), "records": json.dumps(self.records)}
         with atomic_path(directory / CHECKPOINT) as tmp:
             torch.save(state, tmp)
@@ -418,39 +454,25 @@ class _Run:
         path = Path(directory) / CHECKPOINT
         if not path.exists():
             return 0
-        state = torch.load(path, weights_only=True)
-        _require(state["signature"] == self._signature, "checkpoint_dir", str(directory),
-                 "holds a checkpoint of a run with other inputs; use a fresh directory")
-        self.clusters = {n: x.clone() for n, x in state["clusters"].items()}
-        self.rng.bit_generator.state = json.loads(state["rng"])
-        self.records = json.loads(state["records"])
-        return int(state["round"])
+        from hffm_opt.errors import CheckpointError
 
-
-@torch.no_grad()
-def _correct(model: M3TModel, table: MultiModalTable, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, T) bool arrays: prediction correct, and row labelled for the task, for every row of ``table``.
-
-    Rows are grouped by the tasks they are labelled for and each group runs only those tasks' prompts (and only
-    the modalities its rows have): the model's masks make a task's prediction independent of the other tasks in
-    the sequence, so this is exact and shorter."""
-    labelled = (table.labels >= 0).numpy()
-    ok = np.zeros_like(labelled)
-    if not len(table):
-        return ok, labelled
-    keys, inverse = np.unique(labelled, axis=0, return_inverse=True)
-    for key, rows in ((k, np.flatnonzero(inverse.reshape(-1) == g)) for g, k in enumerate(keys)):
-        cols = np.flatnonzero(key)
-        if not cols.size:
-            continue
-        tasks = [model.task_names[j] for j in cols]
-        for start in range(0, len(rows), batch_size):
-            part = rows[start:start + batch_size]
-            b = table.batch(part)
-            out = model(**b.model_kwargs(), tasks=tasks)
-            pred = torch.stack([out.logits[t].argmax(-1) for t in tasks], dim=1)
-            ok[np.ix_(part, cols)] = (pred == b.labels[:, cols]).numpy()
-    return ok, labelled
+        afresh = "delete it, or start afresh with hffm-opt train --restart"
+        try:  # truncated, corrupted or not a checkpoint: zip, pickle, torch, key, type and JSON errors alike
+            state = torch.load(path, weights_only=True)
+            signature, last, clusters = state["signature"], int(state["round"]), dict(state["clusters"])
+            rng, records = json.loads(state["rng"]), json.loads(state["records"])
+        except Exception as exc:  # noqa: BLE001
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise CheckpointError(f"checkpoint_dir = {str(directory)!r}: the checkpoint {str(path)!r} is unreadable "
+                                  f"({reason}); {afresh}") from None
+        if signature != self._signature:
+            raise CheckpointError(f"checkpoint_dir = {str(directory)!r}: the checkpoint {str(path)!r} was written by a "
+                                  f"run with other inputs (scenario, plan, configuration or data); use another --out, "
+                                  f"or {afresh}")
+        self.clusters = {n: x.to(self.device).clone() for n, x in clusters.items()}
+        self.rng.bit_generator.state = rng
+        self.records = records
+        return last
 
 
 def _pct(fraction: float) -> float:

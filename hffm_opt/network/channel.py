@@ -61,11 +61,17 @@ def snr(gain, power_w, bandwidth_hz, noise_psd):
 
 
 def shannon_rate(bandwidth_hz, power_w, gain, noise_psd):
-    """Shannon rate ``b log2(1 + g p / (N0 b))`` in bit/s; zero where the bandwidth or power is zero."""
+    """Shannon rate ``b log2(1 + g p / (N0 b))`` in bit/s; zero where the bandwidth or power is zero. Below an SNR
+    of 1e-8 it is computed with ``log1p``, so a tiny SNR gives a tiny positive rate rather than 0, and where the SNR
+    overflows (a tiny bandwidth) as ``b (log2(g p / N0) - log2 b)``, so it never becomes infinite."""
     b = np.asarray(bandwidth_hz, dtype=float)
     p = np.asarray(power_w, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = b * np.log2(1.0 + np.asarray(gain) * p / (np.asarray(noise_psd) * b))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        c = np.asarray(gain) * p / np.asarray(noise_psd)
+        x = c / b
+        huge = b * (np.log2(c) - np.log2(b))
+        r = b * np.where(x < 1e-8, np.log1p(x) / LN2, np.log2(1.0 + x))
+        r = np.where(np.isinf(x) & np.isfinite(c), huge, r)
     return np.where((b > 0) & (p > 0), r, 0.0)
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from ..errors import ScenarioError
 from .channel import dbm_to_w, pairwise_distance, path_loss, rayleigh_power
+from .documents import as_number, as_numbers, as_str, as_strings, as_table, check_depth, check_keys, id_key
+from .limits import MAX_DEVICES, RANGES, check_size
 from .scenario import Cloud, D2DLinks, Devices, EdgeServers, ModuleSpec, PrototypeConstants, Scenario
 
 HETEROGENEITY = ("none", "device", "cluster")
@@ -48,16 +50,26 @@ class DeviceProfile:
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "modalities", tuple(self.modalities))
-        object.__setattr__(self, "tasks", tuple(self.tasks))
+        for name in ("modalities", "tasks"):
+            value = getattr(self, name)
+            names = as_strings(value if isinstance(value, str) else list(value), f"profile.{name}", ScenarioError,
+                               unique=True)
+            if not names or not all(names):
+                raise ScenarioError(f"profile.{name} = {names!r}: at least one non-empty name is required")
+            object.__setattr__(self, name, tuple(names))
+        for name in ("cpu_hz", "flops_per_cycle", "kappa", "memory_bytes", "pmax_w"):
+            r = RANGES[f"devices.{name}"]
+            as_number(getattr(self, name), f"profile.{name}", ScenarioError, low=r.low, high=r.high)
+        as_number(self.samples_per_task, "profile.samples_per_task", ScenarioError, integer=True, low=1,
+                  high=RANGES["devices.samples"].high)
+        _seed(self.seed, "profile.seed")
+        as_str(self.heterogeneity, "profile.heterogeneity", ScenarioError)
         if self.heterogeneity not in HETEROGENEITY:
             raise ScenarioError(f"profile.heterogeneity = {self.heterogeneity!r}: must be one of {HETEROGENEITY}")
         for name in ("p_modality", "p_task"):
-            v = getattr(self, name)
+            v = as_number(getattr(self, name), f"profile.{name}", ScenarioError)
             if not 0 < v <= 1:
                 raise ScenarioError(f"profile.{name} = {v!r}: must be in (0, 1]")
-        if self.samples_per_task < 1:
-            raise ScenarioError(f"profile.samples_per_task = {self.samples_per_task!r}: must be >= 1")
 
     def draw(self, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(U, M) modality mask and (U, T) sample counts for devices with home edges ``edge``."""
@@ -72,6 +84,23 @@ class DeviceProfile:
         if self.heterogeneity == "cluster":
             mods, tasks = mods[edge], tasks[edge]
         return mods, np.where(tasks, self.samples_per_task, 0)
+
+
+def _seed(seed, where: str = "seed") -> int:
+    """A seed of numpy's generator: an integer in [0, 2^63)."""
+    return as_number(seed, where, ScenarioError, integer=True, low=0, high=2 ** 63 - 1)
+
+
+def _sizes(where: str, n_edges, devices_per_edge, **lengths) -> None:
+    """Refuse bad counts and lengths (m) of a generator, and a scenario beyond the size limits, before allocating."""
+    for name, value in (("n_edges", n_edges), ("devices_per_edge", devices_per_edge)):
+        as_number(value, f"{where}.{name}", ScenarioError, integer=True, low=1, high=MAX_DEVICES)
+    for name, value in lengths.items():
+        if value is not None and not 0 < as_number(value, f"{where}.{name}", ScenarioError) <= RANGES["area_m"].high:
+            raise ScenarioError(f"{where}.{name} = {value!r}: {RANGES['area_m'].rule()}")
+    n = n_edges * devices_per_edge
+    check_size(n, n_edges, n_edges * devices_per_edge * (devices_per_edge - 1), where=f"{where} ({n_edges} x "
+               f"{devices_per_edge})")
 
 
 def _at_least_one(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -138,6 +167,7 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
     own D2D graph); gains to other edge servers are unknown (association fixed).
     """
     profile = profile or DeviceProfile()
+    _check_paper_format(data)
     try:
         c = data["constants"]
         proto = PrototypeConstants(
@@ -191,6 +221,56 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
                     meta={"source": "paper-format", "profile": dataclasses.asdict(profile)})
 
 
+_PAPER_CONSTANTS = {"model_bits": None, "noise_psd_dbm_hz_effective": None,
+                    "uplink": ("bandwidth_hz", "rate_power_w", "energy_power_w"),
+                    "d2d": ("bandwidth_hz", "rate_power_w", "energy_power_w", "connect_radius_m"),
+                    "backhaul": ("fixed_delay_s", "rate_bps", "energy_power_w")}
+
+
+def _check_paper_format(data: dict) -> None:
+    """Every key and type of a paper-format document (unknown keys refused), before anything is built."""
+    err = ScenarioError
+    check_keys(data, "", {"description", "units", "area_m", "edge_servers", "devices", "d2d_links", "d2d_aggregators",
+                          "constants"}, err, required=("edge_servers", "devices", "constants"))
+    as_str(data.get("description", ""), "description", err)
+    check_depth(as_table(data.get("units", {}), "units", err), "units", err)
+    as_number(data.get("area_m"), "area_m", err, none=True)
+    c = check_keys(data["constants"], "constants", _PAPER_CONSTANTS, err, required=list(_PAPER_CONSTANTS))
+    for key, sub in _PAPER_CONSTANTS.items():
+        if sub is None:
+            as_number(c[key], f"constants.{key}", err)
+            if key == "noise_psd_dbm_hz_effective":  # the range of noise_psd_w_per_hz, in dBm/Hz
+                as_number(c[key], f"constants.{key}", err, low=-270.0, high=-70.0)
+        else:
+            for name, v in check_keys(c[key], f"constants.{key}", sub, err, required=sub).items():
+                as_number(v, f"constants.{key}.{name}", err)
+    edges, devices = data["edge_servers"], data["devices"]
+    links = data.get("d2d_links", [])
+    for name, items in (("edge_servers", edges), ("devices", devices), ("d2d_links", links)):
+        if not isinstance(items, list):
+            raise err(f"{name} = {type(items).__name__}: must be a list")
+    check_size(len(devices), len(edges), len(links))
+    for i, e in enumerate(edges):
+        check_keys(e, f"edge_servers[{i}]", ("id", "position"), err, required=("id", "position"))
+        as_number(e["id"], f"edge_servers[{i}].id", err, integer=True)
+        as_numbers(e["position"], f"edge_servers[id={e['id']}].position", err, length=2)
+    for i, d in enumerate(devices):
+        keys = ("id", "position", "edge_server", "uplink_gain")
+        check_keys(d, f"devices[{i}]", keys, err, required=keys)
+        as_number(d["id"], f"devices[{i}].id", err, integer=True)
+        as_numbers(d["position"], f"devices[id={d['id']}].position", err, length=2)
+        as_number(d["edge_server"], f"devices[id={d['id']}].edge_server", err, integer=True)
+        as_number(d["uplink_gain"], f"devices[id={d['id']}].uplink_gain", err)
+    for i, lk in enumerate(links):
+        check_keys(lk, f"d2d_links[{i}]", ("from", "to", "gain"), err, required=("from", "to", "gain"))
+        for key in ("from", "to"):
+            as_number(lk[key], f"d2d_links[{i}].{key}", err, integer=True)
+        as_number(lk["gain"], f"d2d_links[{i}].gain", err)
+    for key, dev in as_table(data.get("d2d_aggregators", {}), "d2d_aggregators", err).items():
+        id_key(key, "d2d_aggregators key", err)
+        as_number(dev, f"d2d_aggregators.{key}", err, integer=True)
+
+
 def embedded_paper_data() -> dict:
     """The paper prototype's scenario file shipped with the package (a copy of shared/data/paper_scenario.json)."""
     return json.loads(resources.files("hffm_opt.network").joinpath("data/paper_scenario.json").read_text())
@@ -213,7 +293,9 @@ def paper(seed: int = 0, profile: DeviceProfile | None = None, n_edges: int = 10
     path loss -30 dB at 1 m, exponent 3, times a Rayleigh draw (mean 2, as the prototype), to every edge server
     and for every ordered pair of devices of a cluster.
     """
-    rng = np.random.default_rng(seed)
+    _sizes("paper", n_edges, devices_per_edge, area_m=area_m, min_edge_separation_m=min_edge_separation_m,
+           centre_radius_m=centre_radius_m, device_radius_m=device_radius_m)
+    rng = np.random.default_rng(_seed(seed))
     proto = proto or PrototypeConstants()
     e_pos = np.empty((0, 2))
     for _ in range(100_000):
@@ -253,9 +335,10 @@ def clustered(n_edges: int, devices_per_edge: int, seed: int = 0, profile: Devic
     devices of a cluster within ``d2d_range_m`` (None = all pairs). Edge band = devices x
     ``bandwidth_per_device_hz``. Channel as in :func:`paper`.
     """
-    if n_edges < 1 or devices_per_edge < 1:
-        raise ScenarioError(f"n_edges, devices_per_edge = {n_edges}, {devices_per_edge}: both must be >= 1")
-    rng = np.random.default_rng(seed)
+    _sizes("clustered", n_edges, devices_per_edge, spacing_m=spacing_m, cluster_radius_m=cluster_radius_m,
+           d2d_range_m=d2d_range_m)
+    as_number(bandwidth_per_device_hz, "clustered.bandwidth_per_device_hz", ScenarioError, low=1.0, high=1e12)
+    rng = np.random.default_rng(_seed(seed))
     proto = proto or PrototypeConstants(uplink_bandwidth_hz=bandwidth_per_device_hz)
     side = int(np.ceil(np.sqrt(n_edges)))
     grid = np.stack(np.divmod(np.arange(n_edges), side), axis=1)[:, ::-1].astype(float)

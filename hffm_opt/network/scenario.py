@@ -2,31 +2,57 @@
 
 Immutable, validated objects in SI units (m, W, Hz, W/Hz, bit/s, bit, byte, FLOP, cycles/s). Per-device and
 per-edge quantities are read-only numpy arrays indexed by position (device index ``u``, edge index ``e``); ids
-are kept for I/O. Any bad value raises :class:`ScenarioError` naming the field, the value and the rule.
+are kept for I/O. Any bad value raises :class:`ScenarioError` naming the field, the value and the rule: a value
+outside its plausible range (:data:`~hffm_opt.network.limits.RANGES`), a conversion that would change a value (a
+fraction or a boolean as an integer, a boolean as a number), a scenario beyond the size limits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
 from ..errors import ScenarioError
+from .documents import frozen, short
+from .limits import MAX_MODULES, RANGES, check_size
 
 MODULE_KINDS = ("backbone", "encoder", "prompt", "gate", "expert", "adapter", "head")
 SHARED_KINDS = ("backbone", "gate", "expert", "adapter")  # needed by every device
 
 
 def _fail(field_name: str, value, rule: str):
-    raise ScenarioError(f"{field_name} = {value!r}: {rule}")
+    raise ScenarioError(f"{field_name} = {short(value)}: {rule}")
 
 
-def _frozen(a, dtype) -> np.ndarray:
-    arr = np.array(a, dtype=dtype, copy=True)
-    arr.flags.writeable = False
-    return arr
+def _frozen(a, dtype, name: str) -> np.ndarray:
+    return frozen(a, dtype, name, ScenarioError)
+
+
+def _ranged(key: str, field_name: str, values: np.ndarray, ids: np.ndarray, nan_ok: bool = False):
+    """Refuse the first value outside the plausible range ``RANGES[key]`` (NaN allowed when ``nan_ok``)."""
+    r = RANGES[key]
+    with np.errstate(invalid="ignore"):
+        ok = ((values > r.low) if r.open_low else (values >= r.low)) & (values <= r.high)
+    if nan_ok:
+        ok |= np.isnan(values)
+    _check(ok, field_name, values, ids, r.rule())
+
+
+def _scalar(key: str, field_name: str, value, unlimited: bool = False) -> None:
+    """Refuse a scalar that is not a real number (booleans included) or lies outside ``RANGES[key]``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        _fail(field_name, value, "must be a number")
+    if unlimited and value == math.inf:
+        return
+    r = RANGES[key]
+    if not (value > r.low if r.open_low else value >= r.low) or not value <= r.high:
+        _fail(field_name, value, r.rule() + (" or inf (no limit)" if unlimited else ""))
 
 
 def _check(mask: np.ndarray, field_name: str, values: np.ndarray, ids: np.ndarray, rule: str):
@@ -62,8 +88,10 @@ class ModuleSpec:
 
     def __post_init__(self):
         where = f"modules[{self.name}]"
-        if not self.name:
+        if not isinstance(self.name, str) or not self.name:
             _fail("modules[].name", self.name, "must be a non-empty string")
+        if self.key is not None and not isinstance(self.key, str):
+            _fail(f"{where}.key", self.key, "must be a string or None")
         if self.kind not in MODULE_KINDS:
             _fail(f"{where}.kind", self.kind, f"must be one of {MODULE_KINDS}")
         needs_key = self.kind in ("encoder", "prompt", "head")
@@ -72,9 +100,10 @@ class ModuleSpec:
         if not needs_key and self.key is not None:
             _fail(f"{where}.key", self.key, f"a {self.kind} is shared and takes no key")
         for name in ("update_bits", "full_bits", "flops_per_sample", "memory_bytes", "train_memory_bytes"):
-            v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
-                _fail(f"{where}.{name}", v, "must be finite and >= 0")
+            _scalar(f"modules.{name}", f"{where}.{name}", getattr(self, name))
+        for name in ("trainable", "cluster_local"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                _fail(f"{where}.{name}", getattr(self, name), "must be true or false")
         if self.trainable and self.update_bits <= 0:
             _fail(f"{where}.update_bits", self.update_bits, "a trainable module must have update_bits > 0")
         if self.cluster_local and not self.trainable:
@@ -86,6 +115,14 @@ class Cloud:
     """The cloud server (position in m; it only receives edge aggregates over the backhaul)."""
 
     position_m: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self):
+        pos = _frozen(self.position_m, float, "cloud.position_m")
+        if pos.shape != (2,):
+            _fail("cloud.position_m", pos.tolist(), "must be 2 numbers (x, y)")
+        for v in pos.tolist():
+            _scalar("position_m", "cloud.position_m", v)
+        object.__setattr__(self, "position_m", tuple(pos.tolist()))
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,7 +145,7 @@ class EdgeServers:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             dtype = np.int64 if f.name == "ids" else float
-            object.__setattr__(self, f.name, _frozen(getattr(self, f.name), dtype))
+            object.__setattr__(self, f.name, _frozen(getattr(self, f.name), dtype, f"edge_servers.{f.name}"))
         n = len(self.ids)
         if n == 0:
             _fail("edge_servers", [], "a scenario needs at least one edge server")
@@ -120,16 +157,10 @@ class EdgeServers:
         uniq, counts = np.unique(self.ids, return_counts=True)
         if (counts > 1).any():
             _fail("edge_servers.id", int(uniq[counts > 1][0]), "ids must be unique")
-        ids = self.ids
-        _check(np.isfinite(self.position_m), "edge_servers.position_m", self.position_m, ids, "must be finite")
-        _check(self.bandwidth_hz > 0, "edge_servers.bandwidth_hz", self.bandwidth_hz, ids, "must be > 0 Hz")
-        _check(self.downlink_power_w >= 0, "edge_servers.downlink_power_w", self.downlink_power_w, ids, "must be >= 0 W")
-        _check(self.backhaul_delay_s >= 0, "edge_servers.backhaul_delay_s", self.backhaul_delay_s, ids, "must be >= 0 s")
-        _check(self.backhaul_rate_bps > 0, "edge_servers.backhaul_rate_bps", self.backhaul_rate_bps, ids, "must be > 0 bit/s")
-        _check(self.backhaul_power_w >= 0, "edge_servers.backhaul_power_w", self.backhaul_power_w, ids, "must be >= 0 W")
         for f in dataclasses.fields(self):
             if f.name != "ids":
-                _check(np.isfinite(getattr(self, f.name)), f"edge_servers.{f.name}", getattr(self, f.name), ids, "must be finite")
+                key = "position_m" if f.name == "position_m" else f"edge_servers.{f.name}"
+                _ranged(key, f"edge_servers.{f.name}", getattr(self, f.name), self.ids)
 
     def __len__(self):
         return len(self.ids)
@@ -161,7 +192,8 @@ class Devices:
     def __post_init__(self):
         types = {"ids": np.int64, "edge": np.int64, "modalities": bool, "samples": np.int64}
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _frozen(getattr(self, f.name), types.get(f.name, float)))
+            value = _frozen(getattr(self, f.name), types.get(f.name, float), f"devices.{f.name}")
+            object.__setattr__(self, f.name, value)
 
     def __len__(self):
         return len(self.ids)
@@ -192,15 +224,12 @@ class D2DLinks:
     range_m: float = float("inf")
 
     def __post_init__(self):
-        object.__setattr__(self, "src", _frozen(self.src, np.int64))
-        object.__setattr__(self, "dst", _frozen(self.dst, np.int64))
-        object.__setattr__(self, "gain", _frozen(self.gain, float))
+        for name, dtype in (("src", np.int64), ("dst", np.int64), ("gain", float)):
+            object.__setattr__(self, name, _frozen(getattr(self, name), dtype, f"d2d.links.{name}"))
         if not (self.src.shape == self.dst.shape == self.gain.shape) or self.src.ndim != 1:
             _fail("d2d.links", (self.src.shape, self.dst.shape, self.gain.shape), "src, dst and gain must be 1-D of one length")
-        if not np.isfinite(self.bandwidth_hz) or self.bandwidth_hz <= 0:
-            _fail("d2d.bandwidth_hz", self.bandwidth_hz, "must be finite and > 0 Hz")
-        if not self.range_m > 0:
-            _fail("d2d.range_m", self.range_m, "must be > 0 m (inf for no limit)")
+        _scalar("d2d.bandwidth_hz", "d2d.bandwidth_hz", self.bandwidth_hz)
+        _scalar("d2d.range_m", "d2d.range_m", self.range_m, unlimited=True)
 
     def __len__(self):
         return len(self.src)
@@ -228,10 +257,7 @@ class PrototypeConstants:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            rule_ok = v >= 0 if f.name == "backhaul_delay_s" else v > 0
-            if not np.isfinite(v) or not rule_ok:
-                _fail(f"prototype.{f.name}", v, "must be finite and " + (">= 0" if f.name == "backhaul_delay_s" else "> 0"))
+            _scalar(f"prototype.{f.name}", f"prototype.{f.name}", getattr(self, f.name))
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,22 +280,37 @@ class Scenario:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "modalities", tuple(self.modalities))
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "modules", tuple(self.modules))
+        for kind in ("modalities", "tasks", "modules"):
+            if isinstance(getattr(self, kind), (str, dict)):
+                _fail(kind, getattr(self, kind), "must be a list")
+            object.__setattr__(self, kind, tuple(getattr(self, kind)))
+        check_size(len(self.devices), len(self.edges), len(self.d2d))
         rec = self.recorded_aggregators
-        object.__setattr__(self, "recorded_aggregators", _frozen(np.full(len(self.edges), -1) if rec is None else rec, np.int64))
+        rec = _frozen(np.full(len(self.edges), -1) if rec is None else rec, np.int64, "d2d_aggregators")
+        object.__setattr__(self, "recorded_aggregators", rec)
         self._validate()
 
     # ----------------------------------------------------------------- validation
     def _validate(self):
+        for name in ("name", "description"):
+            if not isinstance(getattr(self, name), str):
+                _fail(name, getattr(self, name), "must be a string")
+        if not isinstance(self.meta, dict):
+            _fail("meta", self.meta, "must be a table")
         for kind, names in (("modalities", self.modalities), ("tasks", self.tasks)):
             if not names:
                 _fail(kind, list(names), "at least one is required")
+            if not all(isinstance(n, str) and n for n in names):
+                _fail(kind, list(names), "names must be non-empty strings")
             if len(set(names)) != len(names):
                 _fail(kind, list(names), "names must be unique")
-        if not np.isfinite(self.noise_psd_w_per_hz) or self.noise_psd_w_per_hz <= 0:
-            _fail("noise_psd_w_per_hz", self.noise_psd_w_per_hz, "must be finite and > 0 W/Hz")
+        _scalar("noise_psd_w_per_hz", "noise_psd_w_per_hz", self.noise_psd_w_per_hz)
+        if self.area_m is not None:
+            _scalar("area_m", "area_m", self.area_m)
+        if len(self.modules) > MAX_MODULES:
+            _fail("modules", f"{len(self.modules):,} modules", f"at most {MAX_MODULES:,} are supported")
+        if not all(isinstance(m, ModuleSpec) for m in self.modules):
+            _fail("modules", self.modules, "must be ModuleSpec objects")
         names = [m.name for m in self.modules]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
@@ -306,17 +347,14 @@ class Scenario:
         if (counts > 1).any():
             _fail("devices.id", int(uniq[counts > 1][0]), "ids must be unique")
         _check((d.edge >= 0) & (d.edge < n_e), "devices.edge_server", d.edge, ids, "every device needs an existing edge server")
-        _check(np.isfinite(d.position_m), "devices.position_m", d.position_m, ids, "must be finite")
-        for name, unit in (("cpu_hz", "Hz"), ("flops_per_cycle", "FLOP/cycle"), ("memory_bytes", "bytes"), ("pmax_w", "W")):
-            v = getattr(d, name)
-            _check(np.isfinite(v) & (v > 0), f"devices.{name}", v, ids, f"must be finite and > 0 {unit}")
-        _check(np.isfinite(d.kappa) & (d.kappa >= 0), "devices.kappa", d.kappa, ids, "must be finite and >= 0")
+        _ranged("position_m", "devices.position_m", d.position_m, ids)
+        for name in ("cpu_hz", "flops_per_cycle", "memory_bytes", "pmax_w", "kappa", "samples"):
+            _ranged(f"devices.{name}", f"devices.{name}", getattr(d, name), ids)
         g = d.uplink_gain
-        _check(np.isnan(g) | ((g > 0) & np.isfinite(g)), "devices.uplink_gain", g, ids, "gains must be finite and > 0 (NaN = no link)")
+        _ranged("devices.uplink_gain", "devices.uplink_gain", g, ids, nan_ok=True)
         home = g[np.arange(n), d.edge]
         _check(np.isfinite(home), "devices.uplink_gain[home edge]", home, ids, "the gain to the home edge server is required")
         _check(d.modalities.any(axis=1), "devices.modalities", d.modalities, ids, "a device needs at least one modality")
-        _check(d.samples >= 0, "devices.samples", d.samples, ids, "sample counts must be >= 0")
         _check(d.samples.sum(axis=1) > 0, "devices.samples", d.samples, ids, "a device needs samples of at least one task")
 
     def _validate_d2d(self):
@@ -330,7 +368,7 @@ class Scenario:
         _check(k.src != k.dst, "d2d.links.from/to", np.stack([k.src, k.dst], 1), link_ids, "a link joins two different devices")
         _check(d.edge[k.src] == d.edge[k.dst], "d2d.links.from/to", np.stack([d.ids[k.src], d.ids[k.dst]], 1), link_ids,
                "D2D links stay inside one cluster (same edge server)")
-        _check(np.isfinite(k.gain) & (k.gain > 0), "d2d.links.gain", k.gain, link_ids, "must be finite and > 0")
+        _ranged("d2d.gain", "d2d.links.gain", k.gain, link_ids)
         length = np.linalg.norm(d.position_m[k.src] - d.position_m[k.dst], axis=1)
         _check(length <= k.range_m, "d2d.links.length_m", length, link_ids, f"must be within d2d.range_m = {k.range_m}")
         key = k.src * n + k.dst
@@ -353,11 +391,32 @@ class Scenario:
         return tuple(m.name for m in self.modules)
 
     @cached_property
+    def fingerprint(self) -> str:
+        """Hash (16 hex digits) of everything a plan depends on: the canonical JSON of the modalities, tasks,
+        modules, constants and D2D settings, and the bytes of every per-edge, per-device and per-link array (NaN
+        gains canonical). Name, description and meta do not count; a JSON or TOML round trip keeps it."""
+        h = hashlib.sha256()
+        head = {"modalities": self.modalities, "tasks": self.tasks, "noise_psd_w_per_hz": self.noise_psd_w_per_hz,
+                "modules": [dataclasses.asdict(m) for m in self.modules],
+                "prototype": dataclasses.asdict(self.prototype),
+                "cloud": self.cloud.position_m, "d2d": [self.d2d.bandwidth_hz, str(self.d2d.range_m)]}
+        h.update(json.dumps(head, sort_keys=True).encode())
+        for group in (self.edges, self.devices, self.d2d):
+            for f in dataclasses.fields(group):
+                value = getattr(group, f.name)
+                if isinstance(value, np.ndarray):
+                    value = np.where(np.isnan(value), np.nan, value) if value.dtype.kind == "f" else value
+                    h.update(f"{f.name}{value.shape}{value.dtype}".encode() + np.ascontiguousarray(value).tobytes())
+        h.update(self.recorded_aggregators.tobytes())
+        return h.hexdigest()[:16]
+
+    @cached_property
     def module_arrays(self) -> dict[str, np.ndarray]:
         """Per-module quantities as arrays of length K (bits, FLOP per sample, bytes, flags)."""
         fields_ = ("update_bits", "full_bits", "flops_per_sample", "memory_bytes", "train_memory_bytes", "trainable",
                    "cluster_local")
-        return {f: _frozen([getattr(m, f) for m in self.modules], bool if f in ("trainable", "cluster_local") else float)
+        flags = ("trainable", "cluster_local")
+        return {f: _frozen([getattr(m, f) for m in self.modules], bool if f in flags else float, f"modules.{f}")
                 for f in fields_}
 
     @cached_property
@@ -372,7 +431,7 @@ class Scenario:
                 cols.append(d.modalities[:, self.modalities.index(m.key)])
             else:
                 cols.append(d.tasks[:, self.tasks.index(m.key)])
-        return _frozen(np.stack(cols, axis=1), bool)
+        return _frozen(np.stack(cols, axis=1), bool, "need")
 
     @cached_property
     def _link_keys(self) -> tuple[np.ndarray, np.ndarray]:

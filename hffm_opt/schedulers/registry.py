@@ -4,7 +4,8 @@ Register a scheduler with ``@register("name")`` or, from another distribution, a
 ``hffm_opt.schedulers`` pointing at a callable ``(scenario, *, e_agg, seed, <option>=<default>, ...) -> Plan``.
 Options are read from the signature when the scheduler is registered; a scheduler that takes ``**kwargs`` is
 refused, and :func:`schedule` refuses an option the scheduler does not declare (naming the accepted ones), so a
-misspelt option never runs silently with its default.
+misspelt option never runs silently with its default. :func:`schedule` checks ``e_agg`` and ``seed`` before the
+scheduler runs and records on its plan the scenario it was made for (:meth:`~hffm_opt.plan.Plan.for_scenario`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from ..errors import SchedulerError
+from ..network.documents import as_number
+from ..network.limits import MAX_E_AGG
 from ..network.scenario import Scenario
 from ..plan import Plan
 
@@ -50,10 +53,14 @@ def register(name: str) -> Callable[[Scheduler], Scheduler]:
     return deco
 
 
+_ENTRY_POINT_NAMES: dict = {}  # the names per lookup function: the installed-metadata scan takes ~15 ms
+
+
 def available() -> list[str]:
     """Names of the built-in, registered and entry-point schedulers."""
-    names = set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(names)
+    if entry_points not in _ENTRY_POINT_NAMES:
+        _ENTRY_POINT_NAMES[entry_points] = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(set(_REGISTRY) | _ENTRY_POINT_NAMES[entry_points])
 
 
 def get_scheduler(name: str) -> Scheduler:
@@ -77,7 +84,8 @@ def scheduler_options(name: str) -> dict[str, object]:
 
 
 def schedule(scenario: Scenario, name: str, **options) -> Plan:
-    """Run the scheduler ``name`` on ``scenario``; an option it does not declare raises :class:`SchedulerError`."""
+    """Run the scheduler ``name`` on ``scenario``; an option it does not declare raises :class:`SchedulerError`.
+    The plan records the scenario it was made for (name and fingerprint)."""
     fn = get_scheduler(name)
     accepted = _OPTIONS[name]
     for key in options:
@@ -86,4 +94,13 @@ def schedule(scenario: Scenario, name: str, **options) -> Plan:
             raise SchedulerError(f"scheduler {name!r} option {key} = {options[key]!r}: unknown option"
                                  + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                  + f"; accepted: {sorted(accepted)}")
-    return fn(scenario, **options)
+    if "e_agg" in options:
+        as_number(options["e_agg"], f"scheduler {name!r} option e_agg", SchedulerError, integer=True, low=1,
+                  high=MAX_E_AGG)
+    if options.get("seed") is not None:
+        as_number(options["seed"], f"scheduler {name!r} option seed", SchedulerError, integer=True, low=0,
+                  high=2 ** 63 - 1)
+    plan = fn(scenario, **options)
+    if not isinstance(plan, Plan):
+        raise SchedulerError(f"scheduler {name!r} returned {type(plan).__name__}: a scheduler must return a Plan")
+    return plan.for_scenario(scenario)

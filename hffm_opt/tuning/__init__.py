@@ -19,11 +19,12 @@ from .settings import (
                        settings_from_dict,
                        takes_option,
 )
-from .workers import FINISHED, StudyLock, open_study, prepare, run_trial, run_worker, storage_for
+from .workers import FINISHED, StudyLock, mask_text, mask_url, open_study, prepare, run_trial, run_worker, storage_for
 
 __all__ = [
     "CORE", "DEFAULTS", "FINISHED", "IMPORTANCE_MIN_TRIALS", "OBJECTIVES", "PRUNERS", "TRIAL_ERRORS", "Objective",
     "StudyLock", "TrialFailed", "TuneConfigError", "TuneSettings", "best", "build_plan", "counts", "load_settings",
-    "open_study", "pareto_table", "prepare", "rounds_within", "run_trial", "run_worker", "save_plots",
-    "scoring_data", "settings_from_dict", "storage_for", "suggest", "summary", "takes_option", "write_results",
+    "mask_text", "mask_url", "open_study", "pareto_table", "prepare", "rounds_within", "run_trial", "run_worker",
+    "save_plots", "scoring_data", "settings_from_dict", "storage_for", "suggest", "summary", "takes_option",
+    "write_results",
 ]

@@ -105,16 +105,20 @@ def scoring_data(data, test_rows: int, seed: int):
 
 class Objective:
     """``objective(trial)``: plan, train within the budget, return the accuracy (percent), or (accuracy, energy J)
-    when ``kind == "pareto"``. ``setup`` is a :class:`hffm_opt.learners.setup.LearningSetup`."""
+    when ``kind == "pareto"``. ``setup`` is a :class:`hffm_opt.learners.setup.LearningSetup`; ``device`` the torch
+    device of training (None = the settings' ``train.device``, else the CPU)."""
 
-    def __init__(self, setup, settings: TuneSettings, kind: str = "accuracy"):
+    def __init__(self, setup, settings: TuneSettings, kind: str = "accuracy", device: str | None = None):
+        from ..learners.device import resolve_device
         from ..learners.trainer import TrainConfig
 
         if kind not in OBJECTIVES:
             reject("objective", kind, f"must be one of {OBJECTIVES}")
         self.scenario, self.settings, self.kind = setup.scenario, settings, kind
         self.data = scoring_data(setup.data, settings.score["test_rows"], settings.study["seed"])
-        self.config = TrainConfig(**settings.train)
+        # the torch device (cpu, cuda, auto) of the trials: ``device``, else the settings' train.device, else cpu
+        self.config = TrainConfig(**(settings.train | ({"device": device} if device else {})))
+        resolve_device(self.config.device)  # CUDA where there is none fails the worker, not every trial
 
     def __call__(self, trial: optuna.Trial):
         from ..learners.trainer import train

@@ -15,20 +15,18 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import sys
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ScenarioError
+from ..network.limits import MAX_ROUNDS
+from ..network.documents import as_number, hint, keyword_types, read_document
+from ..network.io import load_scenario
 from ..schedulers import SchedulerError, get_scheduler, scheduler_options
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 OBJECTIVES = ("accuracy", "pareto")
 CORE = ("scheduler", "e_agg", "deadline_factor", "lr", "local_steps")
@@ -82,12 +80,7 @@ def load_settings(path=None) -> TuneSettings:
     """The settings of the TOML file ``path`` merged over :data:`DEFAULTS` (None = the defaults)."""
     doc: dict = {}
     if path is not None:
-        try:
-            doc = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            reject("--config", str(path), "no such file")
-        except tomllib.TOMLDecodeError as exc:
-            reject("--config", str(path), f"not valid TOML ({exc})")
+        doc = read_document(Path(path), "--config", TuneConfigError)
     return settings_from_dict(doc)
 
 
@@ -95,7 +88,7 @@ def settings_from_dict(doc: dict) -> TuneSettings:
     """Validate ``doc`` (sections of :data:`DEFAULTS`, each merged over its default) into :class:`TuneSettings`."""
     unknown = sorted(set(doc) - set(DEFAULTS))
     if unknown:
-        reject("config section", unknown[0], f"unknown; sections are {sorted(DEFAULTS)}")
+        reject("config section", unknown[0], f"unknown{hint(unknown[0], DEFAULTS)}; sections are {sorted(DEFAULTS)}")
     for section, table in doc.items():
         if not isinstance(table, dict):
             reject(section, table, "must be a table ([section] with key = value lines)")
@@ -103,8 +96,16 @@ def settings_from_dict(doc: dict) -> TuneSettings:
     if "defaults" in doc:  # the default configuration is given whole, not merged
         merged["defaults"] = dict(doc["defaults"])
     _check_keys("setup", merged["setup"], _keywords(_learning_setup()))
+    _check_types("setup", merged["setup"], _learning_setup())
+    scenario = merged["setup"].get("scenario", "paper")
+    if scenario not in ("paper", "clustered"):  # a scenario file is read now, not after the first trial's setup
+        try:
+            load_scenario(scenario)
+        except ScenarioError as exc:
+            raise TuneConfigError(f"setup.scenario: {exc}") from None
     train_keys = {f.name for f in dataclasses.fields(_train_config())} - {"rounds", "lr", "local_steps", "eval_every"}
     _check_keys("train", merged["train"], train_keys)
+    _check_types("train", merged["train"], _train_config())
     try:
         _train_config()(**merged["train"])
     except ValueError as exc:
@@ -114,13 +115,12 @@ def settings_from_dict(doc: dict) -> TuneSettings:
     if budget.get("time_s") is None and budget.get("energy_j") is None:
         reject("budget", budget, "needs time_s (simulated s) or energy_j (J)")
     for key in ("time_s", "energy_j"):
-        if budget.get(key) is not None and not (isinstance(budget[key], (int, float)) and budget[key] > 0):
+        if budget.get(key) is not None and not as_number(budget[key], f"budget.{key}", TuneConfigError) > 0:
             reject(f"budget.{key}", budget[key], "must be a number > 0")
-    if not (isinstance(budget["max_rounds"], int) and budget["max_rounds"] >= 1):
-        reject("budget.max_rounds", budget["max_rounds"], "must be an integer >= 1")
+    as_number(budget["max_rounds"], "budget.max_rounds", TuneConfigError, integer=True, low=1, high=MAX_ROUNDS)
     _check_keys("score", merged["score"], set(DEFAULTS["score"]))
     rows = merged["score"]["test_rows"]
-    if not (isinstance(rows, int) and rows >= 0):
+    if isinstance(rows, bool) or not (isinstance(rows, int) and rows >= 0):
         reject("score.test_rows", rows, "must be an integer >= 0 (0 = the whole global test set)")
     study = merged["study"]
     _check_keys("study", study, set(DEFAULTS["study"]))
@@ -128,7 +128,7 @@ def settings_from_dict(doc: dict) -> TuneSettings:
         reject("study.pruner", study["pruner"], f"must be one of {PRUNERS}")
     for key, low in (("seed", 0), ("pruner_startup", 0), ("tpe_startup", 0), ("heartbeat_s", 1), ("grace_s", 1),
                      ("torch_threads", 1)):
-        if not (isinstance(study[key], int) and study[key] >= low):
+        if isinstance(study[key], bool) or not (isinstance(study[key], int) and study[key] >= low):
             reject(f"study.{key}", study[key], f"must be an integer >= {low}")
     if study["grace_s"] <= study["heartbeat_s"]:
         reject("study.grace_s", study["grace_s"], f"must exceed study.heartbeat_s = {study['heartbeat_s']}")
@@ -160,12 +160,21 @@ def _keywords(fn) -> set[str]:
 def _check_keys(section: str, table: dict, known: set[str]) -> None:
     extra = sorted(set(table) - known)
     if extra:
-        reject(f"{section}.{extra[0]}", table[extra[0]], f"unknown key; known: {sorted(known)}")
+        reject(f"{section}.{extra[0]}", table[extra[0]], f"unknown key{hint(extra[0], known)}; known: {sorted(known)}")
+
+
+def _check_types(section: str, table: dict, target) -> None:
+    """Each value of ``table`` of the type its keyword (or field) of ``target`` is annotated with."""
+    checks, _ = keyword_types(target)
+    for key, value in table.items():
+        if key in checks:
+            checks[key](value, f"{section}.{key}", TuneConfigError)
 
 
 def _range(name: str, value, kind: type, log: bool | None):
     """An Optuna distribution for the TOML range ``[low, high]`` (``log=None``: log scale when low > 0)."""
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                and math.isfinite(v) for v in value)
             and value[0] <= value[1]):
         reject(name, value, "must be a range [low, high] of numbers with low <= high")
     if kind is int:

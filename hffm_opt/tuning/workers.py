@@ -6,13 +6,15 @@ are finished (complete, pruned or failed). A trial whose worker died (no heartbe
 is put back to WAITING and re-run, keeping its number and the parameters it had drawn, by the next worker that
 claims a trial, so it is neither lost nor counted twice; finished trials are never touched (optuna's own
 ``fail_stale_trials`` would finish it as FAIL, see :func:`_claim`). The first trial of a new study is the default
-configuration (``defaults`` of :mod:`.settings`).
+configuration (``defaults`` of :mod:`.settings`). A storage URL is only ever shown with its password masked
+(:func:`mask_url`, :func:`mask_text`).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -28,6 +30,24 @@ from .settings import TuneSettings, reject
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***`` (``postgresql://u:***@host/db``)."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", str(url), count=1)
+
+
+def mask_text(text: str, url: str) -> str:
+    """``text`` (e.g. a database error) with ``url`` masked and its password, also as decoded, replaced by ``***``."""
+    text = str(text).replace(str(url), mask_url(url))
+    raw = re.search(r"://[^:/@]*:(.*)@", str(url))
+    try:
+        decoded = sa.engine.make_url(url).password
+    except Exception:  # noqa: BLE001 - an unparsable URL: its raw form is masked
+        decoded = None
+    for secret in sorted({raw.group(1) if raw else "", str(decoded or "")}, key=len, reverse=True):
+        text = text.replace(secret, "***") if secret else text
+    return text
+
+
 def _engine_kwargs(url: str) -> dict:
     """SQLite: wait up to 60 s for another process's write; servers: check pooled connections before use."""
     return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -41,8 +61,8 @@ def storage_for(url: str, settings: TuneSettings) -> optuna.storages.RDBStorage:
                                                          heartbeat_interval=settings.study["heartbeat_s"],
                                                          grace_period=settings.study["grace_s"]))
     except ImportError as exc:
-        reject("--storage", url, f"no driver for this database ({exc.__cause__ or exc}); PostgreSQL needs the "
-               "extra: pip install 'hffm-opt[postgres]'")
+        reject("--storage", mask_url(url), f"no driver for this database ({mask_text(exc.__cause__ or exc, url)}); "
+               "PostgreSQL needs the extra: pip install 'hffm-opt[postgres]'")
 
 
 def _retry(fn, tries: int = 5):
@@ -201,10 +221,11 @@ def prepare(name: str, url: str, settings: TuneSettings, kind: str) -> None:
 
 
 def run_worker(name: str, url: str, settings: TuneSettings, kind: str, n_trials: int, *, objective=None,
-               timeout_s: float | None = None, log=None) -> optuna.Study:
+               timeout_s: float | None = None, log=None, device: str | None = None) -> optuna.Study:
     """Work on the study until it holds ``n_trials`` finished trials, or until ``timeout_s`` seconds have passed (no
     trial starts after that); returns the study. ``objective`` defaults to :class:`Objective` on
-    ``learning_setup(**settings.setup)``. The ``k``-th worker to join seeds its sampler with ``study.seed + k``."""
+    ``learning_setup(**settings.setup)`` training on the torch ``device`` (None = the settings'). The ``k``-th worker to
+    join seeds its sampler with ``study.seed + k``."""
     if not (isinstance(n_trials, int) and n_trials >= 1):
         reject("--trials", n_trials, "must be an integer >= 1")
     storage = storage_for(url, settings)
@@ -222,7 +243,7 @@ def run_worker(name: str, url: str, settings: TuneSettings, kind: str, n_trials:
         from ..learners.setup import learning_setup
 
         torch.set_num_threads(settings.study["torch_threads"])
-        objective = Objective(learning_setup(**settings.setup), settings, kind)
+        objective = Objective(learning_setup(**settings.setup), settings, kind, device=device)
     start = time.monotonic()
     while timeout_s is None or time.monotonic() - start < timeout_s:
         with lock:

@@ -88,7 +88,7 @@ def test_resolved_plans_keep_the_structure_meet_the_budget_and_beat_the_old_deci
         assert rec["resolve_s"] >= 0
         if rec["feasible"]:
             assert m.period_latency_s <= budget * (1 + 1e-9)
-            kept = evaluate(drawn, previous)
+            kept = evaluate(drawn, previous.for_scenario(drawn))  # the old decisions on the new draw
             if kept.period_latency_s <= budget * (1 - 1e-5):  # the old decisions still fit: re-solving is no worse
                 assert m.energy_j <= kept.energy_j * (1 + 1e-6)
         else:  # the round keeps the previous decisions
@@ -117,4 +117,4 @@ def test_an_unreachable_budget_keeps_the_original_decisions_every_round(monkeypa
     assert not any(r["feasible"] for r in records)
     for rec, (drawn, used, _) in zip(records, calls):
         assert np.array_equal(used.power_w, plan.power_w) and np.array_equal(used.cpu_hz, plan.cpu_hz)
-        assert rec["energy_j"] == evaluate(drawn, plan).energy_j
+        assert rec["energy_j"] == evaluate(drawn, plan.for_scenario(drawn)).energy_j

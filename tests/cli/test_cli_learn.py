@@ -56,12 +56,61 @@ def test_run_json_and_files(capsys, tmp_path):
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic writes leave no temporary
 
 
-def test_learner_bench_rows():
+@pytest.fixture
+def tiny_bench(monkeypatch):
+    """The learner bench on a tiny synthetic model (the command's code path, seconds instead of minutes)."""
+    from hffm_opt.analysis import learner_bench
+    from hffm_opt.learners import setup as setup_module
+
+    real = setup_module.learning_setup
+
+    def tiny(name, **kw):
+        kw.update(benchmark_kwargs={"n_samples": 1200}, model_config={"d_model": 16, "d_ff": 32, "d_expert": 16,
+                                                                      "n_heads": 2}, cache=False)
+        return real("synthetic", **kw)
+
+    monkeypatch.setattr(setup_module, "learning_setup", tiny)
+    monkeypatch.setattr(learner_bench, "_benchmark_for", lambda n, b: ("synthetic", {}, {"epochs": 1,
+                                                                                         "encoder_epochs": 0}))
+
+
+def test_learner_bench_rows(tiny_bench):
     from hffm_opt.analysis.learner_bench import bench_learner
 
-    rows = bench_learner((20,), benchmark="synthetic", local_steps=2, batch_size=8, central_steps=20)
-    (r,) = rows
-    assert r["n_devices"] == 20 and r["round_s"] > 0 and r["central_samples_per_s"] > 0
+    (r,) = bench_learner((20,), local_steps=2, batch_size=8, reference_devices=4)
+    assert r["n_devices"] == 20 and r["device"] == "cpu" and r["round_s"] > 0 and r["central_samples_per_s"] > 0
     # one global round = 2 edge rounds of every device: the throughput is those samples over the round's wall time
     assert r["fl_samples_per_s"] == pytest.approx(20 * 2 * 2 * 8 / r["round_s"])
     assert r["ratio"] == pytest.approx(r["fl_samples_per_s"] / r["central_samples_per_s"])
+    assert r["speedup_vs_reference"] == pytest.approx(r["fl_samples_per_s"] / r["reference_samples_per_s"])
+    # central training did the same work: the same number of steps at the same compute batch
+    assert r["central_steps"] == r["central_steps_planned"] == 2 * 2 and r["compute_batch"] == 20 * 8
+    assert r["reference_devices"] == 4
+
+
+def test_bench_learner_json_shape_and_sizes(tiny_bench, capsys):
+    assert main(["bench", "--learner", "--sizes", "40", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["learner"]
+    assert [r["n_devices"] for r in rows] == [40]  # --sizes is honoured
+    assert {"n_devices", "device", "round_s", "fl_samples_per_s", "central_samples_per_s", "reference_samples_per_s",
+            "ratio", "speedup_vs_reference", "peak_mem_mb"} <= set(rows[0])
+    assert rows[0]["device"] == "cpu" and rows[0]["peak_mem_mb"] > 0
+
+
+def test_learner_bench_has_its_own_default_sizes():
+    import argparse
+
+    from hffm_opt.analysis.learner_bench import DEFAULT_SIZES, default_sizes
+
+    scheduler_default = (40, 400, 4000, 10000)
+    assert default_sizes(argparse.Namespace(sizes=scheduler_default), scheduler_default) == list(DEFAULT_SIZES)
+    assert default_sizes(argparse.Namespace(sizes=(40, 1000)), scheduler_default) == [40, 1000]
+    assert default_sizes(argparse.Namespace(sizes="40,400"), scheduler_default) == [40, 400]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("argv", [["train", *TINY], ["run", *TINY], ["bench", "--learner", "--sizes", "40"]])
+def test_torch_device_cuda_without_cuda_exits_2_with_one_line(argv, capsys):
+    assert main([*argv, "--torch-device", "cuda", "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CUDA is not available" in err[0]

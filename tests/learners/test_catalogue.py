@@ -103,3 +103,62 @@ def test_unfrozen_backbone_is_trainable_in_catalogue():
     f, _ = forward_flops(m)
     assert specs["backbone"].flops_per_sample == pytest.approx(3 * f["backbone"])
     assert np.isfinite([s.flops_per_sample for s in specs.values()]).all()
+
+
+def _matmul_flops(fn) -> tuple[float, dict]:
+    """FLOPs of the matrix products (mm, bmm, convolutions, ...) that ``fn()`` runs, total and per module path."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    per_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    return float(counter.get_total_flops()), per_module
+
+
+@pytest.mark.parametrize("block", [1, 4, None])
+def test_experts_run_their_catalogue_flops_plus_only_block_padding(model, block):
+    """FlopCounterMode on the MoE layer: the experts' matmuls run ``N top_k`` rows plus the padding of whole blocks
+    (at most ``E (block - 1)``), so they are the catalogue's top_k/E share of the dense cost up to that padding."""
+    import torch
+
+    cfg = model.cfg
+    moe = model.moe
+    moe.block = block
+    try:
+        b, n_tok = 16, cfg.n_prompts * len(model.task_names)  # the MoE routes the prompt tokens
+        x = torch.randn(b, n_tok, cfg.d_model, generator=torch.Generator().manual_seed(0))
+        total, _ = _matmul_flops(lambda: moe(x, torch.ones(b, n_tok, dtype=torch.bool)))
+        d, h, e, k = cfg.d_model, cfg.d_expert, cfg.n_experts, cfg.top_k
+        gate = 2.0 * b * n_tok * d * e
+        experts = total - gate
+        rows = b * n_tok * k
+        bs = moe.block_size(rows)
+        n_blocks = (rows + e * (bs - 1)) // bs
+        assert experts == 2.0 * 2.0 * d * h * n_blocks * bs  # the blocks that ran, both layers, nothing else
+        f, _ = forward_flops(model)
+        catalogue = b * sum(f[f"expert:{j}"] for j in range(e))  # per sample, with the bias adds
+        matmuls = catalogue * (4.0 * d * h) / (4.0 * d * h + h + d)  # the catalogue's multiply-adds alone
+        assert experts == pytest.approx(matmuls * n_blocks * bs / rows)
+        assert matmuls <= experts <= matmuls * (1 + e * (bs - 1) / rows)
+    finally:
+        moe.block = None
+
+
+def test_model_flops_match_the_catalogue(model):
+    """A forward pass of the whole model (raw image, every modality and task) runs the matmul FLOPs the catalogue
+    prices, module by module: the catalogue adds only bias, norm and softmax terms and the counter sees the MoE's
+    block padding, a few per cent apart."""
+    import torch
+
+    b = 32
+    g = torch.Generator().manual_seed(0)
+    inputs = {"image": torch.randint(0, 256, (b, 3, 64, 64), dtype=torch.uint8, generator=g),
+              "text": torch.randn(b, 384, generator=g), "sensor": torch.randn(b, 8, generator=g)}
+    with torch.no_grad():
+        total, per_module = _matmul_flops(lambda: model(inputs))
+    f, _ = forward_flops(model)
+    assert total / b == pytest.approx(sum(f.values()), rel=0.05)
+    image = per_module["M3TModel.encoders.image"] / b
+    assert image == pytest.approx(f["encoder:image"], rel=0.05)
+    backbone = sum(v for k, v in per_module.items() if k.startswith("M3TModel.backbone.layers.") and k.count(".") == 3)
+    assert backbone / b == pytest.approx(f["backbone"], rel=0.05)

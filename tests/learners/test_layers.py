@@ -92,3 +92,46 @@ def test_moe_balance_loss_counts_only_valid_tokens():
     torch.testing.assert_close(aux, alone)
     _, all_tokens = moe(x, torch.ones_like(valid))
     assert not torch.allclose(aux, all_tokens)
+
+
+@pytest.mark.parametrize("top_k,block", [(1, None), (2, None), (2, 1), (2, 3), (3, 8)])
+def test_sparse_moe_equals_the_dense_computation_of_the_selected_experts(top_k, block):
+    """Forward and gradients (input, gate, every expert) of the sparse dispatch equal the dense layer's, where every
+    expert runs on every token and the weights are zero outside the top k."""
+    torch.manual_seed(3)
+    moe = MoE(d_model=8, n_experts=4, d_hidden=16, top_k=top_k, block=block)
+    x = _x(3, 5, 8, seed=3).requires_grad_(True)
+    valid = torch.rand(3, 5, generator=torch.Generator().manual_seed(3)) > 0.3
+    y, aux = moe(x, valid)
+    y_d, aux_d = moe.dense(x, valid)
+    torch.testing.assert_close(y, y_d, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aux, aux_d, rtol=0, atol=0)
+    params = [x, *moe.parameters()]
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    grads = torch.autograd.grad((y * w).sum() + aux, params)
+    dense = torch.autograd.grad((y_d * w).sum() + aux_d, params)
+    for g, h in zip(grads, dense):
+        torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6)
+    assert all(float(g.abs().sum()) > 0 for g in grads[2:])  # every expert was chosen by some token
+
+
+def test_sparse_moe_under_vmap_equals_a_loop_over_devices():
+    """The trainer vmaps local training over devices, each with its own experts: the sparse layer works there."""
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(5)
+    moe = MoE(d_model=8, n_experts=4, d_hidden=16, top_k=2)
+    base = dict(moe.named_parameters())
+    stacked = {n: p.detach() + 0.05 * torch.randn(3, *p.shape) for n, p in base.items()}
+    x = _x(3, 4, 6, 8, seed=5)
+    valid = torch.ones(4, 6, dtype=torch.bool)
+
+    def loss(params, xi):
+        y, aux = functional_call(moe, params, (xi, valid))
+        return (y ** 2).mean() + aux
+
+    fast = vmap(grad(loss))(stacked, x)
+    for d in range(3):
+        one = grad(loss)({n: v[d] for n, v in stacked.items()}, x[d])
+        for n in base:
+            torch.testing.assert_close(fast[n][d], one[n], rtol=1e-5, atol=1e-6)

@@ -163,3 +163,16 @@ def test_input_validation(setup):
                        d_expert=8)
     with pytest.raises(ValueError, match="devices"):
         local_train(tiny, stack_params(tiny, 2), np.ones((2, len(tiny.module_names())), bool), batches)
+
+
+def test_one_group_of_mixed_devices_trains_as_their_own_groups(setup):
+    """Devices lacking a modality or a task can share a vmapped call (groups=...): their absent tokens and tasks are
+    masked and change nothing, so the result is that of one call per signature and of the per-device loop."""
+    model, stacked, masks, batches, *_ = setup
+    one = local_train(model, stacked, masks, batches, tau=3, lr=1e-3, optimizer="adam", groups=np.zeros(5, int))
+    own = local_train(model, stacked, masks, batches, tau=3, lr=1e-3, optimizer="adam")
+    ref = local_train_reference(model, stacked, masks, batches, tau=3, lr=1e-3, optimizer="adam")
+    for n in stacked:
+        torch.testing.assert_close(one.params[n], own.params[n], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(one.params[n], ref.params[n], rtol=1e-3, atol=1e-5)
+    assert torch.equal(one.sample_counts, ref.sample_counts)

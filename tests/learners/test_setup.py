@@ -49,7 +49,7 @@ def test_sample_counts_are_those_of_the_partition(runs):
     train, test = device_tables(s.benchmark.train, s.partition, dev.modalities, tasks)
     assert np.array_equal(dev.samples, sample_counts(train)) and (dev.samples.sum(axis=1) > 0).all()
     assert len(s.data.train) == len(s.data.test) == s.scenario.n_devices
-    for mine, want in zip(s.data.train + s.data.test, train + test):  # the same rows, with encoded sources
+    for mine, want in zip([*s.data.train, *s.data.test], train + test):  # the same rows, with encoded sources
         assert torch.equal(mine.index, want.index) and torch.equal(mine.labels, want.labels)
         assert set(mine.encoded) == {m for m in mine.modality_names if s.data.model.is_frozen(f"encoder:{m}")}
     rows = np.concatenate([*s.partition.train, *s.partition.test, s.partition.unassigned])

@@ -19,7 +19,7 @@ def test_valid_tiny_scenario_builds():
 
 
 @pytest.mark.parametrize("override, pattern", [
-    ({"pmax_w": np.array([1.0, -1.0, 1.0])}, r"devices\.pmax_w\[id=1\] = -1\.0: must be finite and > 0"),
+    ({"pmax_w": np.array([1.0, -1.0, 1.0])}, r"devices\.pmax_w\[id=1\] = -1\.0: must be in \[1e-12, 10000\] W"),
     ({"edge": np.array([0, 5, 0])}, r"devices\.edge_server\[id=1\] = 5: every device needs an existing edge server"),
     ({"ids": np.array([0, 0, 2])}, r"devices\.id = 0: ids must be unique"),
     ({"memory_bytes": np.array([1.0, 0.0, 1.0])}, r"devices\.memory_bytes\[id=1\] = 0\.0"),

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The learner-speed device check, one run on a CUDA machine (no pip install, no internet):
+#   bash experiments/learner_speed/gpu_check.sh            # OUT=./out by default
+# from the repository root. It writes into $OUT:
+#   nvidia_smi.txt    nvidia-smi before the runs
+#   checks.txt        torch/CUDA versions, the solver/tuning import check, the CPU/CUDA agreement tests (pytest)
+#   bench_gpu.json    {"learner": [rows of every size]} of `hffm-opt bench --learner --torch-device cuda`
+#   bench_gpu.log     the benches' stderr (and any error of a size)
+#   parts/bench_N.json  each size's own output (one process per size: a failing size keeps the others)
+# Overrides (to test it on a CPU): LEARNER_SIZES (default 1000,10000,100000), LEARNER_DEVICE (default cuda).
+# Sizes above 1,000 devices use the synthetic benchmark (easy-VQA is not installed there and is too small).
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+OUT="${OUT:-./out}"
+SIZES="${LEARNER_SIZES:-1000,10000,100000}"
+DEVICE="${LEARNER_DEVICE:-cuda}"
+mkdir -p "$OUT/parts"
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+export HFFM_OPT_CACHE="${HFFM_OPT_CACHE:-${TMPDIR:-/tmp}/hffm_opt_cache}"  # pre-trained models, outside $OUT
+start=$(date +%s)
+
+{ nvidia-smi || echo "nvidia-smi: not available"; } > "$OUT/nvidia_smi.txt" 2>&1
+
+{
+  echo "== environment"
+  python3 -c "import torch, sys; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda',
+torch.version.cuda, '| available', torch.cuda.is_available(), '|', torch.cuda.get_device_name(0)
+if torch.cuda.is_available() else 'no GPU')"
+  echo "== imports (learners, schedulers, the bench must not import the solver or tuning stack)"
+  python3 - <<'PY'
+import sys
+import hffm_opt.analysis.learner_bench, hffm_opt.learners, hffm_opt.schedulers  # noqa: E401,F401
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"cvxpy", "pyomo", "optuna", "highspy", "sqlalchemy"})
+print("solver/tuning packages imported:", heavy or "none")
+PY
+  echo "== CPU/CUDA agreement tests"
+  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/learners/test_device.py tests/learners/test_layers.py
+  echo "pytest exit code: $?"
+} > "$OUT/checks.txt" 2>&1
+
+: > "$OUT/bench_gpu.log"
+for n in ${SIZES//,/ }; do
+  limit=120; [ "$n" -gt 1000 ] && limit=150; [ "$n" -gt 10000 ] && limit=270
+  echo "== $n devices on $DEVICE (limit ${limit} s), $(($(date +%s) - start)) s since start" >> "$OUT/bench_gpu.log"
+  timeout "$limit" python3 -m hffm_opt.cli bench --learner --torch-device "$DEVICE" --sizes "$n" --json \
+    > "$OUT/parts/bench_$n.json" 2>> "$OUT/bench_gpu.log"
+  echo "exit code: $?" >> "$OUT/bench_gpu.log"
+done
+
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+rows = []
+for part in sorted((out / "parts").glob("bench_*.json"), key=lambda p: int(p.stem.split("_")[1])):
+    try:
+        rows += json.loads(part.read_text())["learner"]
+    except (ValueError, KeyError):
+        rows.append({"n_devices": int(part.stem.split("_")[1]), "error": "no result, see bench_gpu.log"})
+(out / "bench_gpu.json").write_text(json.dumps({"learner": rows}, indent=1))
+for r in rows:
+    print(r)
+PY
+echo "total $(($(date +%s) - start)) s" >> "$OUT/bench_gpu.log"

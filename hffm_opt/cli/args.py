@@ -1,0 +1,230 @@
+"""The command line's flag rules: argparse ``type=`` functions that refuse a bad value with the flag's rule, the
+check of ``--out`` before any work (:func:`check_out`), and the parser whose errors are one line with exit code 2.
+
+A flag of any command that is declared with a bare ``type=int``/``type=float`` or an ``--out`` without a type gets
+its rule here by name (:data:`FLAG_RULES`, :data:`OUT_KINDS`, :func:`apply_rules`), so no number or output path of
+any command reaches the library unchecked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import OutputError, ScenarioError
+from ..network.limits import MAX_DEVICES, MAX_E_AGG, MAX_LOCAL_STEPS, MAX_ROUNDS
+
+SEED_MAX = 2 ** 63 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose error is one line on stderr (``PROG: error: --flag = 'value': rule``), exit code 2."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        if message.startswith("argument "):
+            flag, _, rest = message[len("argument "):].partition(": ")
+            flag = flag.split("/")[-1]
+            message = f"{flag} = {rest}" if rest.startswith("'") else f"{flag}: {rest}"
+        elif message.startswith("unrecognized arguments: "):
+            given = message.split(": ", 1)[1].split()[0].split("=")[0]
+            close = difflib.get_close_matches(given, sorted(self._option_string_actions), n=1)
+            message += f" (did you mean {close[0]}?)" if close else ""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As ArgumentParser's, but an unknown flag is reported by its command (``hffm-opt schedule: error: ...``)."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            command = commands.get(getattr(namespace, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+
+def _rule(function, name: str):
+    function.__name__ = name  # argparse names the type in some messages
+    return function
+
+
+def count(low: int = 1, high: int | None = None):
+    """An integer in ``[low, high]`` (a decimal integer: no fraction, no exponent, no boolean)."""
+
+    def parse(text: str) -> int:
+        rule = f"must be an integer in [{low:,}, {high:,}]" if high is not None else f"must be an integer >= {low:,}"
+        try:
+            value = int(str(text).strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
+        return value
+
+    return _rule(parse, "count")
+
+
+def real(low: float = 0.0, high: float = math.inf, open_low: bool = True):
+    """A finite number in ``(low, high]`` (``[low, high]`` when not ``open_low``)."""
+
+    def parse(text: str) -> float:
+        rule = f"must be a finite number in {'(' if open_low else '['}{low:g}, {high:g}]"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}") from None
+        if not math.isfinite(value) or not (value > low if open_low else value >= low) or value > high:
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
+        return value
+
+    return _rule(parse, "number")
+
+
+def counts(low: int = 1, high: int | None = None):
+    """A comma-separated list of integers in ``[low, high]``, e.g. ``2,8`` (as a tuple)."""
+    one = count(low, high)
+
+    def parse(text: str) -> tuple[int, ...]:
+        parts = str(text).split(",")
+        if not all(p.strip() for p in parts):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a comma-separated list of integers, e.g. 2,8")
+        try:
+            return tuple(one(p) for p in parts)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: item {exc}") from None
+
+    return _rule(parse, "list")
+
+
+def names(choices=None):
+    """A comma-separated list of non-empty names (each one of ``choices()`` when given), as a tuple."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        parts = [p.strip() for p in str(text).split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a comma-separated list of names")
+        known = choices() if choices is not None else None
+        for p in parts:
+            if known is not None and p not in known:
+                close = difflib.get_close_matches(p, known, n=1)
+                raise argparse.ArgumentTypeError(f"{text!r}: {p!r} is unknown" + (f" (did you mean {close[0]!r}?)"
+                                                 if close else "") + f"; choose from {', '.join(known)}")
+        return tuple(parts)
+
+    return _rule(parse, "list")
+
+
+def seed(text: str) -> int:
+    """A seed: an integer in [0, 2^63)."""
+    return count(0, SEED_MAX)(text)
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def _probe(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder`` (the atomic writer's own first step there)."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".hffm-opt.", suffix=".probe")
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_out(path, kind: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a ``"file"`` (not an existing folder; its folder
+    exists and is writable) or a ``"folder"`` (not an existing file; creatable and writable). Nothing is left
+    behind (folders created for the check are removed again). Raises :class:`OutputError` naming the path and the
+    rule."""
+    text = str(path)
+    if not text.strip():
+        raise OutputError(f"{text!r}: must be a path")
+    path = Path(text)
+    try:
+        if kind == "file":
+            if text.endswith(("/", os.sep)) or path.is_dir():
+                raise OutputError(f"{text!r}: is a folder; a file path is expected here")
+            parent = path.parent
+            if not parent.is_dir():
+                raise OutputError(f"{text!r}: its folder {str(parent)!r} does not exist (create it first)")
+            _probe(parent)
+            return path
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{text!r}: is an existing file; a folder is expected here")
+        created = []
+        probe = path
+        while not probe.exists():
+            created.append(probe)
+            probe = probe.parent
+        if not probe.is_dir():
+            raise OutputError(f"{text!r}: {str(probe)!r} is a file, so the folder cannot be created")
+        try:
+            for folder in reversed(created):
+                folder.mkdir()
+            _probe(path)
+        finally:
+            for folder in created:
+                if folder.is_dir():
+                    folder.rmdir()
+        return path
+    except OSError as exc:
+        raise OutputError(f"{text!r}: cannot be written ({exc.strerror or exc})") from None
+
+
+def out_path(kind: str):
+    """The ``type=`` of an ``--out`` that names a ``"file"`` or a ``"folder"`` (see :func:`check_out`), or either
+    (``"auto"``: a file when the path has a suffix such as ``.png``)."""
+
+    def parse(text: str) -> str:
+        try:
+            check_out(text, kind if kind != "auto" else "file" if Path(text).suffix else "folder")
+        except ValueError as exc:  # OutputError, or a path the OS cannot take (a NUL byte)
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return _rule(parse, f"{kind} path")
+
+
+# ----------------------------------------------------------------------------------------------- by name
+FLAG_RULES = {  # the rule of a number flag of any command, by its destination
+    "rounds": count(1, MAX_ROUNDS), "e_agg": count(1, MAX_E_AGG), "seed": seed, "seeds": count(1, 10_000),
+    "n_edges": count(1, MAX_DEVICES), "devices_per_edge": count(1, MAX_DEVICES),
+    "local_steps": count(1, MAX_LOCAL_STEPS), "batch_size": count(1, 1_000_000), "eval_every": count(0, MAX_ROUNDS),
+    "threads": count(1, 1024), "lr": real(0.0, 1e3), "target": real(0.0, 100.0), "trials": count(1, 1_000_000),
+    "workers": count(1, 256), "timeout": real(0.0, 1e9), "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9),
+}
+OUT_KINDS = {"schedule": "file", "optimize": "file", "compare": "folder", "train": "folder", "run": "folder",
+             "tune": "folder", "plot": "file"}  # any other command: a file when the path has a suffix, else a folder
+
+
+def scenario_spec(names: tuple[str, ...]):
+    """A scenario flag read before any work: one of ``names``, or a scenario file that loads (its first error)."""
+
+    def parse(text: str) -> str:
+        if text not in names:
+            from ..network.io import load_scenario
+
+            try:
+                load_scenario(text)
+            except ScenarioError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return _rule(parse, "scenario")
+
+
+LATE_SCENARIO = {"train": ("paper", "clustered"), "run": ("paper", "clustered")}  # read after minutes of setup
+
+
+def apply_rules(command: str, parser: argparse.ArgumentParser) -> None:
+    """Give every flag of ``command`` declared with a bare ``type=int``/``float`` its rule of :data:`FLAG_RULES` (a
+    plain integer or finite number when it has none), an untyped ``--out`` its output check, and a ``--scenario``
+    that the command would read only after its setup (:data:`LATE_SCENARIO`) a check at once."""
+    for action in parser._actions:
+        if action.type is int:
+            action.type = FLAG_RULES.get(action.dest, count(-SEED_MAX, SEED_MAX))
+        elif action.type is float:
+            action.type = FLAG_RULES.get(action.dest, real(-math.inf, math.inf))
+        elif action.dest == "out" and action.type is None:
+            action.type = out_path(OUT_KINDS.get(command, "auto"))
+        elif action.dest == "scenario" and action.type is None and command in LATE_SCENARIO:
+            action.type = scenario_spec(LATE_SCENARIO[command])

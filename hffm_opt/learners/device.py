@@ -1,0 +1,73 @@
+"""Which torch device the learners run on, and how many devices (clients) one vectorised call trains there.
+
+``"cpu"`` (the default everywhere), ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (CUDA when available, else the CPU).
+Asking for CUDA where there is none is a :class:`~hffm_opt.errors.ConfigError` (exit 2 at the command line).
+Units: bytes for memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hffm_opt.errors import ConfigError
+
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+CPU_DEVICES_PER_CALL = 256  # clients per vmapped call on a CPU: large enough to vectorise, small for the caches
+ACTIVATION_COPIES = 96  # values a client's local step keeps per (sample, token, model width) value (estimate)
+PARAMETER_COPIES = 16  # values a client keeps per trainable parameter (copies, gradients, optimiser state, dispatch)
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it names a device kind (``cpu``, ``cuda``, ``cuda:N``, ``auto``); else ConfigError."""
+    base, _, index = str(name).partition(":")
+    if base not in DEVICE_CHOICES or (index and (base != "cuda" or not index.isdigit())):
+        raise ConfigError(f"device = {name!r}: must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    return str(name)
+
+
+def resolve_device(name: str | torch.device = "cpu") -> torch.device:
+    """The torch device ``name`` stands for (``auto`` = CUDA if available, else CPU); ConfigError if it asks for
+    CUDA where torch sees none."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device = {name!r}: CUDA is not available (torch {torch.__version__}, "
+                              f"built for CUDA {torch.version.cuda}); use 'cpu' or 'auto'")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device = {name!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(name)
+
+
+def devices_per_call(device: torch.device, tokens: int, batch_size: int, d_model: int, n_params: int) -> int:
+    """Clients one vectorised call trains on ``device``: on a CPU :data:`CPU_DEVICES_PER_CALL`; on a GPU as many
+    as fit in half its free memory, a client's step estimated at 4 bytes x (:data:`ACTIVATION_COPIES` x
+    ``batch_size`` samples x ``tokens`` x ``d_model`` + :data:`PARAMETER_COPIES` x ``n_params`` trainable
+    parameters), a multiple of 256 in 256..32,768 (the trainer halves it if a call still runs out of memory)."""
+    if device.type != "cuda":
+        return CPU_DEVICES_PER_CALL
+    free, _ = torch.cuda.mem_get_info(device)
+    per_client = 4 * (ACTIVATION_COPIES * batch_size * tokens * d_model + PARAMETER_COPIES * n_params)
+    return int(min(32768, max(256, free // 2 // per_client // 256 * 256)))
+
+
+def keep_freed_memory() -> bool:
+    """Linux with glibc: keep freed memory inside the process (no ``mmap`` for large blocks, no trimming), so the
+    many large temporary tensors of vectorised training reuse pages instead of faulting fresh zero pages in at every
+    step (on a 2-core CPU a fifth of a round went to the kernel's page faults). Process-wide and harmless elsewhere;
+    returns whether it applied. Call it once, before the heavy work (the commands do)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))

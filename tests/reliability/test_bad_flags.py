@@ -1,0 +1,105 @@
+"""Every command with bad flag values: exit code 2, nothing on stdout, one line on stderr naming the flag, the value
+and the rule; no number flag and no ``--out`` of any command goes unchecked."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from fuzzing import run_cli
+
+from hffm_opt.cli import build_parser
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flags")
+    (folder / "file.txt").write_text("x")
+    return {"{dir}": str(folder), "{file}": str(folder / "file.txt"), "{missing}": str(folder / "no" / "p.json"),
+            "{under_file}": str(folder / "file.txt" / "out")}
+
+
+CASES = [
+    ("paper", ["--seed", "-1"], "--seed = '-1': must be an integer in [0,"),
+    ("paper", ["--seed", "1.5"], "--seed = '1.5': must be an integer"),
+    ("paper", ["--seed"], "--seed: expected one argument"),
+    ("schedule", ["--e-agg", "0"], "--e-agg = '0': must be an integer in [1, 10,000]"),
+    ("schedule", ["--e-agg", "1000000000"], "--e-agg = '1000000000': must be an integer in [1, 10,000]"),
+    ("schedule", ["--e-agg", "2.5"], "--e-agg = '2.5': must be an integer"),
+    ("schedule", ["--scheduler", "hierarchcal"], "--scheduler: invalid choice: 'hierarchcal'"),
+    ("schedule", ["--out", "{dir}"], "is a folder; a file path is expected here"),
+    ("schedule", ["--out", "{missing}"], "does not exist (create it first)"),
+    ("schedule", ["--out", "/proc/plan.json"], "--out = '/proc/plan.json': cannot be written"),
+    ("schedule", ["--e-agg", "2", "--sed", "3"], "unrecognized arguments: --sed 3 (did you mean --seed?)"),
+    ("evaluate", [], "the following arguments are required: --plan"),
+    ("optimize", ["--time-limit", "0"], "--time-limit = '0': must be a finite number in (0, 1e+07]"),
+    ("optimize", ["--time-limit", "-1"], "--time-limit = '-1': must be a finite number"),
+    ("optimize", ["--time-limit", "nan"], "--time-limit = 'nan': must be a finite number"),
+    ("optimize", ["--time-limit", "inf"], "--time-limit = 'inf': must be a finite number"),
+    ("optimize", ["--target-latency", "0"], "--target-latency = '0': must be a finite number in (0, 1e+09]"),
+    ("optimize", ["--solver", "cplex"], "--solver: invalid choice: 'cplex'"),
+    ("optimize", ["--out", "{dir}"], "is a folder; a file path is expected here"),
+    ("compare", ["--seeds", "0"], "--seeds = '0': must be an integer in [1, 10,000]"),
+    ("compare", ["--e-agg", "2,,8"], "--e-agg = '2,,8': must be a comma-separated list of integers"),
+    ("compare", ["--e-agg", "a"], "--e-agg = 'a': item 'a': must be an integer"),
+    ("compare", ["--e-agg", "0"], "--e-agg = '0': item '0': must be an integer in [1, 10,000]"),
+    ("compare", ["--schedulers", "greedy,optimall"], "'optimall' is unknown (did you mean 'optimal'?)"),
+    ("compare", ["--schedulers", ""], "--schedulers = '': must be a comma-separated list of names"),
+    ("compare", ["--out", "{file}"], "is an existing file; a folder is expected here"),
+    ("compare", ["--out", "{under_file}"], "is a file, so the folder cannot be created"),
+    ("compare", ["--schedulers", "hierarchical", "--reference", "greedy"], "--reference = 'greedy': must be one of"),
+    ("compare", ["--config", "{missing}"], "config = '"),
+    ("bench", ["--sizes", "abc"], "--sizes = 'abc': item 'abc': must be an integer in [1, 100,000]"),
+    ("bench", ["--sizes", "40,0"], "--sizes = '40,0': item '0': must be an integer"),
+    ("bench", ["--sizes", "1000000"], "--sizes = '1000000': item '1000000': must be an integer in [1, 100,000]"),
+    ("train", ["--rounds", "0"], "--rounds = '0': must be an integer in [1, 1,000,000]"),
+    ("train", ["--lr", "nan"], "--lr = 'nan': must be a finite number in (0, 1000]"),
+    ("train", ["--lr", "0"], "--lr = '0': must be a finite number"),
+    ("train", ["--local-steps", "0"], "--local-steps = '0': must be an integer"),
+    ("train", ["--batch-size", "-3"], "--batch-size = '-3': must be an integer"),
+    ("train", ["--eval-every", "-1"], "--eval-every = '-1': must be an integer in [0,"),
+    ("train", ["--threads", "0"], "--threads = '0': must be an integer in [1, 1,024]"),
+    ("train", ["--n-edges", "0"], "--n-edges = '0': must be an integer"),
+    ("train", ["--devices-per-edge", "x"], "--devices-per-edge = 'x': must be an integer"),
+    ("train", ["--e-agg", "0"], "--e-agg = '0': must be an integer in [1, 10,000]"),
+    ("train", ["--out", "{file}"], "is an existing file; a folder is expected here"),
+    ("train", ["--out", "/proc/run"], "--out = '/proc/run': cannot be written"),
+    ("run", ["--target", "101"], "--target = '101': must be a finite number in (0, 100]"),
+    ("run", ["--target", "nan"], "--target = 'nan': must be a finite number"),
+    ("run", ["--rounds", "-1"], "--rounds = '-1': must be an integer"),
+    ("tune", ["--study", "s", "--trials", "0"], "--trials = '0': must be an integer in [1, 1,000,000]"),
+    ("tune", ["--study", "s", "--workers", "0"], "--workers = '0': must be an integer in [1, 256]"),
+    ("tune", ["--study", "s", "--timeout", "-5"], "--timeout = '-5': must be a finite number"),
+    ("tune", ["--study", "a/b"], "--study = 'a/b': must be a non-empty printable name"),
+    ("tune", ["--study", ""], "--study = '': must be a non-empty printable name"),
+    ("tune", ["--study", "s", "--out", "{file}"], "is an existing file; a folder is expected here"),
+    ("tune", ["--study", "s", "--objective", "speed"], "--objective: invalid choice: 'speed'"),
+]
+
+
+@pytest.mark.parametrize("command, flags, message", CASES, ids=[f"{c} {' '.join(f)}" for c, f, _ in CASES])
+def test_a_bad_flag_value_exits_2_with_one_line_naming_the_flag_and_the_rule(paths, command, flags, message):
+    flags = [paths.get(f, f) for f in flags]
+    message = next((message.replace(k, v) for k, v in paths.items() if k in message), message)
+    code, _, err = run_cli([command, *flags])
+    assert code == 2 and message in err, err
+
+
+def test_every_number_flag_and_every_out_of_every_command_has_a_rule():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"paper", "schedule", "evaluate", "optimize", "compare", "bench", "train", "run", "tune"} <= set(commands)
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.type not in (int, float), f"{name} {action.option_strings}: a bare {action.type.__name__}"
+            if action.dest == "out":
+                assert action.type is not None and "path" in action.type.__name__, name
+
+
+def test_help_exits_0_and_a_missing_command_exits_2(capsys):
+    from hffm_opt.cli import main
+
+    assert main(["schedule", "--help"]) == 0 and "--e-agg" in capsys.readouterr().out
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "the following arguments are required: command" in err
