@@ -1,5 +1,7 @@
 """The network map: every link the plan uses is drawn once, as wide as its bits, and the picture is a PNG."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,3 +40,12 @@ def test_draw_network_writes_a_png_with_every_link_and_no_temporary(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["map.png"]
     assert counts == {"devices": 10, "edges": 2, "aggregators": 2, "relay_links": int((plan.parent >= 0).sum()),
                       "uplinks": 2}
+
+
+def test_the_plot_command_draws_a_scheduler_plan_and_refuses_a_folder(tmp_path, capsys):
+    from hffm_opt.cli import main
+
+    out = tmp_path / "map.png"
+    assert main(["plot", "--scheduler", "hierarchical-d2d", "--e-agg", "8", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["relay_links"] == 30 and out.stat().st_size > 0
+    assert main(["plot", "--out", str(tmp_path)]) == 2
