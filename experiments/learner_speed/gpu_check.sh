@@ -6,7 +6,9 @@
 #   checks.txt        torch/CUDA versions, the solver/tuning import check, the CPU/CUDA agreement tests (pytest)
 #   bench_gpu.json    {"learner": [rows of every size]} of `hffm-opt bench --learner --torch-device cuda`
 #   bench_gpu.log     the benches' stderr (and any error of a size)
-#   parts/bench_N.json  each size's own output (one process per size: a failing size keeps the others)
+#   profile_gpu.md    where a global round at 10,000 devices spends its GPU time (torch.profiler), if time allows
+# One process per size (a failing size keeps the others); a size above 40,000 that fails (e.g. refused by the
+# scenario size limits of network/limits.py) is followed by 40,000 devices (200 edge servers x 200).
 # Overrides (to test it on a CPU): LEARNER_SIZES (default 1000,10000,100000), LEARNER_DEVICE (default cuda).
 # Sizes above 1,000 devices use the synthetic benchmark (easy-VQA is not installed there and is too small).
 set -u
@@ -34,18 +36,33 @@ heavy = sorted({m.split(".")[0] for m in sys.modules} & {"cvxpy", "pyomo", "optu
 print("solver/tuning packages imported:", heavy or "none")
 PY
   echo "== CPU/CUDA agreement tests"
-  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/learners/test_device.py tests/learners/test_layers.py
+  timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/learners/test_device.py tests/learners/test_layers.py
   echo "pytest exit code: $?"
 } > "$OUT/checks.txt" 2>&1
 
 : > "$OUT/bench_gpu.log"
 for n in ${SIZES//,/ }; do
-  limit=120; [ "$n" -gt 1000 ] && limit=150; [ "$n" -gt 10000 ] && limit=270
+  limit=100; [ "$n" -gt 1000 ] && limit=130; [ "$n" -gt 10000 ] && limit=240
   echo "== $n devices on $DEVICE (limit ${limit} s), $(($(date +%s) - start)) s since start" >> "$OUT/bench_gpu.log"
   timeout "$limit" python3 -m hffm_opt.cli bench --learner --torch-device "$DEVICE" --sizes "$n" --json \
     > "$OUT/parts/bench_$n.json" 2>> "$OUT/bench_gpu.log"
-  echo "exit code: $?" >> "$OUT/bench_gpu.log"
+  code=$?
+  echo "exit code: $code" >> "$OUT/bench_gpu.log"
+  # a size the scenario limits refuse (network/limits.py) falls back to the largest clustered scenario they allow
+  if [ "$code" -ne 0 ] && [ "$n" -gt 40000 ] && [ "$DEVICE" != cpu ] && [ $(($(date +%s) - start)) -lt 300 ]; then
+    echo "== fallback: 40000 devices (200 edge servers x 200)" >> "$OUT/bench_gpu.log"
+    timeout 200 python3 -m hffm_opt.cli bench --learner --torch-device "$DEVICE" --sizes 40000 --json \
+      > "$OUT/parts/bench_40000.json" 2>> "$OUT/bench_gpu.log"
+    echo "exit code: $?" >> "$OUT/bench_gpu.log"
+  fi
 done
+
+if [ "$DEVICE" != "cpu" ] && [ $(($(date +%s) - start)) -lt 360 ]; then
+  echo "== profile, 10000 devices" >> "$OUT/bench_gpu.log"
+  timeout 120 python3 experiments/learner_speed/profile_round.py 10000 --device "$DEVICE" \
+    > "$OUT/profile_gpu.md" 2>> "$OUT/bench_gpu.log"
+  echo "exit code: $?" >> "$OUT/bench_gpu.log"
+fi
 
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
@@ -57,6 +74,9 @@ for part in sorted((out / "parts").glob("bench_*.json"), key=lambda p: int(p.ste
     except (ValueError, KeyError):
         rows.append({"n_devices": int(part.stem.split("_")[1]), "error": "no result, see bench_gpu.log"})
 (out / "bench_gpu.json").write_text(json.dumps({"learner": rows}, indent=1))
+for part in (out / "parts").glob("bench_*.json"):  # merged: keep $OUT to a few files
+    part.unlink()
+(out / "parts").rmdir()
 for r in rows:
     print(r)
 PY

@@ -1,10 +1,11 @@
-"""Where one global round of the trainer spends its time: the setup of ``hffm-opt bench --learner`` at N devices (default
-1,000), a warm-up edge round, then one global round (2 edge rounds) under cProfile (phases) and torch.profiler (the
-heaviest operators), printed as two Markdown tables.
+"""Where one global round of the trainer spends its time: the setup of ``hffm-opt bench --learner`` at N devices
+(default 1,000), a warm-up edge round, then one global round (2 edge rounds) under cProfile (phases) and
+torch.profiler (the heaviest operators), printed as two Markdown tables.
 
     PYTHONPATH=. python experiments/learner_speed/profile_round.py [N] [--device cpu|cuda] [--threads T]
 
-Units: seconds of wall time (cProfile's cumulative times) and of operator self time (torch.profiler).
+Units: seconds of wall time (cProfile's cumulative times) and of operator self time (torch.profiler; on CUDA the
+GPU's time per operator and kernel, and the phases only say where the host waits).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from hffm_opt.analysis.learner_bench import _benchmark_for
 from hffm_opt.learners import local
+from hffm_opt.learners.device import keep_freed_memory
 from hffm_opt.learners.layers import Attention, MoE
 from hffm_opt.learners.model import M3TModel
 from hffm_opt.learners.packed import PackedTables
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the commands do
     name, kwargs, pre = _benchmark_for(args.n, None)
     n_edges = max(10, args.n // 100)
     setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=args.n // n_edges,
@@ -60,10 +63,13 @@ def main() -> None:
     config = TrainConfig(rounds=2, local_steps=5, batch_size=16, eval_every=0, device=args.device)
     train(setup.scenario, plan, setup.data, TrainConfig(rounds=1, local_steps=5, batch_size=16, eval_every=0,
                                                         device=args.device))  # warm-up
+    cuda = args.device != "cpu" and torch.cuda.is_available()
     prof = cProfile.Profile()
     start = time.perf_counter()
     prof.enable()
     train(setup.scenario, plan, setup.data, config)
+    if cuda:
+        torch.cuda.synchronize()
     prof.disable()
     wall = time.perf_counter() - start
     stats = pstats.Stats(prof).stats
@@ -73,15 +79,25 @@ def main() -> None:
     for label, func in PHASES:
         cum = _cumulative(stats, func)
         print(f"| {label} | {cum:.2f} | {cum / wall:.0%} |")
-    backward = sum(v[3] for (_, _, fn), v in stats.items() if "run_backward" in fn)
+    backward = sum(v[3] for (_, _, fn), v in stats.items() if fn.startswith("<method 'run_backward'"))
     print(f"| - backward (autograd of the vmapped forward) | {backward:.2f} | {backward / wall:.0%} |")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as tp:
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as tp:
         train(setup.scenario, plan, setup.data, config)
-    rows = sorted(tp.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
-    total = sum(e.self_cpu_time_total for e in tp.key_averages())
-    print("\n| operator (torch.profiler, self time) | s | share | calls |\n|---|---:|---:|---:|")
-    for e in rows:
-        print(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | {e.self_cpu_time_total / total:.0%} | {e.count} |")
+        if cuda:
+            torch.cuda.synchronize()
+
+    def self_time(e) -> float:  # microseconds: on the GPU when there is one, else on the CPU
+        if cuda:
+            return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+        return e.self_cpu_time_total
+
+    events = tp.key_averages()
+    total = sum(self_time(e) for e in events) or 1.0
+    where = "GPU" if cuda else "CPU"
+    print(f"\n| operator (torch.profiler, {where} self time) | s | share | calls |\n|---|---:|---:|---:|")
+    for e in sorted(events, key=lambda e: -self_time(e))[:15]:
+        print(f"| `{e.key[:60]}` | {self_time(e) / 1e6:.2f} | {self_time(e) / total:.0%} | {e.count} |")
 
 
 if __name__ == "__main__":

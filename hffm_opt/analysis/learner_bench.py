@@ -79,8 +79,8 @@ def _peak_mb(device) -> float:
 
 def _central(model, data, rows: list[np.ndarray], per_call: int, lr: float, device, budget_s: float
              ) -> tuple[float, float, int]:
-    """(samples per wall second, per CPU second, steps) of central Adam training on ``rows`` (per edge round (D, tau, B)): for each
-    call of ``per_call`` devices and each local step, one step on all their samples of that step."""
+    """(samples per wall second, per CPU second, steps) of central Adam training on ``rows`` (per edge round (D, tau,
+    B)): for each call of ``per_call`` devices and each local step, one step on all their samples of that step."""
     import torch
 
     from ..learners.model import task_loss
@@ -148,13 +148,17 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
     from ..learners.device import resolve_device
     from ..learners.setup import learning_setup
     from ..learners.trainer import TrainConfig, train, training_calls
+    from ..network.limits import check_size
 
     dev = resolve_device(device)
     rows_out = []
     for n in (progress(sizes) if progress else sizes):
-        name, kwargs, pre = _benchmark_for(n, benchmark)
         n_edges = max(10, min(n // 100, 200))  # 100 devices per edge, at most 200 edges (bounded device x edge arrays)
-        setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=max(1, n // n_edges),
+        per = max(1, n // n_edges)
+        # the scenario size limits refuse some sizes: say so before building a benchmark of that size
+        check_size(n_edges * per, n_edges, n_edges * per * (per - 1), where=f"clustered ({n_edges} x {per})")
+        name, kwargs, pre = _benchmark_for(n, benchmark)
+        setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=per,
                                heterogeneity="none", alpha=1.0, min_rows=1, seed=seed, benchmark_kwargs=kwargs,
                                pretrain_kwargs=pre)
         plan = schedule(setup.scenario, "hierarchical", e_agg=2, seed=seed)

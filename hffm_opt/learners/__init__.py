@@ -7,9 +7,15 @@
 - :mod:`.table`: :class:`MultiModalTable` and its :class:`Batch`.
 - :mod:`.benchmarks`: the easy-VQA / digits / synthetic :class:`Benchmark` s (:func:`load_benchmark`).
 - :mod:`.partitioning`: the Dirichlet :func:`partition` across devices, :func:`device_tables`, :func:`sample_counts`.
+- :mod:`.packed`: :class:`PackedTables`, every device's rows in contiguous tensors (vectorised sampling, gathering)
+  and :class:`DeviceBatches`, the minibatches of many devices.
+- :mod:`.device`: :func:`resolve_device` (``cpu``/``cuda``/``auto``), devices per vectorised call, and
+  :func:`keep_freed_memory`.
+- :mod:`.evaluation`: accuracy of many cluster models at once (vmapped), per-device accuracy.
 - :mod:`.cache`: :func:`cache_dir`, where decoded images and pre-trained models are kept.
 - :mod:`.central`: :func:`pretrain` (foundation-model stand-in), central training, the linear-probe baseline.
-- :mod:`.local`: :func:`local_train` (vmap over devices) and :func:`local_train_reference` (plain loop).
+- :mod:`.local`: :func:`local_train` (vmap over devices, sparse experts, fused optimiser) and
+  :func:`local_train_reference` (plain loop).
 - :mod:`.trainer`: :func:`train` a plan on the simulated clock -> :class:`History`; :class:`TrainConfig`,
   :class:`FederatedData`.
 - :mod:`.setup`: :func:`learning_setup`, the default experiment (paper scenario, easy-VQA, the model's catalogue).
@@ -38,6 +44,7 @@ from .central import (
     pretrained_model,
     train_central,
 )
+from .device import keep_freed_memory, resolve_device
 from .local import (
     DeviceBatches,
     LocalResult,
@@ -49,20 +56,33 @@ from .local import (
     unstack_params,
 )
 from .model import ForwardOutput, M3TConfig, M3TModel, build_model, task_loss
-from .partitioning import Partition, device_tables, dirichlet_split, feasible_tasks, partition, sample_counts
+from .packed import PackedTables
+from .partitioning import (
+    Partition,
+    device_tables,
+    dirichlet_split,
+    feasible_tasks,
+    packed_device_tables,
+    partition,
+    sample_counts,
+)
 from .setup import LearningSetup, learning_setup
 from .specs import ModalitySpec, TaskSpec
 from .table import Batch, MultiModalDataset, MultiModalTable
-from .trainer import FederatedData, History, TrainConfig, train
+from .trainer import FederatedData, History, TrainConfig, train, training_calls
 
 __all__ = [
     "Batch", "Benchmark", "DeviceBatches", "FederatedData", "ForwardOutput", "History", "LearningSetup",
-    "LocalResult", "M3TConfig", "M3TModel", "ModalitySpec", "MultiModalDataset", "MultiModalTable", "Partition",
+    "LocalResult", "M3TConfig", "M3TModel", "ModalitySpec", "MultiModalDataset", "MultiModalTable", "PackedTables",
+    "Partition",
     "TaskSpec", "TrainConfig", "build_model", "cache_dir", "catalogue_summary", "central_vs_linear",
     "device_tables", "digits_benchmark", "dirichlet_split", "easy_vqa_benchmark", "easy_vqa_question_embeddings",
-    "evaluate_accuracy", "feasible_tasks", "forward_flops", "frozen_features", "learning_setup", "linear_probe",
+    "evaluate_accuracy", "feasible_tasks", "forward_flops", "frozen_features", "keep_freed_memory", "learning_setup",
+    "linear_probe",
     "load_benchmark", "local_train", "local_train_reference", "module_catalogue", "module_param_counts",
-    "param_masks", "partition", "pretrain", "pretrain_encoders", "pretrained_model", "sample_counts",
+    "packed_device_tables", "param_masks", "partition", "pretrain", "pretrain_encoders", "pretrained_model",
+    "resolve_device", "sample_counts",
     "sample_device_batches", "stack_params", "synthetic_benchmark", "task_loss", "train", "train_central",
+    "training_calls",
     "unstack_params",
 ]

@@ -6,18 +6,18 @@ same modules. Units: bits, FLOP per sample, bytes.
 
 - ``full_bits`` = bits of all the module's parameters (32 per float32 parameter); ``update_bits`` = bits of
   its trainable parameters (0 for a frozen module).
-- ``flops_per_sample`` (phi_k) is counted from the layer shapes on one reference sample (default: every
-  modality present and every task's prompts in the sequence, the largest sample): 2 FLOP per multiply-add of
-  linear and convolution layers (+1 per bias element), 5 per element of a normalisation, and the two
-  attention products (2 L^2 d each) plus softmax (5 per score). Element-wise activations are not counted.
-  Experts are priced as the sparse layer they are: an expert's forward is its dense cost times top_k/E (the
-  expected share of tokens routed to it under balanced routing), which is what the sparse dispatch of
-  :class:`~hffm_opt.learners.layers.MoE` runs (plus at most ``E x (block - 1)`` padding rows per call).
-  Costs are *additive*: each module carries the cost of its own layers, so the per-sample training cost of a device is the sum over its Need set:
-  ``3 x forward`` for a trained module (forward, activation gradient, weight gradient), ``2 x forward`` for a
-  frozen module that gradients pass through (a trainable module sits upstream, e.g. the frozen backbone below
-  trained prompts and adapters), ``1 x forward`` for a frozen module nothing upstream of which is trained (the
-  frozen encoders). Prompts carry no layer of their own (their tokens' cost is in the backbone's count).
+- ``flops_per_sample`` (phi_k) is counted from the layer shapes on one reference sample (default: every modality
+  present and every task's prompts in the sequence, the largest sample): 2 FLOP per multiply-add of linear and
+  convolution layers (+1 per bias element), 5 per element of a normalisation, and the two attention products
+  (2 L^2 d each) plus softmax (5 per score). Element-wise activations are not counted. Experts are priced as the sparse
+  layer they are: an expert's forward is its dense cost times top_k/E (the expected share of tokens routed to it
+  under balanced routing), which is what the sparse dispatch of :class:`~hffm_opt.learners.layers.MoE` runs (plus at
+  most ``E x (block - 1)`` padding rows per call). Costs are *additive*: each module carries the cost of its own
+  layers, so the per-sample training cost of a device is the sum over its Need set: ``3 x forward`` for a trained
+  module (forward, activation gradient, weight gradient), ``2 x forward`` for a frozen module that gradients pass
+  through (a trainable module sits upstream, e.g. the frozen backbone below trained prompts and adapters),
+  ``1 x forward`` for a frozen module nothing upstream of which is trained (the frozen encoders). Prompts carry no layer
+  of their own (their tokens' cost is in the backbone's count).
 - ``memory_bytes`` = bytes of the parameters (+ ``activation_batch`` x the module's output activations of one
   sample, if given); ``train_memory_bytes`` = gradients + optimiser state of the trainable parameters
   (Adam: 2 moments; SGD with momentum: 1 buffer; plain SGD: none).

@@ -22,6 +22,10 @@ on the global test set is that of the model a device holds, i.e. the mean over c
 accuracy weighted by cluster size; personalised accuracy is the mean over devices of their cluster model's
 accuracy on their own test rows (mean over their tasks). Accuracies are in percent.
 
+Every tensor of training, aggregation and evaluation lives on ``config.device`` (the CPU by default, CUDA on
+request); the devices' rows are packed in contiguous tensors (:class:`~hffm_opt.learners.packed.PackedTables`) and
+an edge round draws all its minibatch rows at once; the caller's model and tables are never moved.
+
 A checkpoint (atomic, :func:`hffm_opt._io.atomic_path`) is written after every global round and at the end;
 calling :func:`train` again with the same inputs and ``checkpoint_dir`` resumes from it and yields a
 bit-identical :class:`History`.
@@ -291,6 +295,8 @@ class _Run:
         self._signature = ""  # set by resume(), before any checkpoint is written
         self._eval_sizes = np.bincount(self.assoc, minlength=self.n_edges).astype(float)
         self._weights_t = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
+        self._global_test: MultiModalTable | None = None
+        self._tests: PackedTables | None = None
         # devices with the same modalities and tasks train in one vmapped call per chunk
         has = np.concatenate([self.train_data.modality_counts() > 0, n_task > 0], axis=1)
         self._groups = np.unique(has, axis=0, return_inverse=True)[1].reshape(-1)
@@ -396,7 +402,7 @@ class _Run:
         """Accuracy of the cluster models on the global test set (all distinct clusters in one vmapped pass) and,
         if configured, each device's cluster model on its own test rows."""
         tasks = self.model.task_names
-        if not hasattr(self, "_global_test"):
+        if self._global_test is None:  # moved to the run's device at the first evaluation
             self._global_test = self.data.global_test.to(self.device)
             self._tests = PackedTables.from_tables(self.data.test).to(self.device) if self.config.personalised \
                 else None

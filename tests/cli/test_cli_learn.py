@@ -114,3 +114,12 @@ def test_torch_device_cuda_without_cuda_exits_2_with_one_line(argv, capsys):
     assert main([*argv, "--torch-device", "cuda", "--json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CUDA is not available" in err[0]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_tune_torch_device_cuda_without_cuda_exits_2_before_any_trial(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    assert main(["tune", "--study", "s", "--out", str(tmp_path / "t"), "--torch-device", "cuda", "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CUDA is not available" in err[0]
+    assert not (tmp_path / "t").exists()  # refused before the study was created
