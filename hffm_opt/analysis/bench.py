@@ -14,6 +14,8 @@ from ..evaluate import evaluate
 from ..network import generators
 from ..network.scenario import Scenario
 from ..schedulers import schedule
+from .memory import PeakRss
+from .sweep import run_cells
 
 
 def size_scenario(n_devices: int, seed: int = 0) -> Scenario:
@@ -41,28 +43,38 @@ def gurobi_allowed(scenario: Scenario) -> bool:
     return bool((3 * n + 2 * arcs + 2).max() <= GUROBI_SIZE_LIMIT and (5 * n + 3.5 * arcs + 1).max() <= GUROBI_SIZE_LIMIT)
 
 
-def bench_schedulers(sizes, schedulers=("greedy", "optimal"), e_agg: int = 8, seed: int = 0, progress=None) -> list[dict]:
-    """Build/solve time, objective (energy per edge round, J), gap and the evaluator's figures per size; ``optimal``
-    runs on HiGHS and, where the licence allows (:func:`gurobi_allowed`), also on Gurobi."""
-    records = []
-    for n in (progress(sizes) if progress else sizes):
-        t0 = time.perf_counter()
-        scenario = size_scenario(n, seed)
-        build_s = time.perf_counter() - t0
+def bench_cell(cell: dict) -> dict:
+    """One record of :func:`bench_schedulers`: ``cell`` = ``{"n_devices", "scheduler", "options", "e_agg", "seed"}``."""
+    t0 = time.perf_counter()
+    scenario = size_scenario(cell["n_devices"], cell["seed"])
+    build_s = time.perf_counter() - t0
+    with PeakRss() as peak:
+        t1 = time.perf_counter()
+        plan = schedule(scenario, cell["scheduler"], e_agg=cell["e_agg"], seed=cell["seed"], **cell["options"])
+        solve_s = time.perf_counter() - t1
+    m = evaluate(scenario, plan)
+    return {"n_devices": scenario.n_devices, "n_edges": scenario.n_edges, "scheduler": cell["scheduler"],
+            "solver": plan.meta.get("backend", "-").removeprefix("f4:"), "build_s": build_s, "solve_s": solve_s,
+            "peak_rss_mb": peak.mb, "objective": m.energy_j, "gap": plan.meta.get("gap"),
+            "bound": plan.meta.get("bound"), "gap_controllable": plan.meta.get("gap_controllable"),
+            "latency_s": m.latency_s, "energy_j": m.energy_j, "status": plan.meta.get("status", "heuristic")}
+
+
+def bench_schedulers(sizes, schedulers=("greedy", "optimal"), e_agg: int = 8, seed: int = 0, progress=None, *,
+                     workers: int = 1, cluster: str | None = None, store=None) -> list[dict]:
+    """Build/solve time, objective (energy per edge round, J), gaps, the evaluator's figures and the peak resident
+    memory during the solve (``peak_rss_mb``, :class:`~.memory.PeakRss`) per size and scheduler; ``optimal`` runs on
+    HiGHS and, where the licence allows (:func:`gurobi_allowed`), also on Gurobi. Each (size, scheduler) is a cell
+    of :func:`~.sweep.run_cells` (``workers``, ``cluster``, ``store``: see there; timings are only comparable
+    when measured with one worker on a quiet machine)."""
+    cells = []
+    for n in sizes:
         runs = [(name, {}) for name in schedulers]
-        if "optimal" in schedulers and gurobi_allowed(scenario):
+        if "optimal" in schedulers and gurobi_allowed(size_scenario(n, seed)):
             runs.append(("optimal", {"solver": "gurobi"}))
-        for name, options in runs:
-            t1 = time.perf_counter()
-            plan = schedule(scenario, name, e_agg=e_agg, seed=seed, **options)
-            solve_s = time.perf_counter() - t1
-            m = evaluate(scenario, plan)
-            records.append({"n_devices": scenario.n_devices, "n_edges": scenario.n_edges, "scheduler": name,
-                            "solver": plan.meta.get("backend", "-").removeprefix("f4:"), "build_s": build_s, "solve_s": solve_s,
-                            "objective": m.energy_j, "gap": plan.meta.get("gap"), "bound": plan.meta.get("bound"),
-                            "gap_controllable": plan.meta.get("gap_controllable"),
-                            "latency_s": m.latency_s, "energy_j": m.energy_j,
-                            "status": plan.meta.get("status", "heuristic")})
+        cells += [{"n_devices": n, "scheduler": name, "options": options, "e_agg": e_agg, "seed": seed}
+                  for name, options in runs]
+    records, _ = run_cells(bench_cell, cells, workers=workers, cluster=cluster, store=store, progress=progress)
     return records
 
 

@@ -11,7 +11,6 @@ a generator config (``.toml`` with ``[generator]``), or ``paper-random``: then e
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -20,12 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._io import atomic_path, atomic_write
+from .._io import atomic_path, atomic_write, dumps_json
 from ..evaluate import evaluate
 from ..network import generators
 from ..network import io as scenario_io
 from ..network.scenario import Scenario
 from ..schedulers import schedule
+from .sweep import run_cells
 
 ROW_COLUMNS = ["scheduler", "scenario", "seed", "e_agg", "latency_s", "energy_j", "access_energy_j",
                "backhaul_energy_j", "objective", "gap", "gap_controllable", "solve_s"]
@@ -50,25 +50,31 @@ def scenario_for_seed(spec: str, seed: int) -> Scenario:
     return scenario_io.load_scenario(spec)
 
 
-def run(specs: list[str], schedulers: list[str], seeds: list[int], e_aggs: list[int], progress=None) -> pd.DataFrame:
-    """The tidy table: one row per (scheduler, scenario, seed, e_agg)."""
-    rows = []
-    jobs = [(spec, seed) for spec in specs for seed in seeds]
-    for spec, seed in (progress(jobs) if progress else jobs):
-        scenario = scenario_for_seed(spec, seed)
-        for e_agg in e_aggs:
-            for name in schedulers:
-                t0 = time.perf_counter()
-                plan = schedule(scenario, name, e_agg=e_agg, seed=seed)
-                solve_s = time.perf_counter() - t0
-                m = evaluate(scenario, plan)
-                rows.append({"scheduler": name, "scenario": spec, "seed": seed, "e_agg": plan.e_agg,
-                             "latency_s": m.latency_s, "energy_j": m.energy_j, "access_energy_j": m.access_energy_j,
-                             "backhaul_energy_j": m.backhaul_energy_j, "objective": m.energy_j,
-                             "gap": _number(plan.meta.get("gap")),
-                             "gap_controllable": _number(plan.meta.get("gap_controllable")), "solve_s": solve_s,
-                             "_e_agg_asked": e_agg})
-    return pd.DataFrame(rows)
+def compare_cell(cell: dict) -> dict:
+    """One row of the table: ``cell`` = ``{"scenario": spec, "seed", "e_agg", "scheduler"}`` (a sweep cell)."""
+    scenario = scenario_for_seed(cell["scenario"], cell["seed"])
+    t0 = time.perf_counter()
+    plan = schedule(scenario, cell["scheduler"], e_agg=cell["e_agg"], seed=cell["seed"])
+    solve_s = time.perf_counter() - t0
+    m = evaluate(scenario, plan)
+    return {"scheduler": cell["scheduler"], "scenario": cell["scenario"], "seed": cell["seed"], "e_agg": plan.e_agg,
+            "latency_s": m.latency_s, "energy_j": m.energy_j, "access_energy_j": m.access_energy_j,
+            "backhaul_energy_j": m.backhaul_energy_j, "objective": m.energy_j, "gap": plan.meta.get("gap"),
+            "gap_controllable": plan.meta.get("gap_controllable"), "solve_s": solve_s, "_e_agg_asked": cell["e_agg"]}
+
+
+def run(specs: list[str], schedulers: list[str], seeds: list[int], e_aggs: list[int], progress=None, *,
+        workers: int = 1, cluster: str | None = None, store=None) -> pd.DataFrame:
+    """The tidy table: one row per (scheduler, scenario, seed, e_agg), each a cell of :func:`~.sweep.run_cells`
+    (``workers`` local processes or a Dask ``cluster``; with a ``store`` folder finished cells are kept and
+    reused, so an interrupted comparison re-run with the same arguments computes only what is missing)."""
+    cells = [{"scenario": spec, "seed": seed, "e_agg": e_agg, "scheduler": name}
+             for spec in specs for seed in seeds for e_agg in e_aggs for name in schedulers]
+    rows, _ = run_cells(compare_cell, cells, workers=workers, cluster=cluster, store=store, progress=progress)
+    table = pd.DataFrame(rows)
+    for col in ("gap", "gap_controllable"):
+        table[col] = table[col].map(_number)
+    return table
 
 
 def _ci95(x: pd.Series) -> float:
@@ -132,7 +138,7 @@ def write(rows: pd.DataFrame, summary: pd.DataFrame, out_dir) -> list[Path]:
     written = []
     for name, text in (("rows.csv", rows[ROW_COLUMNS].to_csv(index=False)),
                        ("summary.csv", summary.to_csv(index=False)),
-                       ("compare.json", json.dumps(to_json(rows, summary), indent=1))):
+                       ("compare.json", dumps_json(to_json(rows, summary), indent=1))):
         written.append(atomic_write(out / name, text))
     fig, ax = plt.subplots(figsize=(6, 4.5))
     style = series_style(rows["scheduler"].unique(), rows["_e_agg_asked"].unique())

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import resource
 import sys
 import time
 
 import numpy as np
+
+from .._io import dumps_json
 
 DEFAULT_SIZES = (40, 400, 1000)  # `bench --learner` without --sizes
 EASY_VQA_MAX = 1000  # larger sizes use the synthetic benchmark (easy-VQA has ~32,000 pool rows)
@@ -228,7 +229,7 @@ def cmd_bench_learner(args, sizes) -> int:
         progress = lambda it: tqdm(it, desc="learner bench", file=sys.stderr, leave=False)  # noqa: E731
     rows = bench_learner(sizes, device=str(device), progress=progress)
     if args.json:
-        print(json.dumps({"learner": rows}))
+        print(dumps_json({"learner": rows}))
         return 0
     print(f"{'devices':>8} {'benchmark':<10}{'round s':>9}{'FL samples/s':>14}{'central':>10}{'ratio':>7}"
           f"{'reference':>11}{'speedup':>9}{'peak MiB':>10}")

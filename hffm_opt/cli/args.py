@@ -12,6 +12,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -97,6 +98,22 @@ def counts(low: int = 1, high: int | None = None):
             raise argparse.ArgumentTypeError(f"{text!r}: item {exc}") from None
 
     return _rule(parse, "list")
+
+
+def cluster_address(text: str) -> str:
+    """A Dask scheduler address ``tcp://HOST:PORT`` (or ``tls://``, ``inproc://``)."""
+    match = re.fullmatch(r"(tcp|tls)://[^\s:/]+:(\d{1,5})|inproc://\S+", str(text).strip())
+    if not match or (match.group(2) and not 1 <= int(match.group(2)) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a Dask scheduler address such as tcp://HOST:8786")
+    return str(text).strip()
+
+
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers N`` and ``--cluster ADDRESS`` of the commands that sweep independent cells."""
+    p.add_argument("--workers", type=count(1, 1024), default=1,
+                   help="local processes that compute cells in parallel (default: %(default)s)")
+    p.add_argument("--cluster", type=_rule(cluster_address, "address"),
+                   help="compute the cells on the Dask scheduler at this address (tcp://HOST:8786) instead")
 
 
 def names(choices=None):

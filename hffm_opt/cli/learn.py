@@ -10,13 +10,12 @@ target accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hffm_opt._io import atomic_path, atomic_write
+from hffm_opt._io import atomic_path, atomic_write, dumps_json
 
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
 OPTIMAL = ("optimal", "Optimal (F4)", "optimal", 2)  # (JSON key, label, scheduler, e_agg), as cli.PAPER_ROWS
@@ -103,7 +102,7 @@ def write_results(results: list[MethodResult], target_pct: float, out: Path) -> 
     for r in results:
         written += list(r.history.save(out, f"history_{r.method}_E{r.e_agg}"))
     table = {"target_accuracy": target_pct, "results": [r.row(target_pct) for r in results]}
-    atomic_write(out / "results.json", json.dumps(table, indent=1))
+    atomic_write(out / "results.json", dumps_json(table, indent=1))
     written.append(out / "results.json")
     for key, xlabel, fname in (("time_s", "simulated time (s)", "accuracy_vs_time.png"),
                                ("energy_j", "energy (J)", "accuracy_vs_energy.png")):
@@ -170,9 +169,9 @@ def _cmd_train(args) -> int:
            "accuracy_by_task": last["accuracy_by_task"], "personalised_accuracy": last["personalised_accuracy"],
            "time_s": hist.records[-1]["time_s"], "total_energy_j": hist.records[-1]["energy_j"]}
     if args.json:
-        print(json.dumps(out))
+        print(dumps_json(out))
     else:
-        print(json.dumps(out, indent=1))
+        print(dumps_json(out, indent=1))
     return 0
 
 
@@ -187,7 +186,7 @@ def _cmd_run(args) -> int:
     out = _out_dir(args.out)
     write_results(results, target, out)
     if args.json:
-        print(json.dumps({"results": [r.row(target) for r in results]}))
+        print(dumps_json({"results": [r.row(target) for r in results]}))
         return 0
     print_table(results, target, setup.data.model.task_names)
     print(f"written to {out}/ (history_*.csv/json, results.json, accuracy_vs_time.png, accuracy_vs_energy.png); "

@@ -17,7 +17,7 @@ from ..network.io import load_scenario
 from ..network.limits import MAX_E_AGG
 from ..plan import Plan
 from ..schedulers import available, get_scheduler, schedule
-from .args import count, counts, names, out_path, real, seed
+from .args import add_sweep_flags, count, counts, names, out_path, real, seed
 
 MAX_BENCH_DEVICES = 100_000  # the largest size `bench` builds (a clustered scenario of max(10, n // 100) edges)
 
@@ -68,6 +68,15 @@ def _progress(enabled: bool):
     return lambda it: tqdm(it, file=sys.stderr, leave=False)
 
 
+def _cell_counter(enabled: bool):
+    """For :func:`~hffm_opt.analysis.sweep.run_cells`: a tqdm bar of the cells to compute (stderr), or None."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return lambda total: tqdm(total=total, desc="cells", unit="cell", file=sys.stderr, leave=False).update
+
+
 def _cmd_optimize(args) -> int:
     from ..schedulers.optimising import joint_model
     from ..solvers import solve
@@ -76,7 +85,7 @@ def _cmd_optimize(args) -> int:
                         seed=args.seed, target_from=args.target_from)
     res = solve(model, "exact" if args.exact else args.solver, time_limit=args.time_limit,
                 progress=_progress(not args.json))
-    out = {"solve": res.summary()}
+    out = {**res.summary(), "solve_s": res.runtime_s}  # the Result at top level, then the plan's metrics
     if res.ok:
         out["metrics"] = res.metrics.summary()
         if args.out:
@@ -160,7 +169,8 @@ def _cmd_compare(args) -> int:
         if spec != "paper-random":
             load_scenario(spec)
     rows = compare.run(args.scenario, list(args.schedulers), list(range(args.seeds)), list(args.e_agg),
-                       progress=_progress(not args.json))
+                       progress=_cell_counter(not args.json), workers=args.workers, cluster=args.cluster,
+                       store=Path(args.out) / "cells" if args.out else None)
     summary = compare.summarise(rows, args.reference)
     if args.out:
         compare.write(rows, summary, args.out)
@@ -186,18 +196,20 @@ def _cmd_bench(args) -> int:
 
     _apply_config(args, "bench")
     sizes = list(args.sizes)
-    out = {"schedulers": bench.bench_schedulers(sizes, progress=_progress(not args.json))}
+    out = {"schedulers": bench.bench_schedulers(sizes, args.schedulers, progress=_cell_counter(not args.json),
+                                                workers=args.workers, cluster=args.cluster)}
     out["allocation"] = bench_allocation(sizes=tuple(sorted(set(sizes) | {1000})))
     out["dynamic"] = bench.bench_dynamic()
     if args.json:
         print(dumps_json(out))
         return 0
     print(f"{'devices':>8}{'edges':>6}  {'scheduler':<10}{'solver':<8}{'build s':>9}{'solve s':>9}{'latency s':>11}"
-          f"{'energy J':>11}  gap")
+          f"{'energy J':>11}{'peak MiB':>10}  gap (controllable)")
     for r in out["schedulers"]:
-        gap = "-" if r["gap"] is None else f"{r['gap']:.2%}"
+        gap = "-" if r["gap"] is None else f"{r['gap']:.2%}" + (
+            "" if r["gap_controllable"] is None else f" ({r['gap_controllable']:.2%})")
         print(f"{r['n_devices']:>8}{r['n_edges']:>6}  {r['scheduler']:<10}{r['solver']:<8}{r['build_s']:>9.3f}{r['solve_s']:>9.3f}"
-              f"{r['latency_s']:>11.3f}{r['energy_j']:>11.3f}  {gap}")
+              f"{r['latency_s']:>11.3f}{r['energy_j']:>11.3f}{r['peak_rss_mb']:>10.0f}  {gap}")
     for r in out["allocation"]:
         cvx = f"skipped ({r['cvxpy_skipped']})" if r["max_rel_diff"] is None else (
             f"{r['cvxpy_s']:.3f} s, {r['speedup']:.0f}x, max relative difference {r['max_rel_diff']:.2g}")
@@ -252,7 +264,10 @@ def add_commands(sub) -> None:
     p.add_argument("--reference", default="hierarchical-d2d", help="the scheduler the ratios are to (one of "
                    "--schedulers)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--out", type=out_path("folder"), help="directory for CSV, JSON and the Pareto plot")
+    p.add_argument("--out", type=out_path("folder"), help="directory for CSV, JSON and the Pareto plot; finished "
+                   "cells are kept in OUT/cells/, so the same command re-run after an interruption only computes "
+                   "the missing ones")
+    add_sweep_flags(p)
     p.add_argument("--config", help="TOML file whose [compare] table replaces these options")
     p.set_defaults(func=_cmd_compare)
     _PARSERS["compare"] = p
@@ -260,11 +275,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser("bench", help="scheduler, allocation and dynamic re-solve benchmarks across sizes")
     p.add_argument("--sizes", type=counts(1, MAX_BENCH_DEVICES), default=(40, 400, 4000, 10000),
                    help="comma-separated device counts (default: 40,400,4000,10000)")
+    p.add_argument("--schedulers", type=names(available), default=("greedy", "optimal"),
+                   help="comma-separated schedulers to benchmark (default: greedy,optimal)")
     p.add_argument("--learner", action="store_true", help="only the learner benchmark (trainer vs central and the "
                    "per-device loop, round time); without --sizes its sizes are 40,400,1000")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="torch device of --learner (auto = cuda if available; default: %(default)s)")
     p.add_argument("--json", action="store_true")
+    add_sweep_flags(p)
     p.add_argument("--config", help="TOML file whose [bench] table replaces these options")
     p.set_defaults(func=_cmd_bench)
     _PARSERS["bench"] = p

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from .._io import dumps_json
 from ..network.io import load_scenario
 from ..plan import Plan
 from ..schedulers import available, schedule
@@ -15,7 +14,7 @@ def _cmd_plot(args) -> int:
     scenario = load_scenario(args.scenario)
     plan = Plan.load(args.plan) if args.plan else schedule(scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed)
     counts = draw_network(scenario, plan, args.out)
-    print(json.dumps({"out": str(args.out), **counts}))
+    print(dumps_json({"out": str(args.out), **counts}))
     return 0
 
 

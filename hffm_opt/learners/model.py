@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from hffm_opt.errors import ConfigError
+
 from .layers import Adapter, Backbone, Head, ImageEncoder, MoE, VectorEncoder
 from .specs import ModalitySpec, SpecNames, TaskSpec
 
@@ -68,23 +70,23 @@ class M3TConfig(SpecNames):
         object.__setattr__(self, "frozen_kinds", tuple(self.frozen_kinds))
         object.__setattr__(self, "image_channels", tuple(self.image_channels))
         if not self.modalities or not self.tasks:
-            raise ValueError("M3TConfig needs at least one modality and one task")
+            raise ConfigError("M3TConfig needs at least one modality and one task")
         for kind, names in (("modality", [m.name for m in self.modalities]), ("task", [t.name for t in self.tasks])):
             if len(set(names)) != len(names):
-                raise ValueError(f"{kind} names = {names}: must be unique")
+                raise ConfigError(f"{kind} names = {names}: must be unique")
         known = {m.name for m in self.modalities}
         for t in self.tasks:
             if not set(t.requires) <= known:
-                raise ValueError(f"task {t.name}.requires = {t.requires}: unknown modality; known: {sorted(known)}")
+                raise ConfigError(f"task {t.name}.requires = {t.requires}: unknown modality; known: {sorted(known)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model = {self.d_model}: must be divisible by n_heads = {self.n_heads}")
+            raise ConfigError(f"d_model = {self.d_model}: must be divisible by n_heads = {self.n_heads}")
         if not 1 <= self.top_k <= self.n_experts:
-            raise ValueError(f"top_k = {self.top_k}: must be in 1..n_experts = {self.n_experts}")
+            raise ConfigError(f"top_k = {self.top_k}: must be in 1..n_experts = {self.n_experts}")
         bad = set(self.frozen_kinds) - set(MODULE_KINDS)
         if bad:
-            raise ValueError(f"frozen_kinds = {self.frozen_kinds}: unknown kinds {sorted(bad)}; known: {MODULE_KINDS}")
+            raise ConfigError(f"frozen_kinds = {self.frozen_kinds}: unknown kinds {sorted(bad)}; known: {MODULE_KINDS}")
         if len(self.image_channels) != 4:
-            raise ValueError(f"image_channels = {self.image_channels}: the image CNN has 4 layers")
+            raise ConfigError(f"image_channels = {self.image_channels}: the image CNN has 4 layers")
 
     def replace(self, **changes) -> "M3TConfig":
         """A validated copy with some fields changed."""
@@ -248,7 +250,7 @@ class M3TModel(nn.Module):
             else:
                 valid.append(pm.to(torch.bool)[:, None].expand(b, n))
         if not toks:
-            raise ValueError("forward needs at least one modality in inputs")
+            raise ConfigError("forward needs at least one modality in inputs")
         return torch.cat(toks, dim=1), torch.cat(valid, dim=1)
 
     def _trunk(self, inputs, present, tasks, encoded, adapters: bool) -> tuple[Tensor, Tensor, int]:

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hffm_opt.errors import ConfigError
+
 from .specs import SpecNames
 from .table import Batch, MultiModalTable
 
@@ -83,9 +85,9 @@ class PackedTables(SpecNames, Sequence):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         if self.offsets.ndim != 1 or self.offsets[0] != 0 or self.offsets[-1] != len(index) or \
                 (np.diff(self.offsets) < 0).any():
-            raise ValueError(f"{name}.offsets: must rise from 0 to the {len(index)} rows")
+            raise ConfigError(f"{name}.offsets: must rise from 0 to the {len(index)} rows")
         if index.shape != (len(index), len(self.modalities)) or labels.shape != (len(index), len(self.tasks)):
-            raise ValueError(f"{name}: index {tuple(index.shape)} / labels {tuple(labels.shape)} must be "
+            raise ConfigError(f"{name}: index {tuple(index.shape)} / labels {tuple(labels.shape)} must be "
                              f"(rows, {len(self.modalities)}) / (rows, {len(self.tasks)})")
 
     # ------------------------------------------------------------------ construction
@@ -97,12 +99,12 @@ class PackedTables(SpecNames, Sequence):
             return tables
         tables = list(tables)
         if not tables:
-            raise ValueError("tables: need at least one device table")
+            raise ConfigError("tables: need at least one device table")
         first = tables[0]
         for t in tables:
             if t.modality_names != first.modality_names or t.task_names != first.task_names or \
                     t.encoded != first.encoded:
-                raise ValueError(f"tables: {t.name} has other modalities, tasks or encoded modalities than "
+                raise ConfigError(f"tables: {t.name} has other modalities, tasks or encoded modalities than "
                                  f"{first.name}")
         sources, shift = {}, np.zeros((len(tables), len(first.modalities)), np.int64)
         for j, m in enumerate(first.modality_names):
@@ -193,11 +195,11 @@ class PackedTables(SpecNames, Sequence):
         random keys and one sort for all devices; the result depends only on the inputs and ``rng``'s state."""
         devices = np.asarray(devices, np.int64)
         if steps < 1 or batch_size < 1:
-            raise ValueError(f"steps = {steps}, batch_size = {batch_size}: both must be >= 1")
+            raise ConfigError(f"steps = {steps}, batch_size = {batch_size}: both must be >= 1")
         n = self.row_counts()[devices]
         if (n == 0).any():
             u = int(devices[np.argmax(n == 0)])
-            raise ValueError(f"device {u} ({self.name}) has no rows: a device without data cannot train")
+            raise ConfigError(f"device {u} ({self.name}) has no rows: a device without data cannot train")
         need = steps * batch_size
         reps = -(-need // n)  # passes through its rows each device needs
         sizes = np.repeat(n, reps)  # one group per (device, pass)

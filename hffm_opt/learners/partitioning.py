@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from hffm_opt.errors import ConfigError
+
 from .packed import PackedTables
 from .specs import TaskSpec
 from .table import MultiModalTable, _usable
@@ -30,9 +32,9 @@ def dirichlet_split(labels, n_parts: int, alpha: float, rng: np.random.Generator
     is in exactly one part; the result depends only on the inputs and the generator's state."""
     labels = np.asarray(labels)
     if n_parts < 1:
-        raise ValueError(f"n_parts = {n_parts}: must be >= 1")
+        raise ConfigError(f"n_parts = {n_parts}: must be >= 1")
     if not alpha > 0:
-        raise ValueError(f"alpha = {alpha}: must be > 0")
+        raise ConfigError(f"alpha = {alpha}: must be > 0")
     classes = np.unique(labels)
     owner = np.zeros(len(labels), np.int64)
     for _ in range(max(1, max_tries)):
@@ -109,10 +111,10 @@ def partition(table: MultiModalTable, modalities, tasks, alpha: float = 0.5, tes
     tasks = np.asarray(tasks, bool)
     n_dev = len(modalities)
     if modalities.shape != (n_dev, len(table.modalities)) or tasks.shape != (n_dev, len(table.tasks)):
-        raise ValueError(f"modalities {modalities.shape} / tasks {tasks.shape}: must be (U, {len(table.modalities)}) "
+        raise ConfigError(f"modalities {modalities.shape} / tasks {tasks.shape}: must be (U, {len(table.modalities)}) "
                          f"and (U, {len(table.tasks)})")
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction = {test_fraction}: must be in [0, 1)")
+        raise ConfigError(f"test_fraction = {test_fraction}: must be in [0, 1)")
     rng = np.random.default_rng(seed)
     # devices of one profile (modality set, task set) can use the same rows: eligibility per profile, the
     # profiles in the order of their first device (which orders the groups as the device columns would)

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hffm_opt.errors import ConfigError
+
 from .specs import ModalitySpec, SpecNames, TaskSpec
 
 
@@ -70,24 +72,24 @@ class MultiModalTable(SpecNames, Dataset):
         self.labels = _int64(labels)
         n, n_m, n_t = len(self.index), len(self.modalities), len(self.tasks)
         if self.index.shape != (n, n_m):
-            raise ValueError(f"{name}.index.shape = {tuple(self.index.shape)}: must be (rows, {n_m} modalities)")
+            raise ConfigError(f"{name}.index.shape = {tuple(self.index.shape)}: must be (rows, {n_m} modalities)")
         if self.labels.shape != (n, n_t):
-            raise ValueError(f"{name}.labels.shape = {tuple(self.labels.shape)}: must be ({n}, {n_t} tasks)")
+            raise ConfigError(f"{name}.labels.shape = {tuple(self.labels.shape)}: must be ({n}, {n_t} tasks)")
         for j, m in enumerate(self.modalities):
             src = self.sources[m.name]
             if m.name in self.encoded:
                 if src.dim() != 3 or src.shape[1] != m.n_tokens:
-                    raise ValueError(f"{name}.sources[{m.name}].shape = {tuple(src.shape)}: pre-encoded items must be "
+                    raise ConfigError(f"{name}.sources[{m.name}].shape = {tuple(src.shape)}: pre-encoded items must be "
                                      f"(n, {m.n_tokens} tokens, d_model)")
             elif tuple(src.shape[1:]) != m.shape:
-                raise ValueError(f"{name}.sources[{m.name}].shape = {tuple(src.shape)}: items must be {m.shape}")
+                raise ConfigError(f"{name}.sources[{m.name}].shape = {tuple(src.shape)}: items must be {m.shape}")
             col = self.index[:, j]
             if n and (col.max() >= len(src) or col.min() < -1):
-                raise ValueError(f"{name}.index[:, {m.name}]: entries must be -1 or < {len(src)}")
+                raise ConfigError(f"{name}.index[:, {m.name}]: entries must be -1 or < {len(src)}")
         for j, t in enumerate(self.tasks):
             col = self.labels[:, j]
             if n and (col.max() >= t.n_classes or col.min() < -1):
-                raise ValueError(f"{name}.labels[:, {t.name}]: labels must be -1 or in 0..{t.n_classes - 1}")
+                raise ConfigError(f"{name}.labels[:, {t.name}]: labels must be -1 or in 0..{t.n_classes - 1}")
 
     # -- Dataset protocol
     def __len__(self) -> int:
@@ -169,7 +171,7 @@ class MultiModalTable(SpecNames, Dataset):
             if m in self.encoded:
                 continue
             if not model.is_frozen(f"encoder:{m}"):
-                raise ValueError(f"modalities: encoder:{m} is trainable, its tokens cannot be cached")
+                raise ConfigError(f"modalities: encoder:{m} is trainable, its tokens cannot be cached")
             src = self.sources[m]
             enc = model.encoders[m]
             sources[m] = torch.cat([enc(src[i:i + chunk]) for i in range(0, len(src), chunk)]) if len(src) else \

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .._io import atomic_path, atomic_write
+from .._io import atomic_path, atomic_write, dumps_json
 
 IMPORTANCE_MIN_TRIALS = 6  # complete trials before the parameter-importance plot means anything
 
@@ -108,4 +108,4 @@ def write_results(out_dir, study: optuna.Study, result: dict) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return [atomic_write(out / "trials.csv", study.trials_dataframe().to_csv(index=False)),
-            atomic_write(out / "summary.json", json.dumps(result, indent=1))]
+            atomic_write(out / "summary.json", dumps_json(result, indent=1))]

@@ -23,9 +23,9 @@ from typing import NoReturn
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ..errors import ConfigError, ScenarioError
-from ..network.limits import MAX_ROUNDS
 from ..network.documents import as_number, hint, keyword_types, read_document
 from ..network.io import load_scenario
+from ..network.limits import MAX_ROUNDS
 from ..schedulers import SchedulerError, get_scheduler, scheduler_options
 
 OBJECTIVES = ("accuracy", "pareto")

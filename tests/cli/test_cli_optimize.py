@@ -24,8 +24,8 @@ def test_optimize_prints_the_solve_result_and_the_plan_passes_evaluate(small_fil
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     # 3-device clusters are enumerated inside F4: certified optimal, gap 0 (also on the controllable part)
-    assert out["solve"]["status"] == "optimal" and out["solve"]["bound"] <= out["solve"]["objective"] * (1 + 1e-12)
-    assert out["solve"]["gap"] <= 1e-9 and out["solve"]["gap_controllable"] <= 1e-6
+    assert out["status"] == "optimal" and out["bound"] <= out["objective"] * (1 + 1e-12)
+    assert out["gap"] <= 1e-9 and out["gap_controllable"] <= 1e-6
     assert main(["evaluate", "--scenario", small_file, "--plan", str(plan)]) == 0
     priced = json.loads(capsys.readouterr().out)["consistent"]
     assert priced["energy_j"] == pytest.approx(out["metrics"]["energy_j"])
@@ -34,7 +34,7 @@ def test_optimize_prints_the_solve_result_and_the_plan_passes_evaluate(small_fil
 def test_optimize_reports_an_infeasible_target_with_exit_1(small_file, capsys):
     assert main(["optimize", "--scenario", small_file, "--target-latency", "0.001", "--solver", "fast", "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["solve"]["status"] == "infeasible" and "deadline" in out["solve"]["message"]
+    assert out["status"] == "infeasible" and "deadline" in out["message"]
 
 
 def test_compare_reads_a_config_and_command_line_options_win(small_file, tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_bench_json_has_the_documented_records(capsys):
     assert main(["bench", "--sizes", "40", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     keys = {"n_devices", "n_edges", "scheduler", "solver", "build_s", "solve_s", "objective", "gap", "latency_s",
-            "energy_j"}
+            "energy_j", "gap_controllable", "peak_rss_mb"}
     assert all(keys <= set(r) for r in out["schedulers"])
     assert {"fast_s", "cvxpy_s", "speedup", "max_rel_diff"} <= set(out["allocation"][0])
     assert all(r["max_rel_diff"] is None or r["max_rel_diff"] <= 1e-6 for r in out["allocation"])

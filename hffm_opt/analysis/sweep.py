@@ -1,0 +1,139 @@
+"""Sweeps of independent cells (scheduler x scenario x seed x E_agg, ...) serially, on local processes or on a Dask
+cluster, with every finished cell saved at once so that an interrupted sweep resumes where it stopped.
+
+A *cell* is a small JSON-able dict of the parameters of one unit of work; ``fn(cell)`` (a module-level function, so
+that other processes can import it) returns its JSON-able result. :func:`run_cells` returns the results in the
+order of the cells whatever order they finish in, so a sweep gives the same table serially, with ``workers`` local
+processes or on a cluster.
+
+With a ``store`` folder, each result is written atomically to ``store/<key>.json`` as soon as its cell finishes,
+where ``<key>`` hashes the function's name, the cell and the package version: re-running the same sweep reads the
+finished cells back and computes only the missing ones; another sweep, function or version never reuses them.
+
+A Dask cluster elsewhere: on one machine ``dask scheduler`` (it prints ``tcp://HOST:8786``), on each worker machine
+(with this package installed) ``dask worker tcp://HOST:8786 --nthreads 1``; then pass ``--cluster tcp://HOST:8786``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .._io import atomic_write, dumps_json
+from .._version import __version__
+from ..errors import ConfigError
+
+
+def cell_key(fn: Callable, cell: dict) -> str:
+    """The file name stem of a cell's result: a hash of the function, the cell and the package version."""
+    text = json.dumps({"fn": f"{fn.__module__}.{fn.__qualname__}", "cell": cell, "version": __version__},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class SweepStats:
+    """How a sweep went: cells in all, read back from the store, computed now."""
+
+    cells: int = 0
+    reused: int = 0
+    computed: int = 0
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())["result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, or unreadable: computed again (never trusted half-way)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
+
+
+def _indexed(job: tuple[Callable, int, dict]) -> tuple[int, object]:
+    fn, i, cell = job
+    return i, fn(cell)
+
+
+def _local(fn: Callable, cells: list[dict], todo: list[int], workers: int) -> Iterator[tuple[int, object]]:
+    """(index, result) of the cells ``todo`` as they finish on ``workers`` local processes."""
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+    try:
+        yield from pool.imap_unordered(_indexed, [(fn, i, cells[i]) for i in todo])
+        pool.close()
+    finally:
+        pool.terminate()  # at the end a no-op; on an error or Ctrl-C no cell keeps running
+        pool.join()
+
+
+def _dask(fn: Callable, cells: list[dict], todo: list[int], address: str) -> Iterator[tuple[int, object]]:
+    """(index, result) of the cells ``todo`` as they finish on the Dask scheduler at ``address``."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as finished
+    except ImportError:
+        raise ConfigError(f"--cluster = {address!r}: needs the 'distributed' package "
+                          f"(pip install 'hffm-opt[cluster]')") from None
+    try:
+        client = Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"--cluster = {address!r}: no Dask scheduler answers there ({exc})") from None
+    try:
+        futures = {client.submit(fn, cells[i], pure=False): i for i in todo}
+        try:
+            with client.as_current():
+                for fut in finished(futures):
+                    yield futures[fut], fut.result()
+        finally:
+            client.cancel(list(futures))
+    finally:
+        client.close()
+
+
+def run_cells(fn: Callable[[dict], object], cells: Iterable[dict], *, workers: int = 1, cluster: str | None = None,
+              store=None, progress: Callable | None = None) -> tuple[list, SweepStats]:
+    """``[fn(cell) for cell in cells]`` (in that order) with ``workers`` local processes or on the Dask scheduler at
+    ``cluster`` (``tcp://HOST:PORT``), each result saved to ``store`` as it finishes and reused from there.
+
+    ``progress(n_total)`` returns a callable that is called once per finished cell (e.g. a tqdm's ``update``).
+    An exception in a cell stops the sweep and propagates; the cells finished before it stay saved."""
+    cells = list(cells)
+    store = Path(store) if store is not None else None
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
+    paths = [store / f"{cell_key(fn, c)}.json" if store is not None else None for c in cells]
+    results: list = [None] * len(cells)
+    todo = []
+    for i, path in enumerate(paths):
+        found = _load(path) if path is not None and path.exists() else None
+        if found is None:
+            todo.append(i)
+        else:
+            results[i] = found
+    stats = SweepStats(len(cells), len(cells) - len(todo), len(todo))
+    tick = progress(len(todo)) if progress and todo else (lambda: None)
+
+    def finish(i: int, result) -> None:
+        results[i] = json.loads(dumps_json(result))  # the same strict JSON whether computed now or read back
+        if paths[i] is not None:
+            atomic_write(paths[i], dumps_json({"cell": cells[i], "result": result}))
+        tick()
+
+    if cluster and todo:
+        done = _dask(fn, cells, todo, cluster)
+    elif workers > 1 and len(todo) > 1:
+        done = _local(fn, cells, todo, min(workers, len(todo)))
+    else:
+        done = ((i, fn(cells[i])) for i in todo)
+    try:
+        for i, result in done:
+            finish(i, result)
+    finally:
+        done.close()  # stops the pool or cancels the cluster's futures at once on an error or Ctrl-C
+    return results, stats

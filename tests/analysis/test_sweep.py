@@ -1,0 +1,85 @@
+"""Sweeps: the same table serially, on local processes and on a real local Dask cluster; resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from hffm_opt.analysis import compare
+from hffm_opt.analysis.sweep import cell_key, run_cells
+from hffm_opt.errors import ConfigError
+
+SPECS, SCHEDULERS, SEEDS, E_AGGS = ["paper-random"], ["hierarchical", "greedy", "random"], [0, 1], [2, 8]
+
+
+def _without_times(table):
+    return table.drop(columns=["solve_s"]).fillna(-1.0).to_dict("records")  # NaN (no gap) compares equal as -1
+
+
+@pytest.fixture(scope="module")
+def serial():
+    return compare.run(SPECS, SCHEDULERS, SEEDS, E_AGGS)
+
+
+def test_local_processes_give_the_serial_table_in_the_same_order(serial):
+    parallel = compare.run(SPECS, SCHEDULERS, SEEDS, E_AGGS, workers=2)
+    assert len(serial) == len(SCHEDULERS) * len(SEEDS) * len(E_AGGS)
+    assert _without_times(parallel) == _without_times(serial)
+
+
+def test_a_real_local_dask_cluster_gives_the_serial_table(serial):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        on_cluster = compare.run(SPECS, SCHEDULERS, SEEDS, E_AGGS, cluster=cl.scheduler_address)
+    assert _without_times(on_cluster) == _without_times(serial)
+
+
+def test_an_unreachable_cluster_is_a_config_error():
+    with pytest.raises(ConfigError, match="no Dask scheduler answers"):
+        run_cells(compare.compare_cell, [{"scenario": "paper", "seed": 0, "e_agg": 2, "scheduler": "greedy"}] * 2,
+                  cluster="tcp://127.0.0.1:9")
+
+
+def _square(cell):
+    return {"x": cell["x"] ** 2, "pid": os.getpid()}
+
+
+def test_the_store_keeps_finished_cells_and_only_missing_ones_are_computed(tmp_path):
+    cells = [{"x": x} for x in range(5)]
+    first, stats = run_cells(_square, cells[:3], store=tmp_path)
+    assert (stats.reused, stats.computed) == (0, 3)
+    (tmp_path / f"{cell_key(_square, cells[1])}.json").write_text("{truncated")  # a cell cut off mid-write
+    again, stats = run_cells(_square, cells, store=tmp_path)
+    assert (stats.reused, stats.computed) == (2, 3)  # cells 0 and 2 reused; 1 (unreadable), 3 and 4 computed
+    assert [r["x"] for r in again] == [0, 1, 4, 9, 16]
+    assert again[0] == first[0] and again[2] == first[2]  # read back, not recomputed
+
+
+def test_a_killed_compare_resumes_with_only_the_missing_cells(tmp_path):
+    spec = tmp_path / "tiny.toml"  # 2 x 3 devices, re-drawn per seed: `optimal` takes about a second per cell
+    spec.write_text('[generator]\nname = "clustered"\nn_edges = 2\ndevices_per_edge = 3\nspacing_m = 800.0\n'
+                    'cluster_radius_m = 250.0\n')
+    out, seeds = tmp_path / "out", 6
+    argv = [sys.executable, "-m", "hffm_opt.cli", "compare", "--scenario", str(spec), "--schedulers", "greedy,optimal",
+            "--seeds", str(seeds), "--e-agg", "2", "--json", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert 2 <= len(before) < 2 * seeds, "the sweep must be killed midway"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert len(after) == 2 * seeds and all(after[name] == t for name, t in before.items())  # kept, not recomputed
+    resumed = pd.DataFrame(json.loads(done.stdout)["rows"])
+    fresh = compare.run([str(spec)], ["greedy", "optimal"], list(range(seeds)), [2])
+    columns = ["scheduler", "seed", "e_agg", "latency_s", "energy_j", "gap"]
+    pd.testing.assert_frame_equal(resumed[columns].fillna(-1.0), fresh[columns].fillna(-1.0))
