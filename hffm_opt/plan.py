@@ -163,10 +163,12 @@ def _matrix(value, where: str, cell) -> list:
     return rows
 
 
-def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, name: str) -> Plan:
+def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, name: str, local_steps: int = 1,
+                  batch_size: int = 16) -> Plan:
     """The prototype's fixed decisions: everything needed is trained, equal bandwidth, fixed powers, full CPU.
 
-    ``top_tier`` is the highest aggregation tier ("cloud" or "edge"); cluster-local modules stop at the edge.
+    ``top_tier`` is the highest aggregation tier ("cloud" or "edge"); cluster-local modules stop at the edge;
+    ``local_steps`` (tau) and ``batch_size`` are the training workload of an edge round the plan is made for.
     """
     dev, proto = scenario.devices, scenario.prototype
     n, n_e = scenario.n_devices, scenario.n_edges
@@ -179,5 +181,6 @@ def baseline_plan(scenario: Scenario, *, mode: str, e_agg: int, top_tier: str, n
                 bandwidth_hz=scenario.edges.bandwidth_hz[dev.edge] / counts[dev.edge],
                 power_w=np.minimum(proto.uplink_rate_power_w, dev.pmax_w),
                 d2d_power_w=np.minimum(proto.d2d_rate_power_w, dev.pmax_w),
-                d2d_down_power_w=np.full(n, proto.d2d_rate_power_w), cpu_hz=dev.cpu_hz.copy(), scheduler=name)
+                d2d_down_power_w=np.full(n, proto.d2d_rate_power_w), cpu_hz=dev.cpu_hz.copy(), scheduler=name,
+                local_steps=local_steps, batch_size=batch_size)
 

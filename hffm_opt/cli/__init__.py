@@ -14,7 +14,7 @@ import traceback
 
 from ..errors import HffmError
 from . import args as flag_rules
-from . import learn, plans, plot, tune
+from . import learn, pareto, plans, plot, tune
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 1, 2, 130
 
@@ -28,6 +28,7 @@ def build_parser() -> flag_rules.Parser:
     tune.add_commands(sub)
     learn.add_commands(sub)
     plot.add_commands(sub)
+    pareto.add_commands(sub)
     for name, command in sub.choices.items():
         flag_rules.apply_rules(name, command)
     return parser

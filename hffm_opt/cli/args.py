@@ -110,7 +110,7 @@ def cluster_address(text: str) -> str:
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """``--workers N`` and ``--cluster ADDRESS`` of the commands that sweep independent cells."""
-    p.add_argument("--workers", type=count(1, 1024), default=1,
+    p.add_argument("--workers", type=count(1, 256), default=1,
                    help="local processes that compute cells in parallel (default: %(default)s)")
     p.add_argument("--cluster", type=_rule(cluster_address, "address"),
                    help="compute the cells on the Dask scheduler at this address (tcp://HOST:8786) instead")
@@ -207,7 +207,8 @@ FLAG_RULES = {  # the rule of a number flag of any command, by its destination
     "n_edges": count(1, MAX_DEVICES), "devices_per_edge": count(1, MAX_DEVICES),
     "local_steps": count(1, MAX_LOCAL_STEPS), "batch_size": count(1, 1_000_000), "eval_every": count(0, MAX_ROUNDS),
     "threads": count(1, 1024), "lr": real(0.0, 1e3), "target": real(0.0, 100.0), "trials": count(1, 1_000_000),
-    "workers": count(1, 256), "timeout": real(0.0, 1e9), "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9),
+    "workers": count(1, 256), "timeout": real(0.0, 1e9), "central_epochs": real(0.0, 1e3),
+    "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9),
 }
 OUT_KINDS = {"schedule": "file", "optimize": "file", "compare": "folder", "train": "folder", "run": "folder",
              "tune": "folder", "plot": "file"}  # any other command: a file when the path has a suffix, else a folder

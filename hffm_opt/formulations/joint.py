@@ -1,67 +1,115 @@
 """F4, the joint plan, as a model object: what :func:`hffm_opt.solvers.solve` needs to run F4 or exact enumeration.
 
 Problem (section 4; consistent accounting): per cluster choose direct uploads or a D2D aggregator and relay tree
-(discrete), and CPU frequencies, uplink bandwidth and powers, D2D powers (continuous), minimising the energy per
-edge round (J) subject to the latency per edge round <= ``target_latency_s`` (s). Module assignment, tiers,
-association and ``e_agg`` are those of the ``start`` plan, which the search also starts from (the optimising
-schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The builder runs a
-pre-check of capacities and deadlines that names the responsible device or edge server.
+(discrete), and CPU frequencies, uplink bandwidth and powers, D2D powers (continuous). The ``objective``:
+
+- ``"energy"`` (default): least energy per edge round (J) with the latency per edge round <= ``target_latency_s``;
+- ``"latency"``: least latency per edge round (s), with the energy per edge round <= ``energy_budget_j`` if given;
+- ``"weighted"``: least ``w_latency * latency_s + w_energy * energy_j`` (weights per s and per J, both > 0).
+
+Module assignment, tiers, association and ``e_agg`` are those of the ``start`` plan, which the search also starts
+from (the optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The
+builder runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..network.channel import shannon_rate
 from ..network.scenario import Scenario
 from ..network.topology import cluster_links
 from ..plan import Plan
 from .cluster import cluster_data
 
+OBJECTIVES = ("energy", "latency", "weighted")
+
 
 @dataclass(frozen=True)
 class JointModel:
-    """F4 on one scenario: the starting plan (its name in ``start_name``), the latency target per edge round (s),
-    the pre-check's verdict and the builder's time (s)."""
+    """F4 on one scenario: the starting plan (its name in ``start_name``), the latency target per edge round (s;
+    None unless the objective is ``energy``), the objective and its data (module docstring), the pre-check's verdict
+    and the builder's time (s)."""
 
     program: ClassVar[str] = "joint"  # the key of the solver registry's table
     scenario: Scenario
     start: Plan
-    target_latency_s: float
+    target_latency_s: float | None
     start_name: str
     precheck_message: str | None
     build_s: float
     name: str = "F4 joint plan"
+    objective: str = "energy"
+    energy_budget_j: float | None = None
+    w_latency: float | None = None
+    w_energy: float | None = None
 
     @property
     def e_agg(self) -> int:
         """Edge rounds per global period (the starting plan's)."""
         return int(self.start.e_agg)
 
+    def at_target(self, target_latency_s: float) -> JointModel:
+        """The energy-at-target model of the same start with ``target_latency_s`` (s per edge round), pre-checked."""
+        return build_joint(self.scenario, self.start, target_latency_s, self.start_name)
 
-def build_joint(scenario: Scenario, start: Plan, target_latency_s: float, start_name: str = "") -> JointModel:
-    """The F4 model of ``scenario`` from ``start`` within ``target_latency_s`` (module docstring), pre-checked."""
+
+def _positive(name: str, value, required: bool) -> None:
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} = {value!r}: must be a finite number > 0")
+
+
+def check_objective(objective: str, target_latency_s, energy_budget_j, w_latency, w_energy) -> None:
+    """Raise :class:`~hffm_opt.errors.ConfigError` naming the field when the objective's data do not fit it: a
+    target only (and always) with ``energy``, an energy budget only with ``latency``, both weights only (and always)
+    with ``weighted``."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective = {objective!r}: must be one of {list(OBJECTIVES)}")
+    _positive("target_latency_s", target_latency_s, objective == "energy")
+    _positive("energy_budget_j", energy_budget_j, False)
+    _positive("w_latency", w_latency, objective == "weighted")
+    _positive("w_energy", w_energy, objective == "weighted")
+    for name, value, allowed in (("target_latency_s", target_latency_s, ("energy",)),
+                                 ("energy_budget_j", energy_budget_j, ("latency",)),
+                                 ("w_latency", w_latency, ("weighted",)), ("w_energy", w_energy, ("weighted",))):
+        if value is not None and objective not in allowed:
+            raise ConfigError(f"{name} = {value!r}: only with objective {' or '.join(map(repr, allowed))} (objective "
+                              f"= {objective!r})")
+
+
+def build_joint(scenario: Scenario, start: Plan, target_latency_s: float | None, start_name: str = "",
+                objective: str = "energy", energy_budget_j: float | None = None, w_latency: float | None = None,
+                w_energy: float | None = None) -> JointModel:
+    """The F4 model of ``scenario`` from ``start`` (module docstring), pre-checked; bad objective data raise
+    :class:`~hffm_opt.errors.ConfigError` (:func:`check_objective`)."""
     t0 = time.perf_counter()
-    if not (np.isfinite(target_latency_s) and target_latency_s > 0):
-        raise ValueError(f"target_latency_s = {target_latency_s!r}: must be a finite latency > 0 s")
+    check_objective(objective, target_latency_s, energy_budget_j, w_latency, w_energy)
     if start.mode != "hierarchical":
-        raise ValueError(f"start.mode = {start.mode!r}: F4 plans hierarchical training")
-    message = joint_precheck(scenario, start, float(target_latency_s))
-    return JointModel(scenario, start, float(target_latency_s), start_name or start.scheduler, message,
-                      time.perf_counter() - t0)
+        raise ConfigError(f"start.mode = {start.mode!r}: F4 plans hierarchical training")
+    target = None if target_latency_s is None else float(target_latency_s)
+    message = joint_precheck(scenario, start, target)
+    model = JointModel(scenario, start, target, start_name or start.scheduler, message, time.perf_counter() - t0)
+    return dataclasses.replace(model, objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency,
+                               w_energy=w_energy)
 
 
-def joint_precheck(scenario: Scenario, start: Plan, target_latency_s: float) -> str | None:
+def joint_precheck(scenario: Scenario, start: Plan, target_latency_s: float | None) -> str | None:
     """Why F4 is infeasible, naming the device or edge server, or None (a necessary-condition check).
 
     - memory: a device cannot hold the modules it needs while training the ones ``start`` assigns it;
     - deadline: a device's compute at full CPU speed plus its fastest first hop at full power (its upload with
       the whole band of its edge, or its best D2D link) exceeds the target; an edge server whose backhaul transfer
-      alone exceeds the period e_agg x target.
+      alone exceeds the period e_agg x target (without a target: the memory check only).
     """
     dev, mods, e_agg = scenario.devices, scenario.module_arrays, int(start.e_agg)
     held = (scenario.need & ~start.train) @ mods["memory_bytes"] + start.train @ (mods["memory_bytes"]
@@ -71,6 +119,8 @@ def joint_precheck(scenario: Scenario, start: Plan, target_latency_s: float) -> 
         u = int(over[0])
         return (f"memory: device {dev.ids[u]} needs {held[u]:.6g} bytes to hold and train its modules but has "
                 f"{dev.memory_bytes[u]:.6g} bytes" + (f" ({over.size - 1} more devices likewise)" if over.size > 1 else ""))
+    if target_latency_s is None:
+        return None
     noise, d2d = scenario.noise_psd_w_per_hz, scenario.d2d
     no_d2d = start.replace(aggregator=np.full(scenario.n_edges, -1), parent=np.full(scenario.n_devices, -1))
     for e in range(scenario.n_edges):

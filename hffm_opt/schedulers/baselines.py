@@ -62,33 +62,42 @@ def recorded_or_random_aggregators(scenario: Scenario, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------- the paper's baselines
 @register("star")
-def star(scenario: Scenario, *, e_agg: int = 1, seed: int = 0) -> Plan:
+def star(scenario: Scenario, *, e_agg: int = 1, seed: int = 0, local_steps: int = 1, batch_size: int = 16) -> Plan:
     """Every device uploads straight to the cloud every round."""
-    return baseline_plan(scenario, mode="star", e_agg=1, top_tier="cloud", name="star")
+    return baseline_plan(scenario, mode="star", e_agg=1, top_tier="cloud", name="star",
+                         local_steps=local_steps, batch_size=batch_size)
 
 
 @register("hierarchical")
-def hierarchical(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
+def hierarchical(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, local_steps: int = 1,
+                 batch_size: int = 16) -> Plan:
     """HF-FM: edge aggregation every round, cloud aggregation every ``e_agg`` rounds."""
-    return baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="hierarchical")
+    return baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="hierarchical",
+                         local_steps=local_steps, batch_size=batch_size)
 
 
 @register("edge-only")
-def edge_only(scenario: Scenario, *, e_agg: int = EDGE_ONLY_ROUNDS, seed: int = 0) -> Plan:
+def edge_only(scenario: Scenario, *, e_agg: int = EDGE_ONLY_ROUNDS, seed: int = 0, local_steps: int = 1,
+              batch_size: int = 16) -> Plan:
     """Edge aggregation only; the cloud never aggregates."""
-    return baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="edge", name="edge-only")
+    return baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="edge", name="edge-only",
+                         local_steps=local_steps, batch_size=batch_size)
 
 
 @register("hierarchical-d2d")
-def hierarchical_d2d(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
+def hierarchical_d2d(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, local_steps: int = 1,
+                     batch_size: int = 16) -> Plan:
     """HF-FM + D2D: in-cluster aggregation at the recorded (else random) aggregator over shortest paths."""
-    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="hierarchical-d2d")
+    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="hierarchical-d2d",
+                         local_steps=local_steps, batch_size=batch_size)
     return with_d2d(scenario, plan, recorded_or_random_aggregators(scenario, seed))
 
 
 @register("edge-only-d2d")
-def edge_only_d2d(scenario: Scenario, *, e_agg: int = EDGE_ONLY_ROUNDS, seed: int = 0) -> Plan:
+def edge_only_d2d(scenario: Scenario, *, e_agg: int = EDGE_ONLY_ROUNDS, seed: int = 0, local_steps: int = 1,
+                  batch_size: int = 16) -> Plan:
     """Edge only + D2D: D2D aggregation in each cluster, the edge as top tier, no cloud."""
-    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="edge", name="edge-only-d2d")
+    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="edge", name="edge-only-d2d",
+                         local_steps=local_steps, batch_size=batch_size)
     return with_d2d(scenario, plan, recorded_or_random_aggregators(scenario, seed))
 

@@ -145,9 +145,10 @@ def fill_deadline(scenario: Scenario, plan: Plan, budget_s: float | None = None)
 
 
 @register("greedy")
-def greedy(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
+def greedy(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, local_steps: int = 1, batch_size: int = 16) -> Plan:
     """Least-eccentricity aggregator and shortest-path tree where D2D helps, then deadline-filling power."""
-    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="greedy")
+    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="greedy",
+                         local_steps=local_steps, batch_size=batch_size)
     for e in range(scenario.n_edges):
         found = _greedy_root(scenario, plan, e)
         if found is None:
@@ -164,10 +165,12 @@ def greedy(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
 
 
 @register("random")
-def random_plan(scenario: Scenario, *, e_agg: int = 2, seed: int = 0) -> Plan:
+def random_plan(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, local_steps: int = 1,
+                batch_size: int = 16) -> Plan:
     """A seeded random valid plan: D2D or not per cluster, aggregator, spanning tree, powers, CPU speeds."""
     rng = np.random.default_rng(seed)
-    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="random")
+    plan = baseline_plan(scenario, mode="hierarchical", e_agg=e_agg, top_tier="cloud", name="random",
+                         local_steps=local_steps, batch_size=batch_size)
     for e in range(scenario.n_edges):
         members = np.flatnonzero(plan.association == e)
         if len(members) < 2 or rng.random() < 0.5:

@@ -4,8 +4,11 @@ Register a scheduler with ``@register("name")`` or, from another distribution, a
 ``hffm_opt.schedulers`` pointing at a callable ``(scenario, *, e_agg, seed, <option>=<default>, ...) -> Plan``.
 Options are read from the signature when the scheduler is registered; a scheduler that takes ``**kwargs`` is
 refused, and :func:`schedule` refuses an option the scheduler does not declare (naming the accepted ones), so a
-misspelt option never runs silently with its default. :func:`schedule` checks ``e_agg`` and ``seed`` before the
-scheduler runs and records on its plan the scenario it was made for (:meth:`~hffm_opt.plan.Plan.for_scenario`).
+misspelt option never runs silently with its default. :func:`schedule` checks ``e_agg``, ``seed``, ``local_steps``
+and ``batch_size`` before the scheduler runs and records on its plan the scenario it was made for
+(:meth:`~hffm_opt.plan.Plan.for_scenario`). A scheduler plans for a training workload by declaring ``local_steps``
+(tau, local steps per edge round) and ``batch_size`` (samples per step); every built-in one does, so its deadlines
+and allocations hold for the compute time that training will take.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Callable
 
 from ..errors import SchedulerError
 from ..network.documents import as_number
-from ..network.limits import MAX_E_AGG
+from ..network.limits import MAX_BATCH, MAX_E_AGG, MAX_LOCAL_STEPS
 from ..network.scenario import Scenario
 from ..plan import Plan
 
@@ -94,9 +97,10 @@ def schedule(scenario: Scenario, name: str, **options) -> Plan:
             raise SchedulerError(f"scheduler {name!r} option {key} = {options[key]!r}: unknown option"
                                  + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                  + f"; accepted: {sorted(accepted)}")
-    if "e_agg" in options:
-        as_number(options["e_agg"], f"scheduler {name!r} option e_agg", SchedulerError, integer=True, low=1,
-                  high=MAX_E_AGG)
+    for key, high in (("e_agg", MAX_E_AGG), ("local_steps", MAX_LOCAL_STEPS), ("batch_size", MAX_BATCH)):
+        if key in options:
+            as_number(options[key], f"scheduler {name!r} option {key}", SchedulerError, integer=True, low=1,
+                      high=high)
     if options.get("seed") is not None:
         as_number(options["seed"], f"scheduler {name!r} option seed", SchedulerError, integer=True, low=0,
                   high=2 ** 63 - 1)

@@ -49,7 +49,7 @@ CASES = [
     ("compare", ["--out", "{under_file}"], "is a file, so the folder cannot be created"),
     ("compare", ["--schedulers", "hierarchical", "--reference", "greedy"], "--reference = 'greedy': must be one of"),
     ("compare", ["--config", "{missing}"], "config = '"),
-    ("compare", ["--workers", "0"], "--workers = '0': must be an integer in [1, 1,024]"),
+    ("compare", ["--workers", "0"], "--workers = '0': must be an integer in [1, 256]"),
     ("compare", ["--cluster", "localhost:8786"], "--cluster = 'localhost:8786': must be a Dask scheduler address"),
     ("compare", ["--cluster", "tcp://h:99999"], "--cluster = 'tcp://h:99999': must be a Dask scheduler address"),
     ("bench", ["--schedulers", "gredy"], "'gredy' is unknown (did you mean 'greedy'?)"),

@@ -19,7 +19,6 @@ from hffm_opt.solvers.f4.cluster import optimise_continuous, solve_direct
 from hffm_opt.solvers.f4.decomposition import improve, optimise
 from hffm_opt.solvers.f4.structures import cluster_exact_choices
 
-HEURISTICS = ("hierarchical", "hierarchical-d2d", "greedy", "random", "local-search", "edge-only", "star")
 
 
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])
@@ -39,16 +38,7 @@ def test_optimal_is_valid_meets_target_and_is_within_1pct_of_exact(seed, e_agg):
     assert opt.gap == pytest.approx((opt.objective - opt.bound) / opt.objective)
 
 
-@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])
-@given(seed=st.integers(0, 10_000), e_agg=st.sampled_from([2, 8]))
-def test_no_heuristic_meeting_the_target_beats_optimal(seed, e_agg):
-    s = small(seed, n_e=3, per=4)
-    model = joint_model(s, e_agg=e_agg, seed=seed)
-    opt = optimise(model)
-    for name in HEURISTICS:
-        m = evaluate(s, schedule(s, name, e_agg=e_agg, seed=seed))
-        if m.latency_s <= model.target_latency_s * (1 + 1e-9):
-            assert opt.objective <= m.energy_j * (1 + 1e-9), name
+# (the dominance of every heuristic at its own latency: test_f4_dominance.py)
 
 
 def test_direct_cluster_block_descent_matches_a_grid_search():

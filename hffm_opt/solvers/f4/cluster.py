@@ -13,7 +13,7 @@ period energy independently (the clusters only share the budget, which each must
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cvxpy as cp
 import numpy as np
@@ -21,17 +21,21 @@ import numpy as np
 from ...formulations.allocation import AllocationData, CpuBlockData
 from ...formulations.cluster import ClusterData, cluster_data
 from ...formulations.tree_program import tree_problem
-from ...network.channel import link_energy, power_for_time
+from ...network.channel import link_energy, power_for_time, transmit
 from ...network.scenario import Scenario
 from ...plan import Plan
 from ..fast import kkt as fast_kkt
 
 SAFETY = 1e-6  # relative slack kept below the budget so solver tolerances never overrun it
 POWER_TOL = 1e-9  # relative: a power above the cap by more than this is a failure, never clipped
+ENERGY_RTOL = 1e-6  # relative: a D2D solve whose decisions cost more or less than its objective is not proven
 # the D2D cluster's conic program, tried in turn until one proves optimality: CLARABEL sometimes stops with
 # "insufficient progress" on badly scaled trees and then succeeds without equilibration or with shorter steps
 TREE_SOLVERS = (("CLARABEL", {}), ("CLARABEL", {"equilibrate_enable": False}),
                 ("CLARABEL", {"max_step_fraction": 0.9}), ("ECOS", {}))
+
+
+DECISIONS = ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w")  # a plan's continuous fields
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,16 @@ def _compute_energy(data: ClusterData, tau: np.ndarray) -> np.ndarray:
 
 
 def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
-    """Least-energy continuous decisions of a D2D cluster within the period budget (cvxpy)."""
+    """Least-energy continuous decisions of a D2D cluster within the period budget (cvxpy).
+
+    A solver's ``optimal`` is trusted only after its point, read back as CPU speeds and powers, is priced again
+    (:func:`tree_costs`): a point whose period exceeds ``budget_s`` (a solver that reports optimality at a point
+    outside its constraints, which happens when the budget leaves next to no slack) is a failure, and the next
+    solver is tried; the energy returned is the one of the decisions as written into a plan (``certified`` only
+    where it agrees with the program's optimum within :data:`ENERGY_RTOL`)."""
     n = len(data.members)
     prob = tree_problem(data, budget_s * (1 - SAFETY))
+    failure = "no cvxpy solver installed"
     for solver, options in TREE_SOLVERS:
         if solver not in cp.installed_solvers():
             continue
@@ -76,14 +87,47 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
                 warnings.simplefilter("ignore")
                 prob.problem.solve(solver=solver, **options)
         except (cp.error.SolverError, ValueError):
+            failure = f"{solver} failed"
             continue
-        if prob.problem.status == "optimal":
-            break
         if prob.problem.status == "infeasible":
             return _infeasible(n, f"cluster of edge {data.edge}: the D2D tree cannot finish within {budget_s:.6g} s")
-    else:
-        return _infeasible(n, f"cluster of edge {data.edge}: cvxpy status {prob.problem.status!r} (treated as failure)",
-                           certified=False)
+        if prob.problem.status != "optimal":
+            failure = f"cvxpy status {prob.problem.status!r} (treated as failure)"
+            continue
+        alloc = _tree_allocation(data, prob)
+        period, energy = tree_costs(data, alloc)
+        if period <= budget_s:  # proven optimal only where the decisions cost what the program says
+            return replace(alloc, energy_j=energy, certified=abs(energy - alloc.energy_j) <= ENERGY_RTOL * energy)
+        failure = (f"{solver} reported optimal at a point whose period is {period:.9g} s, above the budget "
+                   f"{budget_s:.9g} s (treated as failure)")
+    return _infeasible(n, f"cluster of edge {data.edge}: {failure}", certified=False)
+
+
+def tree_costs(data: ClusterData, alloc: ClusterAllocation) -> tuple[float, float]:
+    """(period s, period energy J) of a D2D cluster under ``alloc``, priced from its CPU speeds and powers as the
+    evaluator prices them (consistent accounting): ``e_agg`` rounds of compute and relay-tree climb, ``e_agg - 1``
+    broadcasts down the tree, the aggregator's upload and the fixed transfers."""
+    g, child = data.e_agg, data.parent >= 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        compute = np.where(data.cycles > 0, data.cycles / alloc.cpu_hz, 0.0)
+        hop_up = np.zeros(len(data.members))
+        hop_up[child], e_up = transmit(data.up_bits[child], data.d2d_band_hz, alloc.d2d_power_w[child],
+                                       data.up_gain[child], data.noise)
+        t_down, e_down = transmit(data.down_bits[child], data.d2d_band_hz, alloc.d2d_down_power_w[child],
+                                  data.down_gain[child], data.noise)
+        t_agg, e_agg_up = transmit(data.agg_bits, data.band_hz, alloc.power_w[data.root], data.agg_gain, data.noise)
+    path = data.path_matrix()
+    phase_up = float((compute + path @ hop_up).max(initial=0.0))
+    phase_down = float((path[:, child] @ t_down).max(initial=0.0)) if g > 1 else 0.0
+    period = g * phase_up + (g - 1) * phase_down + float(t_agg) + data.fixed_s
+    energy = (g * float((data.kappa * data.cycles * alloc.cpu_hz ** 2).sum() + e_up.sum())
+              + (g - 1) * float(e_down.sum()) + float(e_agg_up) + data.fixed_j)
+    return (period, energy) if np.isfinite(period) and np.isfinite(energy) else (float("inf"), float("inf"))
+
+
+def _tree_allocation(data: ClusterData, prob) -> ClusterAllocation:
+    """The decisions of a D2D cluster read back from its solved program (powers capped at the device maximum)."""
+    n = len(data.members)
     child = data.parent >= 0
     tau = np.maximum(np.asarray(prob.compute_s.value).reshape(n), np.where(data.cycles > 0, data.cycles / data.fmax, 0))
     cpu = np.where(data.cycles > 0, np.minimum(data.cycles / np.maximum(tau, 1e-300), data.fmax), data.fmax)
@@ -168,10 +212,15 @@ def solve_cluster(data: ClusterData, budget_s: float) -> ClusterAllocation:
     return solve_tree(data, budget_s) if data.uses_d2d else solve_direct(data, budget_s)
 
 
+def kept_allocation(plan: Plan, members: np.ndarray, energy_j: float) -> ClusterAllocation:
+    """The continuous decisions ``plan`` already has for a cluster's ``members``, at their period energy (J, as
+    the evaluator prices them): the incumbent a search falls back to."""
+    return ClusterAllocation(*(getattr(plan, f)[members].copy() for f in DECISIONS), float(energy_j), True)
+
+
 def apply_allocation(plan: Plan, allocations: dict[int, tuple[np.ndarray, ClusterAllocation]]) -> Plan:
     """A copy of ``plan`` with the clusters' continuous decisions written in (no deadline: nobody straggles)."""
-    fields = {f: getattr(plan, f).copy() for f in ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w",
-                                                   "d2d_down_power_w")}
+    fields = {f: getattr(plan, f).copy() for f in DECISIONS}
     for members, alloc in allocations.values():
         for f in fields:
             fields[f][members] = getattr(alloc, f)

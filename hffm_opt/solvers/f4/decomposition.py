@@ -36,29 +36,62 @@ from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
-from ...network.topology import usable_links
 from ...plan import Plan
 from ..result import Result, Status
 from .bounds import cluster_bounds, fixed_energy
-from .cluster import ClusterAllocation, apply_allocation, solve_cluster
-from .structures import (candidate_structures, cluster_exact_choices, count_exact_choices, in_tree, neighbours,
-                         rooted_arborescences, set_structure)
+from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
+from .objectives import minimise_latency, minimise_weighted
+from .screening import structure_bound
+from .structures import cluster_exact_choices, cluster_structures, count_exact_choices, neighbours, set_structure
 
 EXACT_LIMIT = 20_000  # rooted spanning arborescences (plus direct) the exact mode enumerates at most
 EXACT_CLUSTER_LIMIT = 200  # a cluster with at most this many structures is enumerated (certified) by optimal too
 WORKERS = min(2, os.cpu_count() or 1)  # processes optimise uses by default (the target machine has 2 cores)
+BUDGET_RTOL = 1e-9  # relative: a cluster's period (energy) above the budget (the start's) by more is refused
 
 
-def cluster_periods(scenario: Scenario, plan: Plan) -> np.ndarray:
-    """(E,) period latency (s) of each cluster alone under ``plan`` (the evaluator on that cluster's devices)."""
-    out = np.zeros(scenario.n_edges)
+def cluster_costs(scenario: Scenario, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """(E,) period latency (s) and (E,) period energy (J) of each cluster alone under ``plan`` (the evaluator on
+    that cluster's devices)."""
+    periods, energies = np.zeros(scenario.n_edges), np.zeros(scenario.n_edges)
     for e in range(scenario.n_edges):
         mask = plan.association == e
         if not mask.any():
             continue
-        solo = plan.replace(train=plan.train & mask[:, None])
-        out[e] = evaluate(scenario, solo).period_latency_s
-    return out
+        solo = evaluate(scenario, plan.replace(train=plan.train & mask[:, None]))
+        periods[e], energies[e] = solo.period_latency_s, solo.period_energy_j
+    return periods, energies
+
+
+def cluster_periods(scenario: Scenario, plan: Plan) -> np.ndarray:
+    """(E,) period latency (s) of each cluster alone under ``plan`` (the evaluator on that cluster's devices)."""
+    return cluster_costs(scenario, plan)[0]
+
+
+def _structure(plan: Plan, e: int, members: np.ndarray):
+    """Cluster ``e``'s structure in ``plan``: None (direct) or (root, parent over the members)."""
+    return None if plan.aggregator[e] < 0 else (int(plan.aggregator[e]), plan.parent[members].copy())
+
+
+def _guard(scenario: Scenario, start: Plan, plan: Plan, allocations: dict, budget: float,
+           start_costs: tuple[np.ndarray, np.ndarray]) -> tuple[Plan, np.ndarray, list[str]]:
+    """Write ``allocations`` into ``plan`` and price every cluster again with the evaluator: a cluster that misses
+    the period ``budget`` or costs more than under ``start`` goes back to the start's structure and decisions
+    where the start meets the budget (``allocations`` is updated in place). Returns the plan, the (E,) mask of
+    the clusters sent back and, for a cluster that misses the budget with no start to fall back to, a message."""
+    final = apply_allocation(plan, allocations)
+    periods, energies = cluster_costs(scenario, final)
+    start_period, start_energy = start_costs
+    meets = start_period <= budget * (1 + BUDGET_RTOL)
+    late = periods > budget * (1 + BUDGET_RTOL)
+    back = meets & (late | (energies > start_energy * (1 + BUDGET_RTOL)))
+    for e in np.flatnonzero(back):
+        members = np.flatnonzero(start.association == e)
+        plan = set_structure(plan, scenario, e, members, _structure(start, e, members))
+        allocations[e] = (members, kept_allocation(start, members, start_energy[e]))
+    messages = [f"cluster of edge {scenario.edges.ids[e]}: its plan takes {periods[e]:.9g} s per period, above "
+                f"{budget:.9g} s" for e in np.flatnonzero(late & ~meets) if e in allocations]
+    return (apply_allocation(plan, allocations) if back.any() else final), back, messages
 
 
 # ---------------------------------------------------------------------- the search
@@ -82,34 +115,54 @@ def _local_search(scenario, plan, e, members, best, budget, counter, max_evals=2
     return alloc, current
 
 
+def structure_key(e: int, structure) -> tuple:
+    """A hashable name of cluster ``e``'s structure (the keys of :func:`best_structure`'s ``known`` floors)."""
+    return (e,) if structure is None else (e, int(structure[0]), tuple(int(p) for p in structure[1]))
+
+
+def _known_floor(known: dict | None, key: tuple, budget: float) -> float:
+    """The energy priced for ``key`` within a budget at least ``budget`` (a floor here), else 0."""
+    at, energy = (known or {}).get(key, (0.0, 0.0))
+    return energy if at >= budget else 0.0
+
+
 def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, local_search: bool,
-                   local_search_max_n: int, milp: dict | None, exact_cluster_limit: float, e: int):
+                   local_search_max_n: int, milp: dict | None, exact_cluster_limit: float, known: dict | None,
+                   e: int):
     """Cluster ``e``'s least-energy structure within the period budget: (structure, allocation, structures priced,
-    certified, enumerated); (None, None, count, certified, enumerated) when no structure meets the budget.
-    Structures are None (direct) or (root, parent). ``enumerated``: every structure was priced (exact mode, or a
-    cluster with at most ``exact_cluster_limit`` of them); ``certified``: every inner problem priced was solved to
-    proven optimality or infeasibility (so an enumerated, certified cluster is at its optimum)."""
+    certified, enumerated, priced); (None, None, count, certified, enumerated, priced) when no structure meets the
+    budget. ``known`` maps :func:`structure_key` to (budget, energy) priced before: the least energy within a larger
+    budget is a floor within a smaller one (energy never rises with the budget); ``priced`` holds this call's.
+    Structures are None (direct) or (root, parent), screened first (:mod:`.screening`): they are priced in the
+    order of their proven energy floor until the floor reaches the best energy found (the rest cannot beat it) or
+    is infinite (the rest cannot meet the budget). ``enumerated``: every structure was priced or screened out
+    (exact mode, or a cluster with at most ``exact_cluster_limit`` of them); ``certified``: every inner problem
+    priced was solved to proven optimality or infeasibility (so an enumerated, certified cluster is at its
+    optimum)."""
     members = np.flatnonzero(start.association == e)
     exact = exact or cluster_exact_choices(scenario, members) <= exact_cluster_limit
-    if exact:
-        usable = usable_links(scenario, members)
-        structures = [None] + [(int(members[r]), in_tree(p, members)) for r, p in rooted_arborescences(usable)]
-    else:
-        structures = candidate_structures(scenario, start, e, budget / max(2 * start.e_agg, 1), milp=milp)
-    best, counter, certified = None, [0], True
-    for structure in structures:
+    structures = cluster_structures(scenario, start, e, exact, budget / max(2 * start.e_agg, 1), milp)
+    trials = [set_structure(start, scenario, e, members, structure) for structure in structures]
+    keys = [structure_key(e, structure) for structure in structures]
+    floors = [max(structure_bound(cluster_data(scenario, trial, e), budget), _known_floor(known, key, budget))
+              for trial, key in zip(trials, keys)]
+    best, counter, certified, priced = None, [0], True, {}
+    for i in sorted(range(len(structures)), key=floors.__getitem__):  # stable: ties keep the candidates' order
+        if not np.isfinite(floors[i]) or (best is not None and floors[i] >= best[0].energy_j):
+            break  # this and every later structure proven infeasible or no better than the best (screening)
         counter[0] += 1
-        alloc, trial = _price(scenario, start, e, structure, members, budget)
+        alloc = solve_cluster(cluster_data(scenario, trials[i], e), budget)
         certified &= alloc.certified
+        if alloc.certified:
+            priced[keys[i]] = (budget, alloc.energy_j)
         if alloc.feasible and (best is None or alloc.energy_j < best[0].energy_j):
-            best = (alloc, trial)
+            best = (alloc, trials[i])
     if best is None:
-        return None, None, counter[0], certified, exact
+        return None, None, counter[0], certified, exact, priced
     if local_search and not exact and len(members) <= local_search_max_n:
         best = _local_search(scenario, start, e, members, best, budget, counter)
     alloc, trial = best
-    structure = None if trial.aggregator[e] < 0 else (int(trial.aggregator[e]), trial.parent[members].copy())
-    return structure, alloc, counter[0], certified, exact
+    return _structure(trial, e, members), alloc, counter[0], certified, exact, priced
 
 
 _JOB: tuple | None = None  # the shared arguments of best_structure in forked workers
@@ -129,13 +182,39 @@ def _pool(workers: int, job: tuple):
 def optimise(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
              exact_limit: int = EXACT_LIMIT, exact_cluster_limit: float = EXACT_CLUSTER_LIMIT, progress=None,
              milp_solver: str | None = None, milp_time_limit: float = 60.0, milp_gap: float = 1e-2,
-             workers: int = WORKERS) -> Result:
-    """Run F4 (or the exact enumeration) on ``model``; see the module docstring. Clusters with at most
+             workers: int = WORKERS, known: dict | None = None) -> Result:
+    """Run F4 (or the exact enumeration) on ``model`` for its objective: :func:`optimise_energy` for ``energy``,
+    else :mod:`.objectives` over energy solves at chosen targets (which share their priced structures)."""
+    options = {"exact": exact, "local_search": local_search, "local_search_max_n": local_search_max_n,
+               "exact_limit": exact_limit, "exact_cluster_limit": exact_cluster_limit, "progress": progress,
+               "milp_solver": milp_solver, "milp_time_limit": milp_time_limit, "milp_gap": milp_gap,
+               "workers": workers}
+    if model.objective == "energy":
+        return optimise_energy(model, known=known, **options)
+    known = {} if known is None else known
+
+    def solve_at(target: float) -> Result:
+        at = model.at_target(target)
+        if at.precheck_message:
+            return Result(status=Status.INFEASIBLE, backend="f4", stats={"target_latency_s": target},
+                          message=f"infeasible: {at.precheck_message}")
+        return optimise_energy(at, known=known, **options)
+
+    search = minimise_latency if model.objective == "latency" else minimise_weighted
+    return search(model, solve_at, exact_limit if exact else exact_cluster_limit)
+
+
+def optimise_energy(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
+                    exact_limit: int = EXACT_LIMIT, exact_cluster_limit: float = EXACT_CLUSTER_LIMIT, progress=None,
+                    milp_solver: str | None = None, milp_time_limit: float = 60.0, milp_gap: float = 1e-2,
+                    workers: int = WORKERS, known: dict | None = None) -> Result:
+    """Run F4 (or the exact enumeration) on ``model``'s target; see the module docstring. Clusters with at most
     ``exact_cluster_limit`` structures are enumerated exactly even outside the exact mode. ``milp_solver``
     (``"highs"``/``"gurobi"``) adds the F2 MILP's tree, solved within ``milp_time_limit`` s and ``milp_gap``, to
     small clusters' candidates; ``workers`` processes share the clusters (forked, when there are at least two
     clusters per worker). Raises :class:`~hffm_opt.errors.InstanceTooLarge` when the exact mode would enumerate more
-    than ``exact_limit`` structures.
+    than ``exact_limit`` structures. ``known`` (a dict, updated in place) carries the energies priced by earlier
+    calls on the same scenario and start: within a smaller target they are proven floors that spare pricing.
 
     Status: ``infeasible`` when some cluster has no structure that meets the target (the plan then keeps the
     starting plan's decisions there); ``optimal`` only when every cluster was enumerated and every inner problem
@@ -153,30 +232,38 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
             raise InstanceTooLarge(f"exact mode = {count:.0f} discrete choices (direct or a rooted spanning tree per "
                                    f"cluster): above the limit of {exact_limit}; use 'optimal'")
     milp = None if milp_solver is None else {"solver": milp_solver, "time_limit": milp_time_limit, "mip_gap": milp_gap}
-    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit)
+    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit,
+           known)
     edges = range(scenario.n_edges)
     if workers > 1 and scenario.n_edges >= 2 * workers:
         with _pool(workers, job) as pool:
             found = list(progress(pool.map(_cluster_job, edges)) if progress else pool.map(_cluster_job, edges))
     else:
         found = [best_structure(*job, e) for e in (progress(edges) if progress else edges)]
-    plan, start_latency = start, cluster_periods(scenario, start)
+    plan, start_costs = start, cluster_costs(scenario, start.replace(deadline_s=None))
+    start_latency = start_costs[0]
     allocations: dict[int, tuple[np.ndarray, ClusterAllocation]] = {}
     messages, evaluated, proven = [], 0, np.zeros(scenario.n_edges, bool)
     cluster_energy = np.zeros(scenario.n_edges)
-    for e, (structure, alloc, count, certified, enumerated) in zip(edges, found):
+    for e, (structure, alloc, count, certified, enumerated, priced) in zip(edges, found):
         evaluated += count
+        if known is not None:
+            known.update(priced)
         proven[e] = certified and enumerated
         members = np.flatnonzero(plan.association == e)
         if alloc is None:  # keep the starting plan's decisions
-            if start_latency[e] > budget * (1 + 1e-9):
+            proven[e] = False  # nothing priced meets the budget (less its safety margin); the start may, at its edge
+            if start_latency[e] > budget * (1 + BUDGET_RTOL):
                 messages.append(f"cluster of edge {scenario.edges.ids[e]}: no structure meets {target:.6g} s per round")
             continue
         plan = set_structure(plan, scenario, e, members, structure)
         allocations[e] = (members, alloc)
         cluster_energy[e] = alloc.energy_j
     name = "optimal-exact" if exact else "optimal"
-    final = apply_allocation(plan, allocations).replace(scheduler=name)
+    final, back, late = _guard(scenario, start, plan, allocations, budget, start_costs)
+    proven &= ~back
+    messages += late
+    final = final.replace(scheduler=name)
     metrics = evaluate(scenario, final)
     stats = {"target_latency_s": target, "start": model.start_name, "structures_priced": evaluated,
              "clusters_certified": int(proven.sum())}
@@ -203,22 +290,32 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
 
 def improve(model: JointModel, max_evals: int = 200) -> Result:
     """Local search from the model's starting plan: price each cluster's structure with the convex inner problem,
-    then apply single moves while they lower the energy (at most ``max_evals`` structures priced per cluster)."""
+    then apply single moves while they lower the energy (at most ``max_evals`` structures priced per cluster).
+
+    Monotone: in a cluster whose start meets the target the incumbent is the cheaper of the start's own decisions
+    and its structure's convex optimum, and the result never costs more nor takes longer than the start (every
+    cluster is priced again by the evaluator, :func:`_guard`). ``infeasible`` only when some cluster's start
+    misses the target and its structure cannot meet it either."""
     t0 = time.perf_counter()
-    scenario, plan, target = model.scenario, model.start, model.target_latency_s
-    budget = plan.e_agg * target
-    allocations, messages, counter = {}, [], [0]
+    scenario, start, target = model.scenario, model.start, model.target_latency_s
+    budget = start.e_agg * target
+    start_costs = cluster_costs(scenario, start.replace(deadline_s=None))
+    plan, allocations, messages, counter = start, {}, [], [0]
     for e in range(scenario.n_edges):
         members = np.flatnonzero(plan.association == e)
-        structure = None if plan.aggregator[e] < 0 else (int(plan.aggregator[e]), plan.parent[members].copy())
-        alloc, trial = _price(scenario, plan, e, structure, members, budget)
+        alloc, trial = _price(scenario, plan, e, _structure(plan, e, members), members, budget)
         counter[0] += 1
-        if not alloc.feasible:
+        if start_costs[0][e] <= budget * (1 + BUDGET_RTOL) and not (alloc.feasible
+                                                                     and alloc.energy_j < start_costs[1][e]):
+            alloc, trial = kept_allocation(start, members, start_costs[1][e]), plan  # the start is the incumbent
+        elif not alloc.feasible:
             messages.append(alloc.message)
             continue
         alloc, plan = _local_search(scenario, plan, e, members, (alloc, trial), budget, counter, max_evals)
         allocations[e] = (members, alloc)
-    final = apply_allocation(plan, allocations).replace(scheduler="local-search")
+    final, _, late = _guard(scenario, start, plan, allocations, budget, start_costs)
+    messages += late
+    final = final.replace(scheduler="local-search")
     metrics = evaluate(scenario, final)
     return Result(status=Status.INFEASIBLE if messages else Status.FEASIBLE,
                   objective=None if messages else metrics.energy_j, backend="f4:local-search",

@@ -87,6 +87,17 @@ def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, m
     return out
 
 
+def cluster_structures(scenario: Scenario, plan: Plan, e: int, enumerate_all: bool, t_ref: float,
+                       milp: dict | None = None) -> list:
+    """Cluster ``e``'s structures to price: every one (direct and every rooted spanning arborescence) when
+    ``enumerate_all``, else :func:`candidate_structures` (``t_ref``, ``milp`` as there)."""
+    members = np.flatnonzero(plan.association == e)
+    if not enumerate_all:
+        return candidate_structures(scenario, plan, e, t_ref, milp=milp)
+    usable = usable_links(scenario, members)
+    return [None] + [(int(members[r]), in_tree(p, members)) for r, p in rooted_arborescences(usable)]
+
+
 def f2_tree(scenario: Scenario, plan: Plan, e: int, lat: np.ndarray, energy: np.ndarray, t_ref: float, solver: str,
             time_limit: float, mip_gap: float):
     """The F2 MILP's aggregator and tree for cluster ``e`` on ``solver`` (``highs``/``gurobi``), or None.

@@ -1,0 +1,69 @@
+"""``hffm-opt pareto``: F4's latency-energy front (epsilon-constraint) with the heuristics on the same plane."""
+
+from __future__ import annotations
+
+import sys
+
+from .._io import dumps_json
+from ..analysis import pareto
+from ..analysis.compare import scenario_for_seed
+from ..network.limits import MAX_E_AGG
+from ..schedulers import available
+from .args import count, names, out_path, real, seed
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, file=sys.stderr, leave=False, desc="front")
+
+
+def _cmd_pareto(args) -> int:
+    scenario = scenario_for_seed(args.scenario, args.seed)
+    schedulers = list(args.schedulers) if args.schedulers is not None else pareto.heuristic_names()
+    if not args.json:
+        print(f"placing {len(schedulers)} heuristics, solving F4's least latency ...", file=sys.stderr)
+    heuristics = pareto.place_heuristics(scenario, schedulers, args.e_agg, args.seed)
+    far = args.max_latency or max((h["latency_s"] for h in heuristics), default=0.0)
+    points, model = pareto.front(scenario, args.e_agg, args.points, args.seed, far, _progress(not args.json))
+    checks = pareto.dominance(scenario, model, points, heuristics)
+    if args.out:
+        pareto.write(points, heuristics, checks, args.out, f"{scenario.name}, E_agg = {args.e_agg}")
+    if args.json:
+        print(dumps_json(pareto.to_json(points, heuristics)))
+        return 0
+    print(f"F4 front of {scenario.name}, E_agg = {args.e_agg} (per edge round)")
+    print(f"{'latency s':>11}{'energy J':>11}{'access J':>11}{'bound J':>11}{'gap':>9}  status")
+    for p in points:
+        gap = "-" if p["gap"] is None else f"{p['gap']:.2%}"
+        cells = [f"{p[k]:>11.4f}" if p[k] is not None else f"{'-':>11}"
+                 for k in ("latency_s", "energy_j", "access_energy_j", "bound_j")]
+        print("".join(cells) + f"{gap:>9}  {p['status']}")
+    print(f"\n{'heuristic':<18}{'latency s':>11}{'energy J':>11}{'front J':>11}  dominated")
+    for c in checks:
+        front_j = "-" if c["front_energy_j"] is None else f"{c['front_energy_j']:.4f}"
+        print(f"{c['scheduler']:<18}{c['latency_s']:>11.4f}{c['energy_j']:>11.4f}{front_j:>11}  "
+              f"{'yes' if c['dominated'] else 'NO'} ({c['problem']})")
+    if args.out:
+        print(f"written to {args.out}/ (front.csv, heuristics.csv, pareto.png)")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add ``pareto`` to the ``hffm-opt`` subparsers."""
+    p = sub.add_parser("pareto", help="F4's latency-energy front (epsilon-constraint) and the heuristics beside it")
+    p.add_argument("--scenario", default="paper",
+                   help="embedded name, file, generator .toml or 'paper-random' (drawn with --seed; default paper)")
+    p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=8, help="edge rounds per global round (default 8)")
+    p.add_argument("--points", type=count(2, 1000), default=12, help="front points, both ends included (default 12)")
+    p.add_argument("--schedulers", type=names(available), default=None,
+                   help="comma-separated heuristics to place (default: every registered scheduler that is not an "
+                        "optimiser)")
+    p.add_argument("--max-latency", type=real(0.0, 1e9), default=None,
+                   help="far end of the front (s per edge round; default: the slowest heuristic's latency)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the schedulers (and of a paper-random draw)")
+    p.add_argument("--json", action="store_true", help='print {"front": [...], "heuristics": [...]} only')
+    p.add_argument("--out", type=out_path("folder"), help="folder for front.csv, heuristics.csv and pareto.png")
+    p.set_defaults(func=_cmd_pareto)
