@@ -252,7 +252,6 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
         proven[e] = certified and enumerated
         members = np.flatnonzero(plan.association == e)
         if alloc is None:  # keep the starting plan's decisions
-            proven[e] = False  # nothing priced meets the budget (less its safety margin); the start may, at its edge
             if start_latency[e] > budget * (1 + BUDGET_RTOL):
                 messages.append(f"cluster of edge {scenario.edges.ids[e]}: no structure meets {target:.6g} s per round")
             continue
