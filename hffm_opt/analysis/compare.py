@@ -77,11 +77,13 @@ def run(specs: list[str], schedulers: list[str], seeds: list[int], e_aggs: list[
     return table
 
 
-def _ci95(x: pd.Series) -> float:
-    n = len(x)
-    if n < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
+def ci95(values) -> float | None:
+    """Half-width of the 95 % confidence interval of the mean (Student t) of the values that are not None, None
+    for fewer than 2 of them."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    if x.size < 2:
+        return None
+    return float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
 
 
 def summarise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -96,7 +98,7 @@ def summarise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
         rec = {"scheduler": name, "e_agg": int(grp["e_agg"].iloc[0]), "n": len(grp)}
         for m in METRICS:
             rec[f"{m}_mean"] = float(grp[m].mean())
-            rec[f"{m}_ci95"] = _ci95(grp[m])
+            rec[f"{m}_ci95"] = _number(ci95(grp[m]))
         joined = grp.set_index(key).join(ref, how="inner")
         for m, label in (("latency_s", "latency_ratio"), ("access_energy_j", "access_energy_ratio")):
             rec[label] = float((joined[m] / joined[f"{m}_ref"]).mean()) if len(joined) else float("nan")

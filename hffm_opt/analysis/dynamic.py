@@ -2,31 +2,21 @@
 
 The structure of the plan (association, modules, D2D trees) stays; CPU speeds, bandwidth and powers are
 re-optimised for each new draw within the same period budget (s). Seeded: the same seed gives the same draws.
+The draw itself is :func:`hffm_opt.network.fading.redraw_fading` (re-exported here); the trainer runs the same
+loop inside training (``TrainConfig(fading="block")``, :mod:`hffm_opt.learners.dynamics`).
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..evaluate import evaluate
-from ..network.channel import pairwise_distance, path_loss, rayleigh_power
+from ..learners.dynamics import resolve_continuous
+from ..network.fading import redraw_fading
 from ..network.scenario import Scenario
 from ..plan import Plan
-from ..solvers.f4.cluster import optimise_continuous
 
-
-def redraw_fading(scenario: Scenario, rng: np.random.Generator) -> Scenario:
-    """The scenario with every known gain replaced by path loss (from the positions) times a new Rayleigh draw."""
-    dev, d2d = scenario.devices, scenario.d2d
-    known = np.isfinite(dev.uplink_gain)
-    up = path_loss(pairwise_distance(dev.position_m, scenario.edges.position_m)) * rayleigh_power(rng, known.shape)
-    dist = np.linalg.norm(dev.position_m[d2d.src] - dev.position_m[d2d.dst], axis=1)
-    devices = type(dev)(**{**dev.__dict__, "uplink_gain": np.where(known, up, np.nan)})
-    links = type(d2d)(src=d2d.src, dst=d2d.dst, gain=path_loss(dist) * rayleigh_power(rng, len(dist)),
-                      bandwidth_hz=d2d.bandwidth_hz, range_m=d2d.range_m)
-    return scenario.replace(devices=devices, d2d=links)
+__all__ = ["redraw_fading", "run_dynamic"]
 
 
 def run_dynamic(scenario: Scenario, plan: Plan, rounds: int, seed: int = 0, budget_s: float | None = None) -> list[dict]:
@@ -41,13 +31,8 @@ def run_dynamic(scenario: Scenario, plan: Plan, rounds: int, seed: int = 0, budg
     records, current = [], plan
     for r in range(rounds):
         drawn = redraw_fading(scenario, rng)
-        current = current.for_scenario(drawn)  # the decisions carry over to the redrawn channel
-        t0 = time.perf_counter()
-        new, _, problems = optimise_continuous(drawn, current, budget)
-        resolve_s = time.perf_counter() - t0
-        if not problems:
-            current = new
+        current, feasible, resolve_s = resolve_continuous(drawn, current, budget)
         m = evaluate(drawn, current)
         records.append({"round": r, "resolve_s": resolve_s, "latency_s": m.latency_s, "energy_j": m.energy_j,
-                        "feasible": not problems})
+                        "feasible": feasible})
     return records

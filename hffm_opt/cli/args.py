@@ -208,7 +208,9 @@ FLAG_RULES = {  # the rule of a number flag of any command, by its destination
     "local_steps": count(1, MAX_LOCAL_STEPS), "batch_size": count(1, 1_000_000), "eval_every": count(0, MAX_ROUNDS),
     "threads": count(1, 1024), "lr": real(0.0, 1e3), "target": real(0.0, 100.0), "trials": count(1, 1_000_000),
     "workers": count(1, 256), "timeout": real(0.0, 1e9), "central_epochs": real(0.0, 1e3),
-    "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9),
+    "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9), "prox_mu": real(0.0, 1e6, open_low=False),
+    "server_lr": real(0.0, 1e3), "availability": real(0.0, 1.0), "participation": real(0.0, 1.0),
+    "validation_fraction": real(0.0, 0.9, open_low=False),
 }
 OUT_KINDS = {"schedule": "file", "optimize": "file", "compare": "folder", "train": "folder", "run": "folder",
              "tune": "folder", "plot": "file"}  # any other command: a file when the path has a suffix, else a folder

@@ -1,10 +1,10 @@
-"""The learning commands of ``hffm-opt``: ``train`` (one plan) and ``run`` (the main job: every paper scheduler
-and ``optimal``, trained on the default experiment, in one table with plots). Registered by
-:func:`add_commands`; the library work is :func:`run_methods`.
+"""The learning commands of ``hffm-opt``: ``train`` (one plan) and ``run`` (the main job: the paper's schemes,
+``greedy`` and ``optimal`` trained on the default experiment over seeds, one table with 95 % CIs and plots).
+Registered by :func:`add_commands`; the library work is :mod:`hffm_opt.analysis.closed_loop`.
 
 Units in the outputs: latency per edge round (s) and energy per edge round (J) from ``evaluate`` (consistent
-accounting), accuracy in percent (mean over tasks, global test set), simulated time (s) and energy (J) to a
-target accuracy.
+accounting of the priced model), accuracies in percent, simulated time (s) and energy (J) to a target served
+accuracy.
 """
 
 from __future__ import annotations
@@ -12,33 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from hffm_opt._io import atomic_path, atomic_write, dumps_json
+from hffm_opt._io import dumps_json
 
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
-OPTIMAL = ("optimal", "Optimal (F4)", "optimal", 2)  # (JSON key, label, scheduler, e_agg), as cli.PAPER_ROWS
 
 
-@dataclass(frozen=True)
-class MethodResult:
-    """One trained plan: the row of the table and its history."""
-
-    method: str
-    label: str
-    e_agg: int
-    history: object  # hffm_opt.learners.trainer.History
-
-    def row(self, target_pct: float) -> dict:
-        """The JSON row of ``run --json``."""
-        h = self.history
-        return {"method": self.method, "e_agg": self.e_agg, "latency_s": h.meta["latency_s"],
-                "energy_j": h.meta["energy_j"], "accuracy": h.final_accuracy,
-                "time_to_target_s": h.time_to(target_pct), "energy_to_target_j": h.energy_to(target_pct)}
-
-
-def _setup(args):
+def _setup(args, seed: int | None = None):
     import torch
 
     from ..learners.device import keep_freed_memory, resolve_device
@@ -48,14 +29,19 @@ def _setup(args):
     keep_freed_memory()  # no page faults for every large temporary tensor of training
     torch.set_num_threads(args.threads)
     return learning_setup(args.benchmark, scenario=args.scenario, n_edges=args.n_edges,
-                          devices_per_edge=args.devices_per_edge, seed=args.seed, progress=not args.json)
+                          devices_per_edge=args.devices_per_edge, pricing=args.pricing,
+                          validation_fraction=args.validation_fraction,
+                          seed=args.seed if seed is None else seed, progress=not args.json)
 
 
 def _config(args):
     from ..learners.trainer import TrainConfig
 
     return TrainConfig(rounds=args.rounds, lr=args.lr, local_steps=args.local_steps, batch_size=args.batch_size,
-                       seed=args.seed, eval_every=args.eval_every, device=args.torch_device)
+                       seed=args.seed, eval_every=args.eval_every, device=args.torch_device, prox_mu=args.prox_mu,
+                       edge_optimizer=args.edge_optimizer, cloud_optimizer=args.cloud_optimizer,
+                       server_lr=args.server_lr, fading=args.fading, availability=args.availability,
+                       availability_trace=args.availability_trace, participation=args.participation)
 
 
 def _bar(enabled: bool, desc: str):
@@ -66,63 +52,8 @@ def _bar(enabled: bool, desc: str):
     return lambda it: tqdm(it, desc=desc, file=sys.stderr, leave=False)
 
 
-def run_methods(setup, rows, config, *, seed: int = 0, show_progress: bool = False) -> list[MethodResult]:
-    """Plan each ``(method key, label, scheduler, e_agg)`` of ``rows`` on ``setup.scenario`` and train it."""
-    from hffm_opt.schedulers import schedule
-
-    from ..learners.trainer import train
-
-    out = []
-    for key, label, name, e_agg in rows:
-        plan = schedule(setup.scenario, name, e_agg=e_agg, seed=seed)
-        hist = train(setup.scenario, plan, setup.data, config, progress=_bar(show_progress, f"{label} E={e_agg}"))
-        out.append(MethodResult(key, label, e_agg, hist))
-    return out
-
-
-def default_target(results: list[MethodResult]) -> float:
-    """95% of the best final accuracy (percent, one decimal): the target of time/energy-to-accuracy."""
-    best = max((r.history.final_accuracy or 0.0) for r in results)
-    return round(0.95 * best, 1)
-
-
 def _out_dir(arg: str | None) -> Path:
     return Path(arg) if arg else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-
-def write_results(results: list[MethodResult], target_pct: float, out: Path) -> list[Path]:
-    """Histories (CSV + JSON per method), the results table (JSON) and the two plots, into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for r in results:
-        written += list(r.history.save(out, f"history_{r.method}_E{r.e_agg}"))
-    table = {"target_accuracy": target_pct, "results": [r.row(target_pct) for r in results]}
-    atomic_write(out / "results.json", dumps_json(table, indent=1))
-    written.append(out / "results.json")
-    for key, xlabel, fname in (("time_s", "simulated time (s)", "accuracy_vs_time.png"),
-                               ("energy_j", "energy (J)", "accuracy_vs_energy.png")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in results:
-            ev = [x for x in r.history.records if x["accuracy"] is not None]
-            ax.plot([x[key] for x in ev], [x["accuracy"] for x in ev], marker=".", label=f"{r.label} E={r.e_agg}")
-        ax.axhline(target_pct, color="grey", linestyle=":", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy, mean over tasks (%)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        try:
-            with atomic_path(out / fname, ".png") as tmp:  # savefig picks the format by the extension
-                fig.savefig(tmp, dpi=120)
-        finally:
-            plt.close(fig)
-        written.append(out / fname)
-    return written
 
 
 def _fmt(v, spec: str) -> str:
@@ -135,19 +66,24 @@ def _last_evaluated(history) -> dict:
                 {"accuracy_by_task": None, "personalised_accuracy": None})
 
 
-def print_table(results: list[MethodResult], target_pct: float, tasks) -> None:
-    """The human-readable table of ``run``."""
-    head = f"{'method':<15}{'E_agg':>6}{'lat s/rnd':>11}{'J/rnd':>10}" + "".join(f"{t[:8]:>9}" for t in tasks)
-    print(head + f"{'mean %':>8}{'t->' + format(target_pct, '.1f') + '% s':>14}{'E->target J':>13}")
-    for r in results:
-        h = r.history
-        by_task = _last_evaluated(h)["accuracy_by_task"] or {}
-        accs = "".join(f"{_fmt(by_task.get(t), '.1f'):>9}" for t in tasks)
-        print(f"{r.label:<15}{r.e_agg:>6}{h.meta['latency_s']:>11.3f}{h.meta['energy_j']:>10.3f}{accs}"
-              f"{_fmt(h.final_accuracy, '.1f'):>8}{_fmt(h.time_to(target_pct), '.2f'):>14}"
-              f"{_fmt(h.energy_to(target_pct), '.2f'):>13}")
-    print("(latency and energy per edge round, consistent accounting; accuracy in % on the global test set after "
-          "the last round; time/energy to target are simulated, '-' = not reached)")
+def print_table(rows: list[dict], target_pct: float, reference: dict) -> None:
+    """The human-readable table of ``run`` (means over seeds, +- the 95 % CI half-width)."""
+    def pm(row, key, spec):
+        mean, half = row[key], row.get(f"{key}_ci95")
+        return _fmt(mean, spec) + ("" if half is None or mean is None else f" +-{format(half, spec)}")
+
+    print(f"{'method':<15}{'E_agg':>6}{'lat s/rnd':>11}{'J/rnd':>10}{'global %':>10}{'served %':>15}"
+          f"{'t->target s':>18}{'E->target J':>20}{'reached':>9}")
+    for r in rows:
+        print(f"{r['label']:<15}{r['e_agg']:>6}{r['latency_s']:>11.3f}{r['energy_j']:>10.3f}"
+              f"{_fmt(r['accuracy'], '.1f'):>10}{pm(r, 'served_accuracy', '.1f'):>15}"
+              f"{pm(r, 'time_to_target_s', '.1f'):>18}{pm(r, 'energy_to_target_j', '.1f'):>20}"
+              f"{r['n_reached']:>5}/{r['n_seeds']}")
+    print(f"(latency and energy per edge round, consistent accounting of the priced model; accuracies in % after "
+          f"the last round, served = each device's tasks scored by the model serving it; target {target_pct:.1f} % "
+          f"served accuracy; central training {_fmt(reference['central_accuracy'], '.1f')} %, linear probe on the "
+          f"frozen features {_fmt(reference['linear_probe_accuracy'], '.1f')} %; time and energy to the target are "
+          f"simulated, means over the seeds that reached it)")
 
 
 def _cmd_train(args) -> int:
@@ -155,18 +91,21 @@ def _cmd_train(args) -> int:
 
     from ..learners.trainer import CHECKPOINT, train
 
+    config = _config(args)  # every option checked before any work
     setup = _setup(args)
-    plan = schedule(setup.scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed)
+    plan = schedule(setup.scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed, local_steps=args.local_steps,
+                    batch_size=args.batch_size)  # planned for the workload it trains
     if args.restart and args.out:  # a checkpoint of --out is never resumed: train from round 0
         (Path(args.out) / "checkpoint" / CHECKPOINT).unlink(missing_ok=True)
-    hist = train(setup.scenario, plan, setup.data, _config(args), progress=_bar(not args.json, args.scheduler),
+    hist = train(setup.scenario, plan, setup.data, config, progress=_bar(not args.json, args.scheduler),
                  checkpoint_dir=Path(args.out) / "checkpoint" if args.out else None)
     if args.out:
         hist.save(args.out)
     last = _last_evaluated(hist)
     out = {"scheduler": args.scheduler, "e_agg": int(plan.e_agg), "rounds": args.rounds,
            "latency_s": hist.meta["latency_s"], "energy_j": hist.meta["energy_j"], "accuracy": hist.final_accuracy,
-           "accuracy_by_task": last["accuracy_by_task"], "personalised_accuracy": last["personalised_accuracy"],
+           "served_accuracy": hist.final("served_accuracy"), "accuracy_by_task": last["accuracy_by_task"],
+           "personalised_accuracy": last["personalised_accuracy"],
            "time_s": hist.records[-1]["time_s"], "total_energy_j": hist.records[-1]["energy_j"]}
     if args.json:
         print(dumps_json(out))
@@ -175,22 +114,39 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _reference(setup, args) -> dict:
+    """Central training of the trainable modules and the linear probe, on the first seed's data (percent)."""
+    from ..learners.central import central_vs_linear
+
+    ref = central_vs_linear(setup.benchmark, model=setup.data.model, epochs=args.central_epochs, seed=args.seed)
+    return {"central_accuracy": 100 * ref["mean"]["central"], "linear_probe_accuracy": 100 * ref["mean"]["linear"]}
+
+
 def _cmd_run(args) -> int:
-    from hffm_opt.analysis.paper_table import PAPER_ROWS
+    from dataclasses import replace
+
+    from ..analysis import closed_loop
 
     start = time.perf_counter()
-    setup = _setup(args)
-    results = run_methods(setup, list(PAPER_ROWS) + [OPTIMAL], _config(args), seed=args.seed,
-                          show_progress=not args.json)
-    target = args.target if args.target is not None else default_target(results)
     out = _out_dir(args.out)
-    write_results(results, target, out)
+    config = _config(args)
+    runs, reference = [], None
+    for seed in range(args.seed, args.seed + args.seeds):
+        setup = _setup(args, seed)
+        if reference is None:
+            reference = _reference(setup, args)
+        runs += closed_loop.train_methods(setup, closed_loop.DEFAULT_METHODS, replace(config, seed=seed), seed=seed,
+                                          progress=(lambda label: _bar(True, label)) if not args.json else None)
+    target = args.target if args.target is not None else round(0.95 * reference["central_accuracy"], 1)
+    rows = closed_loop.summarise(runs, target)
+    document = {"results": rows, "target_accuracy": target, "reference": reference}
+    closed_loop.write(runs, document, out)
     if args.json:
-        print(dumps_json({"results": [r.row(target) for r in results]}))
+        print(dumps_json(document))
         return 0
-    print_table(results, target, setup.data.model.task_names)
-    print(f"written to {out}/ (history_*.csv/json, results.json, accuracy_vs_time.png, accuracy_vs_energy.png); "
-          f"wall time {time.perf_counter() - start:.0f} s")
+    print_table(rows, target, reference)
+    print(f"written to {out}/ (history_*.csv/json, results.json, served_accuracy_vs_time.png, "
+          f"served_accuracy_vs_energy.png); wall time {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -211,6 +167,23 @@ def _common(p: argparse.ArgumentParser, rounds: int) -> None:
                         "rarely help and slow down a shared machine)")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="torch device of training and evaluation (auto = cuda if available; default: %(default)s)")
+    p.add_argument("--pricing", default="foundation", choices=("foundation", "proxy"),
+                   help="what the network prices: the simulated foundation model (ViLT-B/32 class, the scenario's "
+                        "model_bits per update; default) or the small proxy that actually trains")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share of the training pool's items held out for validation (default: %(default)s)")
+    p.add_argument("--prox-mu", type=float, default=0.0, help="FedProx coefficient of the proximal term (default: 0)")
+    for tier in ("edge", "cloud"):
+        p.add_argument(f"--{tier}-optimizer", default="fedavg", choices=("fedavg", "fedavgm", "fedadam"),
+                       help=f"server optimiser of the {tier} aggregation (default: %(default)s)")
+    p.add_argument("--server-lr", type=float, help="server learning rate (default: 1 for FedAvgM, 0.01 for FedAdam)")
+    p.add_argument("--fading", default="static", choices=("static", "block"),
+                   help="'block': redraw the channel and re-solve the plan's continuous part every edge round")
+    p.add_argument("--availability", type=float, default=1.0,
+                   help="probability that a device is available in a round (default: 1)")
+    p.add_argument("--availability-trace", help="CSV device,start_round,end_round of available intervals")
+    p.add_argument("--participation", type=float, default=1.0,
+                   help="fraction of the available devices sampled each round (default: 1)")
     p.add_argument("--json", action="store_true", help="print JSON only (no progress bars)")
     p.add_argument("--out", help="output directory")
 
@@ -230,6 +203,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("run", help="the main job: paper schedulers and 'optimal' trained on easy-VQA, one table "
                                    "and plots")
     _common(p, rounds=DEFAULT_ROUNDS)
-    p.add_argument("--target", type=float, help="target accuracy (%%) for time/energy-to-accuracy "
-                                                "(default: 95%% of the best final accuracy)")
+    p.add_argument("--target", type=float, help="target served accuracy (%%) for time/energy-to-accuracy "
+                                                "(default: 95%% of central training's accuracy)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "
+                   "each seed draws the network, the data partition and the model's trainable modules")
+    p.add_argument("--central-epochs", type=float, default=1.0,
+                   help="epochs of the central-training reference (default: %(default)s)")
     p.set_defaults(func=_cmd_run)

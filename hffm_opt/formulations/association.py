@@ -28,16 +28,20 @@ import time
 import numpy as np
 import pyomo.environ as pyo
 
-from ..network.channel import link_energy, min_bandwidth
+from ..network.channel import link_energy, min_bandwidth, power_for_time
 from ..network.scenario import Scenario
 from .milp_model import MilpModel
 
 _MHZ = 1e6
 
 
-def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_bandwidth_hz=None) -> dict:
+def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_bandwidth_hz=None,
+                     candidates=None) -> dict:
     """The association program's arrays: ``b_req`` (U, E) Hz, ``usable`` (U, E) bool, ``energy`` (U, E) J
-    (inf where unusable), ``bits``/``time_s``/``power_w`` (U,)."""
+    (inf where unusable), ``b_use`` (U, E) Hz the bandwidth the energy is priced at, ``power_use`` (U, E) W the
+    power that sends ``bits`` in ``time_s`` with ``b_use`` (so a plan with ``b_use`` and ``power_use`` spends
+    exactly ``energy`` and ``time_s``), ``bits``/``time_s``/``power_w`` (U,). ``candidates`` (U, E) bool restricts
+    the pairs (default: every edge with a finite gain)."""
     dev, edges = scenario.devices, scenario.edges
     n, n_e = scenario.n_devices, scenario.n_edges
     s = np.broadcast_to(np.asarray(bits, dtype=float), (n,)).copy()
@@ -51,6 +55,11 @@ def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_b
         raise ValueError(f"power_w = {p.tolist()}: must be finite and > 0 W")
     g = dev.uplink_gain
     reach = np.isfinite(g)
+    if candidates is not None:
+        candidates = np.asarray(candidates, bool)
+        if candidates.shape != (n, n_e):
+            raise ValueError(f"candidates.shape = {candidates.shape}: must be ({n}, {n_e})")
+        reach = reach & candidates
     b_req = np.where(reach, min_bandwidth(s[:, None], t[:, None], p[:, None], np.where(reach, g, 0.0),
                                           scenario.noise_psd_w_per_hz), np.inf)
     band = edges.bandwidth_hz
@@ -63,8 +72,10 @@ def association_data(scenario: Scenario, bits, time_s, *, power_w=None, energy_b
     b_use = np.maximum(b_req, b_ref)
     energy = np.where(usable, link_energy(s[:, None], t[:, None], np.where(usable, b_use, 1.0), np.where(reach, g, 1.0),
                                           scenario.noise_psd_w_per_hz), np.inf)
+    power_use = np.where(usable, power_for_time(s[:, None], t[:, None], np.where(usable, b_use, 1.0),
+                                                np.where(reach, g, 1.0), scenario.noise_psd_w_per_hz), np.inf)
     return {"b_req": b_req, "usable": usable, "energy": energy, "bits": s, "time_s": t, "power_w": p,
-            "reach": reach}
+            "reach": reach, "b_use": np.where(usable, b_use, np.inf), "power_use": power_use}
 
 
 def _precheck(scenario: Scenario, data: dict) -> str | None:
@@ -106,14 +117,24 @@ def _precheck(scenario: Scenario, data: dict) -> str | None:
     return ("association infeasible: " + "; ".join(problems)) if problems else None
 
 
-def build_association(scenario: Scenario, bits, time_s, *, power_w=None, energy_bandwidth_hz=None) -> MilpModel:
+def build_association(scenario: Scenario, bits, time_s, *, power_w=None, energy_bandwidth_hz=None,
+                      candidates=None, reserve: str = "required") -> MilpModel:
     """The association MILP (module docstring) for ``bits`` S_u and communication time ``time_s`` t_u (each (U,)
     or scalar), at power ``power_w`` (default Pmax; the bandwidth requirement is computed at this power);
     ``energy_bandwidth_hz`` (E,) or (U, E) reference bandwidth of the energy term (default the equal share of the
-    home clusters). ``data`` holds :func:`association_data`'s arrays."""
+    home clusters). ``data`` holds :func:`association_data`'s arrays. ``candidates`` (U, E) bool: the pairs allowed
+    (default every finite gain). ``reserve``: the bandwidth the capacity rows reserve, ``"required"`` (b_req, the
+    least that meets the time at ``power_w``) or ``"priced"`` (b_use, the bandwidth the energy term is priced at:
+    then the decision written into a plan with ``b_use`` and ``power_use`` costs what the program says and fits
+    every band, which is how F4 uses it)."""
     t0 = time.perf_counter()
-    data = association_data(scenario, bits, time_s, power_w=power_w, energy_bandwidth_hz=energy_bandwidth_hz)
+    if reserve not in ("required", "priced"):
+        raise ValueError(f"reserve = {reserve!r}: must be 'required' or 'priced'")
+    data = association_data(scenario, bits, time_s, power_w=power_w, energy_bandwidth_hz=energy_bandwidth_hz,
+                            candidates=candidates)
     b_req, usable, energy = data["b_req"], data["usable"], data["energy"]
+    if reserve == "priced":
+        b_req = data["b_use"]
     n, n_e = scenario.n_devices, scenario.n_edges
     band = scenario.edges.bandwidth_hz
     dev_ids, edge_ids = scenario.devices.ids, scenario.edges.ids

@@ -7,8 +7,9 @@ Problem (section 4; consistent accounting): per cluster choose direct uploads or
 - ``"latency"``: least latency per edge round (s), with the energy per edge round <= ``energy_budget_j`` if given;
 - ``"weighted"``: least ``w_latency * latency_s + w_energy * energy_j`` (weights per s and per J, both > 0).
 
-Module assignment, tiers, association and ``e_agg`` are those of the ``start`` plan, which the search also starts
-from (the optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The
+By default module assignment, tiers, association and ``e_agg`` are those of the ``start`` plan, which the search
+also starts from; the full-F4 options (:func:`check_full_options`) free placement, tiers and association (energy
+objective only) (the optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The
 builder runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
 """
 
@@ -31,6 +32,45 @@ from ..plan import Plan
 from .cluster import cluster_data
 
 OBJECTIVES = ("energy", "latency", "weighted")
+COVERAGES = ("full", "cluster")
+ASSOCIATIONS = ("fixed", "optimise")
+FULL_OPTIONS = ("coverage", "min_trainers", "w_U", "edge_tiers", "association", "assoc_candidates", "max_iterations",
+                "tolerance")
+
+
+def check_full_options(coverage="full", min_trainers=1, w_U=0.0, edge_tiers=False, association="fixed",
+                       assoc_candidates=3, max_iterations=10, tolerance=1e-6) -> dict:
+    """The options of full F4 (placement, tiers, association; :mod:`hffm_opt.solvers.f4.alternation`), checked:
+    raise :class:`~hffm_opt.errors.ConfigError` naming the field, the value and the rule; returns them as a dict.
+
+    ``coverage``: ``"full"`` (every trainable module a device needs is trained, as the baselines do) or
+    ``"cluster"`` (each module needed in a cluster trained by at least ``min_trainers`` of its devices);
+    ``w_U`` (J per unit of utility, >= 0); ``edge_tiers`` (every module may stay at the edge, not only the
+    cluster-local ones: such a module is then averaged inside its cluster only and never leaves it);
+    ``association`` in :data:`ASSOCIATIONS` over each device's ``assoc_candidates`` nearest edges;
+    ``max_iterations`` (>= 1) and ``tolerance`` (relative, >= 0) of the alternation."""
+    def integer(name, value, low):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ConfigError(f"{name} = {value!r}: must be an integer >= {low}")
+
+    if coverage not in COVERAGES:
+        raise ConfigError(f"coverage = {coverage!r}: must be one of {list(COVERAGES)}")
+    if association not in ASSOCIATIONS:
+        raise ConfigError(f"association = {association!r}: must be one of {list(ASSOCIATIONS)}")
+    integer("min_trainers", min_trainers, 1)
+    integer("assoc_candidates", assoc_candidates, 1)
+    integer("max_iterations", max_iterations, 1)
+    for name, value in (("w_U", w_U), ("tolerance", tolerance)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} = {value!r}: must be a finite number >= 0")
+    if not isinstance(edge_tiers, (bool, np.bool_)):
+        raise ConfigError(f"edge_tiers = {edge_tiers!r}: must be true or false")
+    if w_U > 0 and coverage == "full":
+        raise ConfigError(f"w_U = {w_U!r}: only with coverage 'cluster' (with coverage 'full' every module is trained "
+                          "and the utility is fixed)")
+    return {"coverage": coverage, "min_trainers": int(min_trainers), "w_U": float(w_U), "edge_tiers": bool(edge_tiers),
+            "association": association, "assoc_candidates": int(assoc_candidates),
+            "max_iterations": int(max_iterations), "tolerance": float(tolerance)}
 
 
 @dataclass(frozen=True)
@@ -51,6 +91,22 @@ class JointModel:
     energy_budget_j: float | None = None
     w_latency: float | None = None
     w_energy: float | None = None
+    coverage: str = "full"
+    min_trainers: int = 1
+    w_U: float = 0.0
+    edge_tiers: bool = False
+    association: str = "fixed"
+    assoc_candidates: int = 3
+    max_iterations: int = 10
+    tolerance: float = 1e-6
+
+    @property
+    def alternates(self) -> bool:
+        """Whether F4 also decides module assignment, tiers or association (the energy objective only; see
+        :mod:`hffm_opt.solvers.f4.alternation`): coverage ``"cluster"``, ``edge_tiers`` or ``association ==
+        "optimise"`` (cluster-local modules always stay at the edge, as every start plan has them)."""
+        return self.objective == "energy" and (self.coverage == "cluster" or self.edge_tiers
+                                               or self.association == "optimise")
 
     @property
     def e_agg(self) -> int:
@@ -59,7 +115,8 @@ class JointModel:
 
     def at_target(self, target_latency_s: float) -> JointModel:
         """The energy-at-target model of the same start with ``target_latency_s`` (s per edge round), pre-checked."""
-        return build_joint(self.scenario, self.start, target_latency_s, self.start_name)
+        return dataclasses.replace(build_joint(self.scenario, self.start, target_latency_s, self.start_name),
+                                   **{f: getattr(self, f) for f in FULL_OPTIONS})
 
 
 def _positive(name: str, value, required: bool) -> None:
@@ -89,18 +146,20 @@ def check_objective(objective: str, target_latency_s, energy_budget_j, w_latency
 
 def build_joint(scenario: Scenario, start: Plan, target_latency_s: float | None, start_name: str = "",
                 objective: str = "energy", energy_budget_j: float | None = None, w_latency: float | None = None,
-                w_energy: float | None = None) -> JointModel:
+                w_energy: float | None = None, **full) -> JointModel:
     """The F4 model of ``scenario`` from ``start`` (module docstring), pre-checked; bad objective data raise
-    :class:`~hffm_opt.errors.ConfigError` (:func:`check_objective`)."""
+    :class:`~hffm_opt.errors.ConfigError` (:func:`check_objective`); ``full`` are the options of
+    :func:`check_full_options` (default: placement, tiers and association those of ``start``)."""
     t0 = time.perf_counter()
     check_objective(objective, target_latency_s, energy_budget_j, w_latency, w_energy)
+    full = check_full_options(**full)
     if start.mode != "hierarchical":
         raise ConfigError(f"start.mode = {start.mode!r}: F4 plans hierarchical training")
     target = None if target_latency_s is None else float(target_latency_s)
     message = joint_precheck(scenario, start, target)
     model = JointModel(scenario, start, target, start_name or start.scheduler, message, time.perf_counter() - t0)
     return dataclasses.replace(model, objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency,
-                               w_energy=w_energy)
+                               w_energy=w_energy, **full)
 
 
 def joint_precheck(scenario: Scenario, start: Plan, target_latency_s: float | None) -> str | None:

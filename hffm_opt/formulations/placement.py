@@ -235,3 +235,219 @@ def build_placement(scenario: Scenario, rate_bps, *, flops_per_s=None, power_w=N
     data |= {"need_coverage": need_cov, "capable": capable}
     return MilpModel(name=m.name, model=m, decoder=decode, encoder=encode, build_s=time.perf_counter() - t0,
                      precheck_message=precheck, families=families, labels=labels, data=data)
+
+
+# ---------------------------------------------------------------------- F1 inside F4
+COVERAGES = ("full", "cluster")
+
+
+def module_value(scenario: Scenario) -> np.ndarray:
+    """(U, K) value of device u training module k (section 4's utility): its samples relevant to the module (of the
+    module's task for prompts and heads, all its samples otherwise) over all samples of the scenario; 0 where k is
+    not a trainable module of Need(u). A plan's utility is ``(module_value * train).sum()``."""
+    samples = scenario.devices.samples
+    n_u = samples.sum(axis=1)
+    task_of = np.array([scenario.tasks.index(m.key) if m.kind in ("prompt", "head") else -1 for m in scenario.modules])
+    rel = np.where(task_of[None, :] >= 0, samples[:, np.maximum(task_of, 0)], n_u[:, None]).astype(float)
+    cand = scenario.need & scenario.module_arrays["trainable"][None, :]
+    return np.where(cand, rel / max(float(samples.sum()), 1.0), 0.0)
+
+
+def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None, coverage: str = "full",
+                       min_trainers: int = 1, w_U: float = 0.0, edge_ok=None) -> MilpModel:
+    """F1 as F4's placement step: which modules each device of the clusters ``edges`` (default all) trains and
+    whether each module of a cluster goes to the cloud or stays at the edge, with ``plan``'s association,
+    structures (direct or D2D relay tree) and continuous decisions (CPU speed, bandwidth, powers) fixed.
+
+    With those fixed, :func:`hffm_opt.evaluate.evaluate`'s consistent accounting is linear in the decisions, and this
+    program prices exactly what it prices (no deadline, no straggler), per cluster ``e`` with ``g = e_agg``:
+
+    - device u computes ``sum_k a[u,k] x[u,k]`` s (``a`` = tau * batch * phi_k / flops_per_cycle / cpu_hz) at energy
+      ``kappa C f^2``; a direct cluster's device uploads ``sum_k s_k x[u,k] / r_u`` s at its plan power, ``T_e >=``
+      compute + upload; in a D2D cluster the link ``v -> parent(v)`` carries ``h[v,k] >= x[w,k]`` for every w of
+      v's subtree (in-network aggregation; store-and-forward carries the subtree's sum), up phase ``U_e >=`` compute
+      + the link times on u's path, down phase ``D_e >=`` the broadcast times on u's path, and the aggregator uploads
+      the cluster's trained bits ``sum_k s_k y[e,k]`` (``y[e,k] >= x[u,k]``) once a period;
+    - backhaul (cloud-tier trained modules ``w[e,k] >= y[e,k] + c[e,k] - 1``, ``c`` = 1 at the cloud): ``delta_e
+      o_e + sum_k s_k w[e,k] / R_e`` s, ``o_e >= w[e,k]``, at the backhaul power; the edge downlink (when the edge has
+      a downlink power) ``sum_k s_k y[e,k] / r_dl`` s, every round (direct) or once (D2D);
+    - period ``g (T_e + t_dl) + t_bh`` (direct) or ``g U_e + (g - 1) D_e + t_agg + t_bh + t_dl`` (D2D) ``<= budget_s``.
+
+    Coverage ``"full"``: x fixed to every trainable module of Need(u) (only tiers are decided); ``"cluster"``: each
+    module needed in a cluster is trained by at least ``min(min_trainers, members able to hold it)`` members, and
+    every member that may train something trains at least one module (a member of a direct cluster always holds a
+    band share). Tier: the edge only for modules with ``edge_ok`` (K,) (default: the cluster-local ones, which
+    never go to the cloud). Memory: held + training state fits. Objective: energy per edge round (J) minus
+    ``w_U`` x utility (:func:`module_value`). ``decode`` -> {"train" (U, K), "tier" (E, K) (rows of other clusters
+    as in ``plan``), "period_s" (E,), "energy_j" (E,) period figures of the decided clusters (nan elsewhere),
+    "utility" of the decided clusters}. Linear; the only big-M-like rows are the 0/1 products ``w``.
+    """
+    from ..network.channel import shannon_rate
+
+    t0 = time.perf_counter()
+    if coverage not in COVERAGES:
+        raise ValueError(f"coverage = {coverage!r}: must be one of {list(COVERAGES)}")
+    if not (np.isfinite(w_U) and w_U >= 0):
+        raise ValueError(f"w_U = {w_U!r}: must be finite and >= 0")
+    dev, mods, eds, n0 = scenario.devices, scenario.module_arrays, scenario.edges, scenario.noise_psd_w_per_hz
+    n, n_e, n_k, g = scenario.n_devices, scenario.n_edges, len(scenario.modules), int(plan.e_agg)
+    local = mods["cluster_local"]
+    edge_ok = local.copy() if edge_ok is None else (np.asarray(edge_ok, bool) | local)
+    edges = list(range(n_e)) if edges is None else [int(e) for e in edges]
+    a, s_k = plan.association, mods["update_bits"]
+    cand = scenario.need & mods["trainable"][None, :]
+    batch = np.minimum(plan.batch_size, dev.samples.sum(axis=1))
+    cyc = plan.local_steps * batch[:, None] * mods["flops_per_sample"][None, :] / dev.flops_per_cycle[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_c = np.where(cyc > 0, cyc / plan.cpu_hz[:, None], 0.0)
+        rate_up = shannon_rate(plan.bandwidth_hz, plan.power_w, dev.uplink_gain[np.arange(n), a], n0)
+    e_c = dev.kappa[:, None] * cyc * plan.cpu_hz[:, None] ** 2
+    value = module_value(scenario)
+    mem_free = dev.memory_bytes - scenario.need @ mods["memory_bytes"]
+    extra = mods["train_memory_bytes"]
+    free_x = coverage == "cluster"
+
+    m = pyo.ConcreteModel(name=f"F1 in F4 ({scenario.name}, {len(edges)} clusters)")
+    chosen = np.isin(a, edges)
+    uk = [(int(u), int(k)) for u, k in zip(*np.nonzero(cand & chosen[:, None]))] if free_x else []
+    m.x = pyo.Var(pyo.Set(initialize=uk, dimen=2, ordered=True), domain=pyo.Binary)
+    m.rows = pyo.ConstraintList()
+    m.c = pyo.Var(pyo.Any, dense=False, domain=pyo.Binary)
+    m.r = pyo.Var(pyo.Any, dense=False, bounds=(0.0, None))  # continuous: y, w, o, h, T, U, D
+    X = (lambda u, k: m.x[u, k]) if free_x else (lambda u, k: 1.0)
+    figures, obj = {}, 0.0
+    for e in edges:
+        members = np.flatnonzero(a == e)
+        if not len(members):
+            continue
+        ks = np.flatnonzero(cand[members].any(axis=0))
+        has = {int(u): [int(k) for k in np.flatnonzero(cand[u])] for u in members}
+        y = {}
+        for k in ks:
+            y[k] = m.r["y", e, k] if free_x else 1.0
+            for u in members:
+                if free_x and cand[u, k]:
+                    m.rows.add(m.r["y", e, k] - m.x[u, k] >= 0)
+        w = {}
+        for k in ks:
+            if local[k]:
+                continue
+            if not edge_ok[k]:
+                w[k] = y[k]
+            else:
+                w[k] = m.r["w", e, k]
+                m.rows.add(m.r["w", e, k] - y[k] - m.c[e, k] >= -1)
+        o = 0.0
+        if w:
+            o = m.r["o", e] if any(not isinstance(v, float) for v in w.values()) else 1.0
+            if not isinstance(o, float):
+                for v in w.values():
+                    m.rows.add(o - v >= 0)
+        edge_bits = sum(s_k[k] * y[k] for k in ks)
+        t_bh = eds.backhaul_delay_s[e] * o + sum(s_k[k] / eds.backhaul_rate_bps[e] * v for k, v in w.items())
+        r_dl = shannon_rate(eds.bandwidth_hz[e], eds.downlink_power_w[e], dev.uplink_gain[members, e].min(), n0)
+        t_dl = edge_bits / r_dl if r_dl > 0 else 0.0
+        comp = {u: sum(t_c[u, k] * X(u, k) for k in has[u]) for u in has}
+        e_comp = sum(e_c[u, k] * X(u, k) for u in has for k in has[u])
+        if plan.aggregator[e] < 0:
+            up = {u: sum(s_k[k] / rate_up[u] * X(u, k) for k in has[u]) if has[u] else 0.0 for u in has}
+            terms = [comp[u] + up[u] for u in has]
+            for term in terms:
+                m.rows.add(m.r["T", e] - term >= 0)
+            period = g * (m.r["T", e] + t_dl) + t_bh
+            shape = (g, terms, [], g * t_dl + t_bh)
+            energy = g * (e_comp + sum(plan.power_w[u] * up[u] for u in has)) + eds.backhaul_power_w[e] * t_bh \
+                + g * eds.downlink_power_w[e] * t_dl
+        else:
+            period, energy, shape = _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, free_x,
+                                               shannon_rate)
+            period = period + t_bh + t_dl
+            shape = shape[:3] + (shape[3] + t_bh + t_dl,)
+            energy = energy + eds.backhaul_power_w[e] * t_bh + eds.downlink_power_w[e] * t_dl
+        m.rows.add(period <= budget_s)
+        figures[e] = (shape, energy)
+        obj = obj + energy / g
+        if free_x:
+            for k in ks:
+                able = [u for u in members if cand[u, k] and extra[k] <= mem_free[u]]
+                need = min(int(min_trainers), len(able))
+                if need > 0:
+                    m.rows.add(sum(m.x[u, k] for u in members if cand[u, k]) >= need)
+            for u in has:
+                if has[u]:
+                    m.rows.add(sum(m.x[u, k] for k in has[u]) >= 1)
+                    if extra[has[u]].sum() > mem_free[u]:
+                        m.rows.add(sum(extra[k] / _MB * m.x[u, k] for k in has[u]) <= mem_free[u] / _MB)
+            obj = obj - w_U * sum(value[u, k] * m.x[u, k] for (u, k) in uk if a[u] == e)
+    m.obj = pyo.Objective(expr=obj, sense=pyo.minimize)
+
+    def decode(model) -> dict:
+        train, tier = plan.train.copy(), plan.tier.copy()
+        if free_x:
+            for (u, k) in uk:
+                train[u, k] = (model.x[u, k].value or 0.0) > 0.5
+        period, energy = np.full(n_e, np.nan), np.full(n_e, np.nan)
+        for e, ((g_up, up_terms, down_terms, rest), e_expr) in figures.items():
+            top = max((pyo.value(t) for t in up_terms), default=0.0)
+            down = max((pyo.value(t) for t in down_terms), default=0.0)
+            period[e] = g_up * top + (g - 1) * down + pyo.value(rest)
+            energy[e] = pyo.value(e_expr)
+            for k in np.flatnonzero(cand[a == e].any(axis=0)):
+                at_cloud = not edge_ok[k] or ((e, int(k)) in model.c and (model.c[e, int(k)].value or 0.0) > 0.5)
+                tier[e, k] = EDGE if local[k] or not at_cloud else CLOUD
+        utility = float((value * train)[np.isin(a, edges)].sum())
+        return {"train": train, "tier": tier, "period_s": period, "energy_j": energy, "utility": utility}
+
+    def encode(model, warm: dict) -> None:
+        for (u, k) in uk:
+            model.x[u, k].set_value(float(warm["train"][u, k]))
+
+    families = {"rows": "F1-in-F4 rows (coverage, participation, memory, linking, round times, period budget)"}
+    labels = {"x": lambda uk_: f"device id {dev.ids[uk_[0]]}, module {scenario.module_names[uk_[1]]}"}
+    return MilpModel(name=m.name, model=m, decoder=decode, encoder=encode, build_s=time.perf_counter() - t0,
+                     families=families, labels=labels, data={"cand": cand, "value": value, "edge_ok": edge_ok})
+
+
+def _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, free_x, shannon_rate):
+    """The D2D cluster's rows of :func:`build_f4_placement`: (period less backhaul and downlink, energy less them,
+    (g, up-phase terms, down-phase terms, the aggregator's upload))."""
+    dev, n0, bw, g = scenario.devices, scenario.noise_psd_w_per_hz, scenario.d2d.bandwidth_hz, int(plan.e_agg)
+    s_k = scenario.module_arrays["update_bits"]
+    par, root = plan.parent, int(plan.aggregator[e])
+    path = {}
+    for u in members:
+        v, hops = int(u), []
+        while v != root:
+            hops.append(v)
+            v = int(par[v])
+        path[int(u)] = hops
+    sub = {int(v): [u for u in path if v in path[u]] for v in members if v != root}
+    hop, down, e_link = {}, {}, 0.0
+    for v, below in sub.items():
+        gain_up = scenario.d2d.gain[scenario.link_lookup([v], [par[v]])[0]]
+        gain_dn = scenario.d2d.gain[scenario.link_lookup([par[v]], [v])[0]]
+        r_up = float(shannon_rate(bw, plan.d2d_power_w[v], gain_up, n0))
+        r_dn = float(shannon_rate(bw, plan.d2d_down_power_w[v], gain_dn, n0))
+        ks = sorted({k for u in below for k in has[u]})
+        h = {}
+        for k in ks:
+            h[k] = m.r["h", v, k] if free_x else 1.0
+            if free_x:
+                for u in below:
+                    if k in has[u]:
+                        m.rows.add(h[k] - m.x[u, k] >= 0)
+        bits_or = sum(s_k[k] * h[k] for k in ks)
+        bits_up = bits_or if plan.relay_mode == "aggregate" else sum(s_k[k] * X(u, k) for u in below for k in has[u])
+        hop[v], down[v] = bits_up / r_up, bits_or / r_dn
+        e_link = e_link + g * plan.d2d_power_w[v] * hop[v] + (g - 1) * plan.d2d_down_power_w[v] * down[v]
+    up_terms = [comp[int(u)] + sum(hop[v] for v in path[int(u)]) for u in members]
+    down_terms = [sum(down[v] for v in path[int(u)]) for u in members] if g > 1 else []
+    for term in up_terms:
+        m.rows.add(m.r["U", e] - term >= 0)
+    for term in down_terms:
+        m.rows.add(m.r["D", e] - term >= 0)
+    rate_root = float(shannon_rate(plan.bandwidth_hz[root], plan.power_w[root], dev.uplink_gain[root, e], n0))
+    t_agg = edge_bits / rate_root
+    period = g * m.r["U", e] + ((g - 1) * m.r["D", e] if g > 1 else 0.0) + t_agg
+    energy = g * e_comp + e_link + plan.power_w[root] * t_agg
+    return period, energy, (g, up_terms, down_terms, t_agg)

@@ -13,12 +13,18 @@
   :func:`keep_freed_memory`.
 - :mod:`.evaluation`: accuracy of many cluster models at once (vmapped), per-device accuracy.
 - :mod:`.cache`: :func:`cache_dir`, where decoded images and pre-trained models are kept.
-- :mod:`.central`: :func:`pretrain` (foundation-model stand-in), central training, the linear-probe baseline.
+- :mod:`.central`: :func:`pretrain` (foundation-model stand-in), central training, the linear-probe baseline;
+  :mod:`.pretraining`: the label-free pre-training objectives of the frozen parts.
+- :mod:`.priced`: :func:`priced_catalogue`, the simulated foundation model (:data:`VILT_B32`) module by module on
+  the proxy's modules: what schedulers, ``evaluate`` and the clock price.
 - :mod:`.local`: :func:`local_train` (vmap over devices, sparse experts, fused optimiser) and
   :func:`local_train_reference` (plain loop).
-- :mod:`.trainer`: :func:`train` a plan on the simulated clock -> :class:`History`; :class:`TrainConfig`,
-  :class:`FederatedData`.
-- :mod:`.setup`: :func:`learning_setup`, the default experiment (paper scenario, easy-VQA, the model's catalogue).
+- :mod:`.trainer`: :func:`train` a plan on the simulated clock -> :class:`History` (:mod:`.history`);
+  :mod:`.config`: :class:`TrainConfig`, :class:`FederatedData`; :mod:`.server`: the server optimisers (FedAvg,
+  FedAvgM, FedAdam) of the edge and cloud tiers; :mod:`.participation`: availability per round, traces, sampling;
+  :mod:`.dynamics`: block fading and the realised round's price.
+- :mod:`.setup`: :func:`learning_setup`, the default experiment (paper scenario, easy-VQA, the priced catalogue,
+  a validation split).
 
 The commands are :mod:`hffm_opt.cli.learn` (``hffm-opt train`` / ``run``) and
 :mod:`hffm_opt.analysis.learner_bench` (``hffm-opt bench --learner``).
@@ -45,6 +51,7 @@ from .central import (
     train_central,
 )
 from .device import keep_freed_memory, resolve_device
+from .evaluation import served_accuracy
 from .local import (
     DeviceBatches,
     LocalResult,
@@ -57,6 +64,7 @@ from .local import (
 )
 from .model import ForwardOutput, M3TConfig, M3TModel, build_model, task_loss
 from .packed import PackedTables
+from .participation import Participation
 from .partitioning import (
     Partition,
     device_tables,
@@ -66,12 +74,16 @@ from .partitioning import (
     partition,
     sample_counts,
 )
-from .setup import LearningSetup, learning_setup
+from .priced import VILT_B32, FoundationModel, priced_catalogue
+from .server import SERVER_OPTIMIZERS, server_optimizer
+from .setup import LearningSetup, learning_setup, validation_split
 from .specs import ModalitySpec, TaskSpec
 from .table import Batch, MultiModalDataset, MultiModalTable
 from .trainer import FederatedData, History, TrainConfig, train, training_calls
 
 __all__ = [
+    "SERVER_OPTIMIZERS", "VILT_B32", "FoundationModel", "Participation", "priced_catalogue", "served_accuracy",
+    "server_optimizer", "validation_split",
     "Batch", "Benchmark", "DeviceBatches", "FederatedData", "ForwardOutput", "History", "LearningSetup",
     "LocalResult", "M3TConfig", "M3TModel", "ModalitySpec", "MultiModalDataset", "MultiModalTable", "PackedTables",
     "Partition",

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from hffm_opt._io import atomic_path
+from hffm_opt.errors import ConfigError
 
 from .cache import cache_dir
 from .model import M3TConfig
@@ -241,14 +242,15 @@ def synthetic_benchmark(n_modalities: int = 2, n_tasks: int = 2, n_samples: int 
     ``p_missing`` removes each modality of each sample with that probability (never all of them).
     """
     if n_modalities < 1 or n_tasks < 1 or n_samples < 1:
-        raise ValueError(f"n_modalities, n_tasks, n_samples = {(n_modalities, n_tasks, n_samples)}: all must be >= 1")
+        raise ConfigError(f"n_modalities, n_tasks, n_samples = {(n_modalities, n_tasks, n_samples)}: all must be >= 1")
     rng = np.random.default_rng(seed)
     dims = [dim] * n_modalities if np.isscalar(dim) else list(dim)
     classes = [n_classes] * n_tasks if np.isscalar(n_classes) else list(n_classes)
     if len(dims) != n_modalities or len(classes) != n_tasks:
-        raise ValueError("dim / n_classes sequences must have n_modalities / n_tasks entries")
+        raise ConfigError(f"dim, n_classes = {dims}, {classes}: sequences must have n_modalities = "
+                          f"{n_modalities} and n_tasks = {n_tasks} entries")
     if min(classes) < 2 or max(classes) > n_latent:
-        raise ValueError(f"n_classes = {classes}: each must be in 2..n_latent = {n_latent}")
+        raise ConfigError(f"n_classes = {classes}: each must be in 2..n_latent = {n_latent}")
     mu = rng.normal(0.0, 1.5, (n_latent, latent_dim))
     z = rng.integers(0, n_latent, n_samples)
     h = mu[z] + rng.normal(0.0, 0.5, (n_samples, latent_dim))
@@ -289,5 +291,5 @@ def load_benchmark(name: str = "easy_vqa", **kwargs) -> Benchmark:
     try:
         fn = BENCHMARKS[name]
     except KeyError:
-        raise ValueError(f"benchmark = {name!r}: known benchmarks are {sorted(BENCHMARKS)}") from None
+        raise ConfigError(f"benchmark = {name!r}: known benchmarks are {sorted(BENCHMARKS)}") from None
     return fn(**kwargs)

@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from hffm_opt.errors import ConfigError
 from hffm_opt.network.scenario import ModuleSpec
 
 from .layers import Attention, MoE
@@ -126,36 +127,23 @@ def module_catalogue(model: M3TModel, *, optimizer: str = "adam", cluster_local_
     (never sent to the cloud); ``modalities``/``tasks`` choose the reference sample of the FLOP count (default
     all); ``activation_batch`` adds that many samples' activations to ``memory_bytes``.
     """
-    if optimizer not in _OPT_STATE:
-        raise ValueError(f"optimizer = {optimizer!r}: must be one of {sorted(_OPT_STATE)}")
-    if isinstance(cluster_local_experts, bool):
-        local = set(range(model.cfg.n_experts)) if cluster_local_experts else set()
-    else:
-        local = {int(j) for j in cluster_local_experts}
-        bad = [j for j in local if not 0 <= j < model.cfg.n_experts]
-        if bad:
-            raise ValueError(f"cluster_local_experts = {sorted(local)}: experts are 0..{model.cfg.n_experts - 1}")
+    opt_state = optimizer_state(optimizer)
+    local = _local_experts(model, cluster_local_experts)
     counts = module_param_counts(model)
     fwd, acts = forward_flops(model, modalities, tasks)
     params = model.module_parameters()
     names = model.module_names()
     trainable = {k: counts[k][1] > 0 for k in names}
+    mults = cost_multipliers(model, trainable)
     specs = []
     for k in names:
         kind = model.module_kind(k)
         key = k.split(":", 1)[1] if kind in ("encoder", "prompt", "head") else None
         bits = sum(p.numel() * p.element_size() * 8 for p in params[k].values())
         n_bytes = sum(p.numel() * p.element_size() for p in params[k].values())
-        if trainable[k]:
-            mult = 3.0
-        else:
-            st = _STAGE[kind]
-            upstream = any(trainable[j] and (_STAGE[model.module_kind(j)] < st or
-                                             (st == 1 and _STAGE[model.module_kind(j)] == 1 and j != k))
-                           for j in names)
-            mult = 2.0 if upstream else 1.0
+        mult = mults[k]
         elem = next(iter(params[k].values())).element_size() if params[k] else 4
-        train_mem = n_bytes * (1 + _OPT_STATE[optimizer]) if trainable[k] else 0.0
+        train_mem = n_bytes * (1 + opt_state) if trainable[k] else 0.0
         specs.append(ModuleSpec(
             name=k, kind=kind, key=key,
             update_bits=float(bits) if trainable[k] else 0.0,
@@ -167,6 +155,40 @@ def module_catalogue(model: M3TModel, *, optimizer: str = "adam", cluster_local_
             cluster_local=bool(kind == "expert" and int(k.split(":")[1]) in local and trainable[k]),
         ))
     return tuple(specs)
+
+
+def optimizer_state(optimizer: str) -> int:
+    """Buffers of optimiser state per trainable parameter (Adam 2, SGD with momentum 1, plain SGD 0)."""
+    if optimizer not in _OPT_STATE:
+        raise ConfigError(f"optimizer = {optimizer!r}: must be one of {sorted(_OPT_STATE)}")
+    return _OPT_STATE[optimizer]
+
+
+def _local_experts(model: M3TModel, cluster_local_experts: bool | Sequence[int]) -> set[int]:
+    if isinstance(cluster_local_experts, bool):
+        return set(range(model.cfg.n_experts)) if cluster_local_experts else set()
+    local = {int(j) for j in cluster_local_experts}
+    if any(not 0 <= j < model.cfg.n_experts for j in local):
+        raise ConfigError(f"cluster_local_experts = {sorted(local)}: experts are 0..{model.cfg.n_experts - 1}")
+    return local
+
+
+def cost_multipliers(model: M3TModel, trainable: dict[str, bool]) -> dict[str, float]:
+    """Per module, training FLOP per forward FLOP (module docstring): 3 for a trained module, 2 for a frozen one
+    that gradients pass through (a trained module sits upstream), 1 for a frozen one with nothing trained
+    upstream. ``trainable`` maps every module name of ``model`` to whether it is trained."""
+    names = model.module_names()
+    out = {}
+    for k in names:
+        if trainable[k]:
+            out[k] = 3.0
+            continue
+        st = _STAGE[model.module_kind(k)]
+        upstream = any(trainable[j] and (_STAGE[model.module_kind(j)] < st or
+                                         (st == 1 and _STAGE[model.module_kind(j)] == 1 and j != k))
+                       for j in names)
+        out[k] = 2.0 if upstream else 1.0
+    return out
 
 
 def catalogue_summary(specs: Sequence[ModuleSpec]) -> list[dict]:

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from hffm_opt._io import atomic_path
+from hffm_opt.errors import ConfigError
 
 from .benchmarks import Benchmark
 from .cache import cache_dir
 from .device import resolve_device
 from .model import M3TModel, task_loss
+from .pretraining import contrastive_pretrain, masked_pretrain
 from .table import MultiModalTable
 
 
@@ -59,18 +61,18 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
     if not params:
-        raise ValueError("nothing to train: the model has no trainable parameter")
+        raise ConfigError("nothing to train: the model has no trainable parameter")
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     elif optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
-        raise ValueError(f"optimizer = {optimizer!r}: must be 'adam' or 'sgd'")
+        raise ConfigError(f"optimizer = {optimizer!r}: must be 'adam' or 'sgd'")
     tasks = model.task_names
     cols = list(range(len(tasks)))
     n_steps = int(math.ceil(epochs * len(train) / batch_size))
     if n_steps and len(train) < batch_size:
-        raise ValueError(f"train = {train.name!r}: {len(train)} rows, fewer than batch_size = {batch_size} (only "
+        raise ConfigError(f"train = {train.name!r}: {len(train)} rows, fewer than batch_size = {batch_size} (only "
                          "full batches are trained)")
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -78,7 +80,7 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
     elif schedule == "constant":
         sched = None
     else:
-        raise ValueError(f"schedule = {schedule!r}: must be 'constant' or 'cosine'")
+        raise ConfigError(f"schedule = {schedule!r}: must be 'constant' or 'cosine'")
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
     step = 0
@@ -115,7 +117,8 @@ def train_central(model: M3TModel, train: MultiModalTable, *, epochs: float = 1.
 def pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs: float = 12.0, batch_size: int = 32,
                       lr: float = 2e-3, seed: int = 0, modalities: Sequence[str] | None = None,
                       time_limit_s: float | None = None) -> dict[str, dict]:
-    """Stage 1 of :func:`pretrain`: each encoder of ``modalities`` (default: the image modalities) alone, with
+    """Stage 1 of the supervised :func:`pretrain` (``objective="supervised"``): each encoder of ``modalities``
+    (default: the image modalities) alone, with
     temporary linear heads on the max over its tokens, on the tasks that modality can serve alone (tasks whose
     ``requires`` is empty or just that modality), using the ``public`` rows that have the modality and such a
     label. Vector encoders are left out by default: trained alone on a weak single-modality task (easy-VQA's
@@ -176,25 +179,58 @@ def pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs: float
     return out
 
 
+OBJECTIVES = ("contrastive", "masked", "supervised")
+
+
 def pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float = 12.0, epochs: float = 8.0,
-             batch_size: int = 32, lr: float = 2e-3, seed: int = 0, reset: bool = True,
-             time_limit_s: float | None = None, progress: bool = False) -> dict:
+             batch_size: int = 32, lr: float = 2e-3, seed: int = 0, reset: bool = True, objective: str = "masked",
+             mask_ratio: float = 0.5, time_limit_s: float | None = None, progress: bool = False,
+             encoder_options: dict | None = None) -> dict:
     """Central pre-training that stands in for the foundation model's pre-training.
 
     Uses only ``public``, a held-out split that is never given to devices (for easy-VQA, 1,000 of the 4,000
-    training images with their questions). Stage 1 (:func:`pretrain_encoders`, ``encoder_epochs`` passes):
-    each image encoder with temporary linear heads on the tasks the image serves alone (easy-VQA: shape and
-    colour), like pre-training an image encoder on its own. Stage 2 (``epochs`` passes, Adam, ``lr``): every
-    module (backbone, prompts, adapters, MoE, heads) on all tasks, and the encoders too unless each of them is
-    fixed or was pre-trained in stage 1 (easy-VQA: the image encoder is pre-trained, the text encoder fixed);
-    then the encoders stay as they are and their tokens are computed once per item
-    (:meth:`MultiModalTable.with_encoded`), which makes stage 2 several times cheaper. Then the
-    configured frozen kinds (default: encoders and backbone, the "foundation model") are frozen again, and with
-    ``reset`` the modules federated training will train (prompts, adapters, gate, experts, heads) are
+    training images with their questions). ``objective``:
+
+    - ``"masked"`` (default): self-supervised, no label is read
+      (:func:`~hffm_opt.learners.pretraining.masked_pretrain`): stage 1 (``encoder_epochs`` passes over the
+      items) masked autoencoding of every trainable encoder, stage 2 (``epochs`` passes over the rows) masked
+      token modelling through the backbone, ``mask_ratio`` of the input hidden. The frozen core never sees the
+      downstream tasks, so a linear probe on its features is far from what the trainable modules reach.
+    - ``"supervised"`` (the former default, kept for comparison): stage 1 (:func:`pretrain_encoders`) each image
+      encoder with temporary heads on the tasks the image serves alone (easy-VQA: shape and colour); stage 2
+      every module on all the downstream tasks. The frozen core then already solves them (linear probe 95.0 %
+      against 98.9 % for central training on easy-VQA).
+
+    Then the configured frozen kinds (default: encoders and backbone, the "foundation model") are frozen again,
+    and with ``reset`` the modules federated training will train (prompts, adapters, gate, experts, heads) are
     re-initialised (adapters to the identity), so federated training starts from a pre-trained frozen core and
     fresh task-specific parts. ``time_limit_s`` bounds each stage's wall time (s).
     Returns ``{"encoders": per-modality summaries, "joint": summary of stage 2}``.
     """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective = {objective!r}: must be one of {OBJECTIVES}")
+    if not 0.0 < mask_ratio < 1.0:
+        raise ConfigError(f"mask_ratio = {mask_ratio!r}: must be in (0, 1)")
+    if objective == "contrastive":
+        out = contrastive_pretrain(model, public, encoder_epochs=encoder_epochs, epochs=epochs,
+                                   batch_size=batch_size, lr=lr, seed=seed, mask_ratio=mask_ratio,
+                                   time_limit_s=time_limit_s, **(encoder_options or {}))
+    elif objective == "masked":
+        out = masked_pretrain(model, public, encoder_epochs=encoder_epochs, epochs=epochs, batch_size=batch_size,
+                              lr=lr, seed=seed, mask_ratio=mask_ratio, time_limit_s=time_limit_s,
+                              **(encoder_options or {}))
+    else:
+        out = _supervised_pretrain(model, public, encoder_epochs=encoder_epochs, epochs=epochs,
+                                   batch_size=batch_size, lr=lr, seed=seed, time_limit_s=time_limit_s,
+                                   progress=progress)
+    if reset:
+        model.reset_modules([k for k in model.module_names() if not model.is_frozen(k)], seed=seed + 1)
+    return out
+
+
+def _supervised_pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float, epochs: float,
+                         batch_size: int, lr: float, seed: int, time_limit_s: float | None, progress: bool) -> dict:
+    """``objective="supervised"`` of :func:`pretrain`: the downstream tasks' labels on the public split."""
     enc = pretrain_encoders(model, public, epochs=encoder_epochs, batch_size=batch_size, lr=lr, seed=seed,
                             time_limit_s=time_limit_s) if encoder_epochs > 0 else {}
     frozen = model.cfg.frozen_kinds
@@ -207,8 +243,6 @@ def pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float 
                               time_limit_s=time_limit_s, progress=progress) if epochs > 0 else {}
     finally:
         model.apply_freeze(frozen)
-    if reset:
-        model.reset_modules([k for k in model.module_names() if not model.is_frozen(k)], seed=seed + 1)
     return {"encoders": enc, "joint": joint}
 
 
@@ -249,7 +283,7 @@ def linear_probe(model: M3TModel, train: MultiModalTable, test: MultiModalTable,
     return acc
 
 
-_CACHE_VERSION = 4  # bump when a change to the model code changes what pre-training produces
+_CACHE_VERSION = 5  # bump when a change to the model code changes what pre-training produces
 
 
 def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = None, cache: bool = True,
@@ -290,7 +324,9 @@ def central_vs_linear(bench: Benchmark, *, model: M3TModel | None = None, epochs
     ``epochs`` passes or ``time_limit_s`` seconds, learning-rate ``schedule``), and a linear probe is fitted on
     the same frozen features.
     Frozen encoders are evaluated once per item (:meth:`MultiModalTable.with_encoded`). Returns per-task test
-    accuracy of both (``"central"``, ``"linear"``), the training summary and wall times (s)."""
+    accuracy of both (``"central"``, ``"linear"``), their means over the tasks (``"mean"``) and the gap
+    ``mean central - mean linear`` (``"gap"``, accuracy points as a fraction), the training summary and wall
+    times (s)."""
     t0 = time.perf_counter()
     if model is None:
         model = pretrained_model(bench, seed=seed, cache=cache, **pretrain_kwargs)
@@ -302,5 +338,6 @@ def central_vs_linear(bench: Benchmark, *, model: M3TModel | None = None, epochs
                         time_limit_s=time_limit_s, schedule=schedule, progress=progress)
     central = evaluate_accuracy(model, test)
     t3 = time.perf_counter()
-    return {"central": central, "linear": probe, "train": run,
+    mean = {"central": float(np.nanmean(list(central.values()))), "linear": float(np.nanmean(list(probe.values())))}
+    return {"central": central, "linear": probe, "mean": mean, "gap": mean["central"] - mean["linear"], "train": run,
             "seconds": {"pretrain": t1 - t0, "linear": t2 - t1, "central": t3 - t2}}

@@ -1,16 +1,18 @@
-"""Accuracy of many models of one architecture at once: the trainer's cluster models on the global test set and
-each device's cluster model on its own test rows.
+"""Accuracy of many models of one architecture at once: the trainer's cluster models on the global test set (or the
+validation set), each device's cluster model on its own test rows, and the accuracy each device is served.
 
 The models differ only in their trainable parameters, stacked ``{name: (C, *shape)}`` like the trainer's
 cluster copies; one ``torch.func.vmap`` over the models runs each batch of rows through all of them.
 Rows are grouped by the tasks they are labelled for and each group runs only those tasks' prompts: the model's
 masks make a task's prediction independent of the other tasks in the sequence, so this is exact and shorter.
+:func:`served_accuracy` turns the cluster models' per-task accuracies into what the devices get: device ``u``
+is served by its cluster's model, scored on the tasks it runs.
 Units: fractions in [0, 1] (NaN for a task without a labelled row).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -104,3 +106,20 @@ def device_accuracy(model: M3TModel, stacked: Mapping[str, Tensor], home: np.nda
             frac = np.where(n_lab > 0, n_ok / np.maximum(n_lab, 1), np.nan)
         out[members] = np.nanmean(frac, axis=1)
     return out
+
+
+def served_accuracy(acc: np.ndarray, home: np.ndarray, runs: np.ndarray) -> tuple[float, np.ndarray]:
+    """The accuracy each device is served: ``acc`` (C, T) each cluster model's accuracy per task (NaN = no
+    labelled row), ``home`` (U,) the cluster serving each device, ``runs`` (U, T) bool the tasks each device runs.
+
+    Returns (the mean over devices of their mean over the tasks they run, NaN if no device has a scored task;
+    (T,) per task the mean over the devices running it, NaN where none). A task without a labelled row is not
+    scored. Vectorised over devices."""
+    per = acc[home]  # (U, T): device u's serving model on task t
+    scored = np.asarray(runs, bool) & np.isfinite(per)
+    values = np.where(scored, per, 0.0)
+    n_task, n_dev = scored.sum(axis=0), scored.sum(axis=1)
+    by_task = np.where(n_task > 0, values.sum(axis=0) / np.maximum(n_task, 1), np.nan)
+    has = n_dev > 0
+    overall = float(np.mean(values.sum(axis=1)[has] / n_dev[has])) if has.any() else float("nan")
+    return overall, by_task

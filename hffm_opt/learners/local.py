@@ -12,6 +12,10 @@ each group is one ``vmap`` call, so a device runs only the encoders of its modal
 prompts and heads, exactly as on the device. Optimiser state (momentum, Adam moments) lives for one call (one
 edge round) and starts from zero, the usual choice in federated learning.
 
+FedProx (``prox_mu`` > 0) adds ``prox_mu / 2 * ||w - w_start||^2`` to every device's loss, ``w_start`` its copy at
+the start of the call: the vectorised path adds its gradient ``prox_mu * (w - w_start)`` to the vmapped gradients
+(:func:`proximal`), the reference path adds the term to the loss and lets autograd differentiate it.
+
 Typical use by a trainer, per cluster and edge round::
 
     stacked = stack_params(model, n_devices)                  # or the cluster's current copies
@@ -21,7 +25,9 @@ Typical use by a trainer, per cluster and edge round::
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -143,7 +149,20 @@ def _groups(model: M3TModel, batches: DeviceBatches, tau: int, trains: np.ndarra
         out.append((tuple(m for j, m in enumerate(mods) if gm[j]),
                     tuple(t for j, t in enumerate(model.task_names) if gt[j]), devs))
     return out
-def _check(model: M3TModel, stacked, batches: DeviceBatches, tau: int, optimizer: str):
+
+
+def proximal(grads: Mapping[str, Tensor], params: Mapping[str, Tensor], start: Mapping[str, Tensor], mu: float
+             ) -> dict[str, Tensor]:
+    """FedProx: ``grads[n] + mu * (params[n] - start[n])``, the gradient of ``mu/2 ||w - w_start||^2`` added
+    (``grads`` itself when ``mu`` is 0)."""
+    if not mu:
+        return dict(grads)
+    names = list(grads)
+    diff = torch._foreach_sub([params[n] for n in names], [start[n] for n in names])
+    return dict(zip(names, torch._foreach_add([grads[n] for n in names], diff, alpha=mu)))
+
+
+def _check(model: M3TModel, stacked, batches: DeviceBatches, tau: int, optimizer: str, prox_mu: float = 0.0):
     params = dict(model.named_parameters())
     for m in batches.encoded:
         if any(model.module_of(n) == f"encoder:{m}" for n in stacked):
@@ -163,6 +182,8 @@ def _check(model: M3TModel, stacked, batches: DeviceBatches, tau: int, optimizer
                          f"the model {len(model.task_names)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer = {optimizer!r}: must be one of {OPTIMIZERS}")
+    if not (math.isfinite(prox_mu) and prox_mu >= 0):
+        raise ValueError(f"prox_mu = {prox_mu!r}: must be a finite number >= 0")
 
 
 class _Optim:
@@ -256,10 +277,10 @@ def _shared_tokens(model: M3TModel, gb: DeviceBatches, mods: Sequence[str], tau:
     return out
 
 
-def _prepare(model, stacked, masks, batches, tau, module_names, optimizer):
+def _prepare(model, stacked, masks, batches, tau, module_names, optimizer, prox_mu):
     """(tau, host per-parameter masks, host (D,) trains anything, (D, T) sample counts on the batches' device)."""
     tau = batches.n_steps if tau is None else int(tau)
-    _check(model, stacked, batches, tau, optimizer)
+    _check(model, stacked, batches, tau, optimizer, prox_mu)
     hmask = _host_masks(model, stacked, masks, module_names)
     trains = np.stack([hmask[n] for n in stacked], axis=1).any(axis=1)
     counts = (batches.labels[:, :tau] >= 0).flatten(1, 2).sum(1).to(torch.int64)  # (D, T)
@@ -271,7 +292,7 @@ def _prepare(model, stacked, masks, batches, tau, module_names, optimizer):
 def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: DeviceBatches, tau: int | None = None,
                 lr: float = 0.05, *, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, aux_weight: float | None = None,
-                module_names: Sequence[str] | None = None, chunk_size: int | None = None,
+                prox_mu: float = 0.0, module_names: Sequence[str] | None = None, chunk_size: int | None = None,
                 encoder_chunk: int = 1024, groups=None) -> LocalResult:
     """``tau`` local optimiser steps for D devices at once (one vmap over the devices of each group).
 
@@ -279,7 +300,8 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
     ``model``); ``masks`` (D, K) bool, device d may update module k (columns ``module_names``, default
     ``model.module_names()``); ``batches`` the devices' minibatches (its first ``tau`` steps are used, default
     all); ``lr`` learning rate; ``optimizer`` ``"sgd"`` (``momentum``, ``weight_decay``) or ``"adam"``;
-    ``aux_weight`` weight of the MoE balance loss (default the model's). Devices are grouped by the modalities
+    ``aux_weight`` weight of the MoE balance loss (default the model's); ``prox_mu`` the FedProx coefficient
+    (0 = none; the proximal centre is each device's copy in ``stacked``). Devices are grouped by the modalities
     and tasks of their batches, or by ``groups`` ((D,) ids, each group run with the union of its devices'
     modalities and tasks: fewer, larger calls, the same result). ``chunk_size`` bounds how many devices one
     vmap call processes at once (memory). Encoders that are not stacked (frozen, shared by all devices) run
@@ -288,7 +310,7 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
     Returns :class:`LocalResult` (new stacked params, (D, T) counts). The inputs are not modified; a masked
     module's copy is returned bit-identical.
     """
-    tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer)
+    tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer, prox_mu)
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
     n_dev = _n_devices(stacked)
     out = dict(stacked)
@@ -300,6 +322,7 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
         diff_names = [n for n in params if hmask[n][devs].any()]
         fixed = {n: params[n] for n in params if n not in diff_names}
         diff = {n: params[n] for n in diff_names}
+        centre = dict(diff)  # FedProx's w_start (the optimiser never writes into these tensors)
         dmask = {n: torch.from_numpy(hmask[n][devs].copy()).to(idx.device) for n in diff_names
                  if not hmask[n][devs].all()}
         gb = batches if whole else batches.select(idx)
@@ -314,7 +337,7 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
             present = {m: gb.present[m][:, s] for m in mods}
             enc_s = {m: encoded[m][:, s] for m in shared}
             grads = grad_fn(diff, fixed, inputs, present, gb.labels[:, s], enc_s)
-            diff = opt.step(diff, grads, dmask)
+            diff = opt.step(diff, proximal(grads, diff, centre, prox_mu), dmask)
         for n, x in diff.items():
             if whole:
                 out[n] = x
@@ -331,9 +354,11 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
 def local_train_reference(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: DeviceBatches,
                           tau: int | None = None, lr: float = 0.05, *, optimizer: str = "sgd", momentum: float = 0.0,
                           weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                          aux_weight: float | None = None, module_names: Sequence[str] | None = None) -> LocalResult:
-    """The same computation as :func:`local_train`, one device after the other with plain autograd."""
-    tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer)
+                          aux_weight: float | None = None, prox_mu: float = 0.0,
+                          module_names: Sequence[str] | None = None) -> LocalResult:
+    """The same computation as :func:`local_train`, one device after the other with plain autograd (the FedProx
+    term added to the loss)."""
+    tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer, prox_mu)
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
     out = {n: x.clone() for n, x in stacked.items()}
     for d, (mods, tasks) in enumerate(_signatures(model, batches, tau)):
@@ -351,6 +376,8 @@ def local_train_reference(model: M3TModel, stacked: Mapping[str, Tensor], masks,
                                   {"tasks": tasks, "task_valid": task_valid, "encoded": b.encoded or None},
                                   strict=False)
             loss = task_loss(model, res, b.labels, tasks, task_index, aux_weight)
+            if prox_mu:
+                loss = loss + prox_mu / 2 * sum(((leaves[n] - stacked[n][d]) ** 2).sum() for n in diff_names)
             grads = torch.autograd.grad(loss, [leaves[n] for n in diff_names], allow_unused=True)
             grads = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(diff_names, grads)}
             params.update(opt.step({n: params[n] for n in diff_names}, grads, {}))

@@ -9,6 +9,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from hffm_opt.errors import ConfigError
+
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -33,19 +35,19 @@ class ModalitySpec:
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if not _NAME_RE.match(self.name):
-            raise ValueError(f"modality name = {self.name!r}: must be an identifier (letters, digits, _)")
+            raise ConfigError(f"modality name = {self.name!r}: must be an identifier (letters, digits, _)")
         if self.kind == "image":
             if len(self.shape) != 3:
-                raise ValueError(f"modality {self.name}.shape = {self.shape}: an image is (channels, height, width)")
+                raise ConfigError(f"modality {self.name}.shape = {self.shape}: an image is (channels, height, width)")
             if math.isqrt(self.n_tokens) ** 2 != self.n_tokens:
-                raise ValueError(f"modality {self.name}.n_tokens = {self.n_tokens}: an image emits grid**2 tokens")
+                raise ConfigError(f"modality {self.name}.n_tokens = {self.n_tokens}: an image emits grid**2 tokens")
         elif self.kind == "vector":
             if len(self.shape) != 1:
-                raise ValueError(f"modality {self.name}.shape = {self.shape}: a vector modality is (dim,)")
+                raise ConfigError(f"modality {self.name}.shape = {self.shape}: a vector modality is (dim,)")
         else:
-            raise ValueError(f"modality {self.name}.kind = {self.kind!r}: must be 'image' or 'vector'")
+            raise ConfigError(f"modality {self.name}.kind = {self.kind!r}: must be 'image' or 'vector'")
         if self.n_tokens < 1:
-            raise ValueError(f"modality {self.name}.n_tokens = {self.n_tokens}: must be >= 1")
+            raise ConfigError(f"modality {self.name}.n_tokens = {self.n_tokens}: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,9 @@ class TaskSpec:
     def __post_init__(self):
         object.__setattr__(self, "requires", tuple(self.requires))
         if not _NAME_RE.match(self.name):
-            raise ValueError(f"task name = {self.name!r}: must be an identifier (letters, digits, _)")
+            raise ConfigError(f"task name = {self.name!r}: must be an identifier (letters, digits, _)")
         if self.n_classes < 2:
-            raise ValueError(f"task {self.name}.n_classes = {self.n_classes}: must be >= 2")
+            raise ConfigError(f"task {self.name}.n_classes = {self.n_classes}: must be >= 2")
 
 
 class SpecNames:

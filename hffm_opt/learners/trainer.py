@@ -3,30 +3,44 @@
 Semantics (section 3 and 6 of the design). The state is one copy of the trainable parameters per cluster (edge
 server): after each edge round every device of a cluster holds its cluster's aggregate. Per edge round:
 
-1. every participating device (not a straggler of ``evaluate(scenario, plan)``, trains at least one module,
-   holds data) starts from its cluster's copy and trains exactly its modules ``plan.train[u]`` for ``tau``
-   local steps of ``batch`` samples (:func:`~hffm_opt.learners.local.local_train`: many devices per vmapped call);
+0. who takes part: with the defaults every device that trains at least one module, holds data and is not a
+   straggler of ``evaluate(scenario, plan)``. With dynamics (:attr:`TrainConfig.dynamic`) the round is realised
+   first: available devices (:mod:`~hffm_opt.learners.participation`: Bernoulli or a trace), a sampled fraction
+   of them, the round priced by ``evaluate`` on its channel (block fading re-solves the continuous part,
+   :mod:`~hffm_opt.learners.dynamics`), and that round's stragglers dropped;
+1. every participating device starts from its cluster's copy and trains exactly its modules ``plan.train[u]``
+   for ``tau`` local steps of ``batch`` samples (:func:`~hffm_opt.learners.local.local_train`: many devices per
+   vmapped call; FedProx with ``prox_mu`` > 0);
 2. module-wise, sample-weighted aggregation inside each cluster: module ``k`` of cluster ``e`` becomes the
    weighted mean of the copies of the participants of ``e`` that trained ``k``, weight ``n_{u,t}`` (training
-   rows of task ``t``) for ``prompt:t``/``head:t`` and ``n_u`` (all training rows) for every other module; a module
+   rows of task ``t``) for ``prompt:t``/``head:t`` and ``n_u`` (all training rows) for every other module, passed
+   through the edge tier's server optimiser (:mod:`~hffm_opt.learners.server`; FedAvg: the mean itself); a module
    nobody in the cluster trained keeps its value. Aggregation at the D2D aggregator or at the edge gives the
    same numbers (only the price differs, which ``evaluate`` knows);
 3. after every ``plan.e_agg``-th edge round, each module whose tier is ``cloud`` in a cluster is averaged across
-   those clusters, weighted by the clusters' total weights of that module, and sent back to them. Modules whose
-   tier is below the cloud (edge-only plans, cluster-local experts) never leave their cluster. A star plan
-   (``e_agg`` = 1, every tier cloud) is therefore a global weighted average every round.
+   those clusters, weighted by the clusters' total weights of that module (of the devices that took part in the
+   period), passed through the cloud tier's server optimiser (its ``old`` model: the global model of the last
+   cloud aggregation) and sent back to them. Modules whose tier is below the cloud (edge-only plans,
+   cluster-local experts) never leave their cluster. A star plan (``e_agg`` = 1, every tier cloud) is therefore
+   a global weighted average every round.
 
-The simulated clock and energy advance by ``evaluate``'s figures (``Metrics.round_end_s``,
-``Metrics.round_energy_j``, repeated period after period); the trainer never prices anything itself. Accuracy
-on the global test set is that of the model a device holds, i.e. the mean over clusters of the cluster model's
-accuracy weighted by cluster size; personalised accuracy is the mean over devices of their cluster model's
-accuracy on their own test rows (mean over their tasks). Accuracies are in percent.
+The simulated clock and energy advance by ``evaluate``'s figures of the round (``Metrics.round_end_s``,
+``Metrics.round_energy_j`` of the plan, repeated period after period, or of each realised round); the trainer
+never prices anything itself. Evaluation (on ``data.global_test``, or ``data.validation`` with
+``eval_split="validation"``): ``accuracy`` is the mean over clusters of the cluster model's accuracy weighted by
+cluster size; ``served_accuracy`` the mean over devices of the accuracy, on the device's own tasks, of the model
+that serves it (its cluster's copy: after a cloud aggregation the global model for the cloud-tier modules);
+personalised accuracy the mean over devices of their cluster model's accuracy on their own test rows (mean over
+their tasks). Accuracies are in percent.
 
 Every tensor of training, aggregation and evaluation lives on ``config.device`` (the CPU by default, CUDA on
 request); the devices' rows are packed in contiguous tensors (:class:`~hffm_opt.learners.packed.PackedTables`) and
 an edge round draws all its minibatch rows at once; the caller's model and tables are never moved.
+Randomness: the minibatch rows come from a generator seeded with ``config.seed``; fading, availability and
+sampling from their own streams of the same seed (:func:`~hffm_opt.learners.participation.stream`).
 
-A checkpoint (atomic, :func:`hffm_opt._io.atomic_path`) is written after every global round and at the end;
+A checkpoint (atomic, :func:`hffm_opt._io.atomic_path`) is written after every global round and at the end; it
+holds the cluster copies, every generator, the server optimisers' state and the realised rounds' state, and
 calling :func:`train` again with the same inputs and ``checkpoint_dir`` resumes from it and yields a
 bit-identical :class:`History`.
 """
@@ -36,184 +50,32 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
-from hffm_opt._io import atomic_path, atomic_write
+from hffm_opt._io import atomic_path
 from hffm_opt.evaluate import Metrics, evaluate
 from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
-from .device import check_device_name, devices_per_call, resolve_device
-from .evaluation import accuracy, correct, device_accuracy, distinct
-from .local import OPTIMIZERS, local_train
-from .model import M3TModel
+from .config import FederatedData, TrainConfig, _require
+from .device import devices_per_call, resolve_device
+from .dynamics import RoundPricer
+from .evaluation import accuracy, correct, device_accuracy, distinct, served_accuracy
+from .history import History
+from .local import local_train
 from .packed import PackedTables
+from .participation import Participation
+from .server import server_optimizer
 from .table import MultiModalTable
 
+__all__ = ["CHECKPOINT", "FederatedData", "History", "TrainConfig", "train", "training_calls"]
+
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train (the plan says who trains what, where it is aggregated, and what it costs).
-
-    - ``rounds`` (20): edge rounds to run (>= 1); a global round is ``plan.e_agg`` edge rounds.
-    - ``lr`` (0.01): learning rate of the local optimiser; ``optimizer`` (``"adam"``, or ``"sgd"`` with
-      ``momentum`` and ``weight_decay``, both 0); its state restarts every edge round.
-    - ``local_steps`` (tau) and ``batch_size`` (samples per step), None = the plan's ``local_steps`` and
-      ``batch_size``; either way ``evaluate`` prices the plan with the values actually run.
-    - ``seed`` (0): seeds the minibatch draws (the only randomness of training).
-    - ``eval_every`` (1): evaluate every this many edge rounds and at the last one (0 = never, for benchmarks);
-      ``personalised`` (True): also evaluate each device's cluster model on its local test rows.
-    - ``eval_batch`` (2048): rows per evaluation forward pass; ``devices_per_call`` (None = automatic: 256 on a
-      CPU, on a GPU as many as fit in half its free memory): most devices one :func:`local_train` call trains.
-    - ``device`` (``"cpu"``): the torch device every tensor of training, aggregation and evaluation lives on:
-      ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); CUDA where there is none is a
-      ``ConfigError``. Results on the CPU and on CUDA agree to float tolerance.
-    """
-
-    rounds: int = 20
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    local_steps: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    eval_every: int = 1
-    personalised: bool = True
-    eval_batch: int = 2048
-    devices_per_call: int | None = None
-    device: str = "cpu"
-
-    def __post_init__(self):
-        for name in ("rounds", "eval_batch"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name), "must be an integer >= 1")
-        for name in ("local_steps", "batch_size", "devices_per_call"):
-            v = getattr(self, name)
-            _require(v is None or v >= 1, name, v, "must be None or an integer >= 1")
-        _require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0 (0 = never evaluate)")
-        _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a finite number > 0")
-        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"must be one of {OPTIMIZERS}")
-        _require(self.momentum >= 0 and self.weight_decay >= 0, "momentum/weight_decay",
-                 (self.momentum, self.weight_decay), "must be >= 0")
-        check_device_name(self.device)
-
-
-def _require(ok: bool, name: str, value, rule: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} = {value!r}: {rule}")
-
-
-@dataclass(frozen=True, eq=False)
-class FederatedData:
-    """What training needs besides the scenario and the plan.
-
-    ``model``: the starting model (pre-trained frozen core, fresh trainable modules; never modified);
-    ``train``/``test``: each device's training and local test table (device index order of the scenario), a
-    sequence of tables or one :class:`~hffm_opt.learners.packed.PackedTables`, ideally pre-encoded
-    (:meth:`MultiModalTable.with_encoded`); ``global_test``: the global test set.
-    """
-
-    model: M3TModel
-    train: tuple[MultiModalTable, ...]
-    test: tuple[MultiModalTable, ...]
-    global_test: MultiModalTable
-
-    def __post_init__(self):
-        tables = []
-        for name in ("train", "test"):
-            value = getattr(self, name)
-            value = value if isinstance(value, PackedTables) else tuple(value)
-            object.__setattr__(self, name, value)
-            tables += [value] if isinstance(value, PackedTables) else list(value)
-        _require(len(self.train) == len(self.test), "len(test)", len(self.test),
-                 f"must equal len(train) = {len(self.train)} (one table per device)")
-        for t in (*tables, self.global_test):
-            _require(t.task_names == self.model.task_names, f"{t.name}.tasks", t.task_names,
-                     f"must be the model's tasks {self.model.task_names}")
-
-
-# --------------------------------------------------------------------------- history
-@dataclass
-class History:
-    """Per-edge-round records of a training run and what they were produced from (``meta``).
-
-    Each record: ``round`` (1-based edge round), ``global_round``, ``time_s`` (simulated, cumulative, s),
-    ``energy_j`` (cumulative, J), ``participants``, ``bytes_by_tier`` (``d2d``, ``edge``, ``cloud``: bytes moved in
-    that round, the evaluator's per-period bits with the backhaul in the period's last round and the rest spread
-    evenly), ``evaluated`` and, when evaluated, ``accuracy`` (percent, mean over tasks, global test set),
-    ``accuracy_by_task`` (percent) and ``personalised_accuracy`` (percent); None when not evaluated.
-    """
-
-    records: list[dict] = field(default_factory=list)
-    meta: dict = field(default_factory=dict)
-
-    def _evaluated(self) -> list[dict]:
-        return [r for r in self.records if r["accuracy"] is not None]
-
-    @property
-    def final_accuracy(self) -> float | None:
-        """Accuracy (percent) of the last evaluated round, None if none was evaluated."""
-        ev = self._evaluated()
-        return ev[-1]["accuracy"] if ev else None
-
-    def accuracy_at(self, time_s: float | None = None, energy_j: float | None = None) -> float | None:
-        """The last evaluated accuracy (percent) reached within ``time_s`` simulated seconds and ``energy_j``
-        joules (None = no limit); None if no evaluation falls within the budget."""
-        ok = [r for r in self._evaluated() if (time_s is None or r["time_s"] <= time_s)
-              and (energy_j is None or r["energy_j"] <= energy_j)]
-        return ok[-1]["accuracy"] if ok else None
-
-    def _first_reaching(self, target_pct: float) -> dict | None:
-        return next((r for r in self._evaluated() if r["accuracy"] >= target_pct), None)
-
-    def time_to(self, target_pct: float) -> float | None:
-        """Simulated time (s) at which the accuracy first reached ``target_pct`` percent, None if never."""
-        r = self._first_reaching(target_pct)
-        return None if r is None else r["time_s"]
-
-    def energy_to(self, target_pct: float) -> float | None:
-        """Cumulative energy (J) when the accuracy first reached ``target_pct`` percent, None if never."""
-        r = self._first_reaching(target_pct)
-        return None if r is None else r["energy_j"]
-
-    def to_frame(self):
-        """The records as a pandas DataFrame (``acc_<task>`` and ``bytes_<tier>`` columns flattened)."""
-        import pandas as pd
-
-        rows = []
-        for r in self.records:
-            flat = {k: v for k, v in r.items() if k not in ("accuracy_by_task", "bytes_by_tier")}
-            flat.update({f"acc_{t}": v for t, v in (r["accuracy_by_task"] or {}).items()})
-            flat.update({f"bytes_{t}": v for t, v in r["bytes_by_tier"].items()})
-            rows.append(flat)
-        return pd.DataFrame(rows)
-
-    def to_json(self) -> str:
-        """``{"meta": ..., "records": [...]}`` as JSON text."""
-        return json.dumps({"meta": self.meta, "records": self.records})
-
-    @classmethod
-    def from_json(cls, text: str) -> "History":
-        """Inverse of :meth:`to_json`."""
-        doc = json.loads(text)
-        return cls(records=doc["records"], meta=doc["meta"])
-
-    def save(self, directory, name: str = "history") -> tuple[Path, Path]:
-        """Write ``<name>.csv`` and ``<name>.json`` into ``directory`` atomically; returns both paths."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        csv_path, json_path = directory / f"{name}.csv", directory / f"{name}.json"
-        atomic_write(csv_path, self.to_frame().to_csv(index=False))
-        atomic_write(json_path, self.to_json())
-        return csv_path, json_path
 
 
 # --------------------------------------------------------------------------- the run
@@ -224,8 +86,10 @@ def train(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConf
 
     ``progress`` wraps the iterable of rounds (e.g. ``tqdm``); ``checkpoint_dir`` enables checkpoint/resume;
     ``on_round(record)`` is called after every edge round with its record (an exception it raises, e.g.
-    ``optuna.TrialPruned``, stops training and propagates). Raises ``PlanError`` for an invalid plan and
-    ``ValueError`` when the scenario, the plan and the data do not describe the same modules and devices.
+    ``optuna.TrialPruned``, stops training and propagates). Raises ``PlanError`` for an invalid plan,
+    ``ConfigError`` when the scenario, the plan, the data and the configuration do not describe the same modules
+    and devices (or ``eval_split="validation"`` without ``data.validation``), ``CheckpointError`` for a checkpoint
+    of another run.
     """
     run = _Run(scenario, plan, data, config)
     start = run.resume(checkpoint_dir) if checkpoint_dir is not None else 0
@@ -258,10 +122,13 @@ class _Run:
                  f"must be the model's modules {names} (build the scenario from module_catalogue(model))")
         _require(len(data.train) == scenario.n_devices, "len(data.train)", len(data.train),
                  f"must equal the scenario's {scenario.n_devices} devices")
+        _require(config.eval_split != "validation" or data.validation is not None, "eval_split", config.eval_split,
+                 "needs data.validation (a held-out validation table), which is None")
         self.tau = config.local_steps or plan.local_steps
         self.batch = config.batch_size or plan.batch_size
         # priced (and checked) with the local steps and batch size actually run
-        self.metrics: Metrics = evaluate(scenario, plan.replace(local_steps=self.tau, batch_size=self.batch))
+        as_run = plan.replace(local_steps=self.tau, batch_size=self.batch)
+        self.metrics: Metrics = evaluate(scenario, as_run)
         frozen = [k for k in names if model.is_frozen(k)]
         trained = [names[k] for k in np.flatnonzero(plan.train.any(axis=0))]
         bad = sorted(set(trained) & set(frozen))
@@ -282,20 +149,31 @@ class _Run:
         for k, name in enumerate(names):
             if model.module_kind(name) in ("prompt", "head"):
                 w[:, k] = n_task[:, model.task_names.index(name.split(":", 1)[1])]
-        self.participants = (~self.metrics.stragglers) & plan.train.any(axis=1) & (n_rows > 0)
-        #: (U, K) aggregation weight of device u for module k (0 = does not contribute)
-        self.weights = w * plan.train * self.participants[:, None]
-        #: (E, K) total weight of each cluster for each module (the cloud's weights)
-        self.cluster_weights = np.zeros((self.n_edges, len(names)))
-        np.add.at(self.cluster_weights, self.assoc, self.weights)
+        #: (U,) devices that can take part at all: they train a module and hold training rows
+        self.eligible = plan.train.any(axis=1) & (n_rows > 0)
+        self.participants = (~self.metrics.stragglers) & self.eligible
+        self._w_plan = w * plan.train
+        #: (U, K) aggregation weight of device u for module k this round (0 = does not contribute)
+        self.weights = self._w_plan * self.participants[:, None]
+        self._seen = np.zeros(scenario.n_devices, bool)  # took part in a round of the current period
         self.clusters = {n: p.detach().unsqueeze(0).repeat(self.n_edges, *([1] * p.dim())).clone()
                          for n, p in self.model.named_parameters() if n in self.param_names}
+        kw = {"lr": config.server_lr, "momentum": config.server_momentum, "betas": config.server_betas,
+              "eps": config.server_eps}
+        self.edge_opt, self.cloud_opt = (server_optimizer(o, **kw) for o in (config.edge_optimizer,
+                                                                            config.cloud_optimizer))
+        self.server_state: dict = {"edge": {n: {} for n in self.param_names}, "cloud": {n: {} for n in self.param_names},
+                                   "global": {n: x[:1].clone() for n, x in self.clusters.items()}}
         self.rng = np.random.default_rng(config.seed)
+        self.who = Participation(scenario.n_devices, config.availability, config.availability_trace,
+                                 config.participation, config.seed)
+        self.pricer = RoundPricer(scenario, as_run, self.metrics, config.fading, config.seed)
+        self._round = (self.metrics, scenario.n_devices, int((self.eligible & self.metrics.stragglers).sum()), None)
         self.records: list[dict] = []
         self._signature = ""  # set by resume(), before any checkpoint is written
         self._eval_sizes = np.bincount(self.assoc, minlength=self.n_edges).astype(float)
         self._weights_t = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
-        self._global_test: MultiModalTable | None = None
+        self._eval_table: MultiModalTable | None = None
         self._tests: PackedTables | None = None
         # devices with the same modalities and tasks train in one vmapped call per chunk
         has = np.concatenate([self.train_data.modality_counts() > 0, n_task > 0], axis=1)
@@ -308,7 +186,11 @@ class _Run:
 
     # ------------------------------------------------------------------ one edge round
     def edge_round(self, r: int) -> dict:
-        """Run edge round ``r`` (1-based): local training, cluster aggregation, cloud aggregation at period ends."""
+        """Run edge round ``r`` (1-based): who takes part, local training, cluster aggregation, cloud aggregation
+        at period ends."""
+        if self.config.dynamic:
+            self._realise(r)
+        self._seen |= self.participants
         self._train_and_aggregate()
         position = (r - 1) % self.plan.e_agg
         if position == self.plan.e_agg - 1:
@@ -316,6 +198,17 @@ class _Run:
         record = self._record(r, position)
         self.records.append(record)
         return record
+
+    def _realise(self, r: int) -> None:
+        """The realised round ``r``: available and sampled devices, its price, its participants and weights."""
+        available = self.who.available(r)
+        chosen = self.who.sample(available & self.eligible)
+        price = self.pricer.price(None if self.who.everyone else chosen)
+        late = chosen & price.metrics.stragglers
+        self.participants = chosen & ~late
+        self.weights = self._w_plan * self.participants[:, None]
+        self._weights_t = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
+        self._round = (price.metrics, int(available.sum()), int(late.sum()), price.resolved)
 
     def _train_and_aggregate(self) -> None:
         devs = np.flatnonzero(self.participants)
@@ -337,9 +230,10 @@ class _Run:
                 self.chunk = max(1, self.chunk // 2)  # retry the same devices in smaller calls
                 continue
             start += size
-        for n in self.param_names:
+        for n in self.param_names:  # the edge tier's server optimiser on the clusters that aggregated n
             d = den[n].view(-1, *([1] * (num[n].dim() - 1)))
-            self.clusters[n] = torch.where(d > 0, num[n] / d.clamp(min=1e-30), self.clusters[n])
+            mean = num[n] / d.clamp(min=1e-30)
+            self.clusters[n] = self.edge_opt.step(self.clusters[n], mean, self.server_state["edge"][n], den[n] > 0)
 
     def _train_chunk(self, idx: np.ndarray, rows: np.ndarray, num: dict, den: dict) -> None:
         """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows``, then their
@@ -351,7 +245,7 @@ class _Run:
         batches = self.train_data.gather(rows, self._mods)
         res = local_train(self.model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
                           optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
-                          module_names=self.scenario.module_names, groups=self._groups[idx])
+                          prox_mu=c.prox_mu, module_names=self.scenario.module_names, groups=self._groups[idx])
         homes, inverse = np.unique(home, return_inverse=True)
         onehot = torch.zeros(len(homes), len(idx), dtype=torch.float32, device=self.device)
         onehot[torch.from_numpy(inverse.reshape(-1)).to(self.device), torch.arange(len(idx), device=self.device)] = 1
@@ -364,63 +258,84 @@ class _Run:
             den[n].index_add_(0, homes_t, wk.sum(dim=1))
 
     def _cloud_aggregate(self) -> None:
+        """Each cloud-tier module averaged over its clusters (weights: the devices that took part in the period),
+        through the cloud tier's server optimiser, and sent back."""
         tier = self.plan.tier
+        cluster_weights = np.zeros((self.n_edges, tier.shape[1]))  # (E, K)
+        np.add.at(cluster_weights, self.assoc, self._w_plan * self._seen[:, None])
+        self._seen[:] = False
+        one = torch.ones(1, dtype=torch.bool, device=self.device)
         for n, k in zip(self.param_names, self.param_module):
             to_cloud = tier[:, k] == CLOUD
-            w = np.where(to_cloud, self.cluster_weights[:, k], 0.0)
+            w = np.where(to_cloud, cluster_weights[:, k], 0.0)
             if w.sum() <= 0:
                 continue
             x = self.clusters[n]
             wt = torch.as_tensor(w / w.sum(), dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
             mean = (x * wt).sum(dim=0, keepdim=True)
+            new = self.cloud_opt.step(self.server_state["global"][n], mean, self.server_state["cloud"][n], one)
+            self.server_state["global"][n] = new
             mask = torch.as_tensor(to_cloud, device=x.device).view(-1, *([1] * (x.dim() - 1)))
-            self.clusters[n] = torch.where(mask, mean.expand_as(x), x)
+            self.clusters[n] = torch.where(mask, new.expand_as(x), x)
 
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, r: int, position: int) -> dict:
-        m, g = self.metrics, self.plan.e_agg
+        m, available, stragglers, resolved = self._round
+        g = self.plan.e_agg
         done = (r - 1) // g
-        time_s = done * m.period_latency_s + float(m.round_end_s[position])
-        energy_j = done * m.period_energy_j + float(np.cumsum(m.round_energy_j)[position])
+        round_s = float(m.round_end_s[position] - (m.round_end_s[position - 1] if position else 0.0))
+        round_j = float(m.round_energy_j[position])
+        if not self.config.dynamic:  # the plan's period, repeated
+            time_s = done * m.period_latency_s + float(m.round_end_s[position])
+            energy_j = done * m.period_energy_j + float(np.cumsum(m.round_energy_j)[position])
+        else:  # the realised rounds, one after the other
+            last = self.records[-1] if self.records else {"time_s": 0.0, "energy_j": 0.0}
+            time_s, energy_j = last["time_s"] + round_s, last["energy_j"] + round_j
         bits = m.bits_by_part
-        last = position == g - 1
         if self.plan.mode == "star":
             per_round = {"d2d": 0.0, "edge": 0.0, "cloud": bits["uplink"] / 8}
         else:
             per_round = {"d2d": bits["d2d"] / 8 / g, "edge": (bits["uplink"] + bits["downlink"]) / 8 / g,
-                         "cloud": bits["backhaul"] / 8 if last else 0.0}
+                         "cloud": bits["backhaul"] / 8 if position == g - 1 else 0.0}
         c = self.config
         evaluated = c.eval_every > 0 and (r % c.eval_every == 0 or r == c.rounds)
         record = {"round": r, "global_round": done + 1, "time_s": time_s, "energy_j": energy_j,
-                  "participants": int(self.participants.sum()), "bytes_by_tier": per_round, "evaluated": evaluated,
-                  "accuracy": None, "accuracy_by_task": None, "personalised_accuracy": None}
+                  "round_latency_s": round_s, "round_energy_j": round_j, "available": available,
+                  "participants": int(self.participants.sum()), "stragglers": stragglers, "resolved": resolved,
+                  "bytes_by_tier": per_round, "evaluated": evaluated, "accuracy": None, "accuracy_by_task": None,
+                  "served_accuracy": None, "served_accuracy_by_task": None, "personalised_accuracy": None}
         if evaluated:
             record.update(self._evaluate())
         return record
 
     def _evaluate(self) -> dict:
-        """Accuracy of the cluster models on the global test set (all distinct clusters in one vmapped pass) and,
-        if configured, each device's cluster model on its own test rows."""
+        """Accuracy of the cluster models on the evaluation split (all distinct clusters in one vmapped pass), the
+        served accuracy of every device and, if configured (test split), each device's cluster model on its own
+        test rows."""
         tasks = self.model.task_names
-        if self._global_test is None:  # moved to the run's device at the first evaluation
-            self._global_test = self.data.global_test.to(self.device)
-            self._tests = PackedTables.from_tables(self.data.test).to(self.device) if self.config.personalised \
-                else None
+        personalised = self.config.personalised and self.config.eval_split == "test"
+        if self._eval_table is None:  # moved to the run's device at the first evaluation
+            table = self.data.validation if self.config.eval_split == "validation" else self.data.global_test
+            self._eval_table = table.to(self.device)
+            self._tests = PackedTables.from_tables(self.data.test).to(self.device) if personalised else None
         first, which = distinct(self.clusters)
         pick = torch.from_numpy(first).to(self.device)
         models = {n: x.index_select(0, pick) for n, x in self.clusters.items()}
-        ok, labelled = correct(self.model, models, self._global_test, self.config.eval_batch)
+        ok, labelled = correct(self.model, models, self._eval_table, self.config.eval_batch)
         acc = accuracy(ok, labelled)[which]  # (E, T)
         size = self._eval_sizes
         by_task = {t: _pct((acc[:, j] * size).sum() / size.sum()) if np.isfinite(acc[:, j]).all() else None
                    for j, t in enumerate(tasks)}
         valid = [v for v in by_task.values() if v is not None]
+        served, served_task = served_accuracy(acc, self.assoc, self.scenario.devices.tasks)
         personal = None
         if self._tests is not None:
             dev_acc = device_accuracy(self.model, self.clusters, self.assoc, self._tests, self.config.eval_batch)
             dev_acc = dev_acc[np.isfinite(dev_acc)]
             personal = _pct(float(np.mean(dev_acc))) if dev_acc.size else None
         return {"accuracy": float(np.mean(valid)) if valid else None, "accuracy_by_task": by_task,
+                "served_accuracy": _pct(served) if np.isfinite(served) else None,
+                "served_accuracy_by_task": {t: _pct(v) if np.isfinite(v) else None for t, v in zip(tasks, served_task)},
                 "personalised_accuracy": personal}
 
     # ------------------------------------------------------------------ checkpoints
@@ -429,17 +344,20 @@ class _Run:
         return {"scheduler": self.plan.scheduler, "mode": self.plan.mode, "e_agg": int(self.plan.e_agg),
                 "scenario": self.scenario.name, "n_devices": self.scenario.n_devices,
                 "latency_s": self.metrics.latency_s, "energy_j": self.metrics.energy_j,
-                "local_steps": self.tau, "batch_size": self.batch, "config": asdict(self.config)}
+                "local_steps": self.tau, "batch_size": self.batch, "eval_split": self.config.eval_split,
+                "config": asdict(self.config)}
 
     def signature(self) -> str:
         """Hash of every input of the run but ``config.rounds`` (a checkpoint is only resumed by the same run):
-        plan, configuration, scenario name and modules, data sizes and the starting model's parameters."""
+        plan, configuration, availability trace, scenario name and modules, data sizes and the starting model's
+        parameters."""
         h = hashlib.sha1()
         cfg = asdict(self.config)
         cfg.pop("rounds")
         h.update(json.dumps({"plan": self.plan.to_dict(), "config": cfg, "scenario": self.scenario.name,
                              "modules": self.scenario.module_names, "devices": self.scenario.n_devices,
-                             "rows": self.rows.tolist()}, sort_keys=True, default=str).encode())
+                             "rows": self.rows.tolist(), "trace": self.who.fingerprint()},
+                            sort_keys=True, default=str).encode())
         for n, p in self.model.named_parameters():
             h.update(p.detach().cpu().numpy().tobytes())
         return h.hexdigest()
@@ -448,9 +366,11 @@ class _Run:
         """Write the state after edge round ``r`` atomically into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        clusters = {n: x.cpu() for n, x in self.clusters.items()}  # portable: a CPU copy whatever the device
-        state = {"signature": self._signature, "round": r, "clusters": clusters,
-                 "rng": json.dumps(self.rng.bit_generator.state), "records": json.dumps(self.records)}
+        on_cpu = _tensors(lambda x: x.cpu())  # portable: a CPU copy whatever the device
+        state = {"signature": self._signature, "round": r, "clusters": on_cpu(self.clusters),
+                 "server": on_cpu(self.server_state), "seen": torch.from_numpy(self._seen.copy()),
+                 "rng": json.dumps(self.rng.bit_generator.state), "records": json.dumps(self.records),
+                 "who": self.who.state(), "pricer": self.pricer.state()}
         with atomic_path(directory / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
@@ -466,7 +386,9 @@ class _Run:
         try:  # truncated, corrupted or not a checkpoint: zip, pickle, torch, key, type and JSON errors alike
             state = torch.load(path, weights_only=True)
             signature, last, clusters = state["signature"], int(state["round"]), dict(state["clusters"])
+            server, seen = dict(state["server"]), state["seen"].numpy().astype(bool)
             rng, records = json.loads(state["rng"]), json.loads(state["records"])
+            who, pricer = state["who"], state["pricer"]
         except Exception as exc:  # noqa: BLE001
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
             raise CheckpointError(f"checkpoint_dir = {str(directory)!r}: the checkpoint {str(path)!r} is unreadable "
@@ -475,10 +397,23 @@ class _Run:
             raise CheckpointError(f"checkpoint_dir = {str(directory)!r}: the checkpoint {str(path)!r} was written by a "
                                   f"run with other inputs (scenario, plan, configuration or data); use another --out, "
                                   f"or {afresh}")
-        self.clusters = {n: x.to(self.device).clone() for n, x in clusters.items()}
+        on_device = _tensors(lambda x: x.to(self.device).clone())
+        self.clusters, self.server_state = on_device(clusters), on_device(server)
+        self._seen = seen.copy()
         self.rng.bit_generator.state = rng
+        self.who.load_state(who)
+        self.pricer.load_state(pricer)
         self.records = records
         return last
+
+
+def _tensors(fn):
+    """``fn`` applied to every tensor of nested dicts (a new structure; other values kept)."""
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return fn(value) if isinstance(value, torch.Tensor) else value
+    return walk
 
 
 def _pct(fraction: float) -> float:

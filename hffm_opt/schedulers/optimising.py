@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError, SchedulerError
 from ..evaluate import evaluate
-from ..formulations.joint import JointModel, build_joint, check_objective
+from ..formulations.joint import JointModel, build_joint, check_full_options, check_objective
 from ..network.scenario import Scenario
 from ..plan import Plan
 from ..solvers import Result, solve
@@ -34,12 +34,13 @@ TARGET_FROM = ("fastest",) + START_SCHEDULERS
 def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency_s: float | None = None,
                 target_from: str = "hierarchical-d2d", objective: str = "energy", energy_budget_j: float | None = None,
                 w_latency: float | None = None, w_energy: float | None = None, local_steps: int = 1,
-                batch_size: int = 16) -> JointModel:
+                batch_size: int = 16, **full) -> JointModel:
     """The F4 model: it starts from the fastest of :data:`START_SCHEDULERS`' plans (same ``e_agg`` and ``seed``).
     With the energy objective it aims at ``target_latency_s`` (s per edge round) or, if None, at the latency of the
     plan ``target_from`` (``"fastest"``: the fastest start): by default as fast as HF-FM+D2D, as cheap as possible.
     The other objectives take no target (module docstring); bad values raise :class:`SchedulerError`. Every plan is
-    made for the training workload ``local_steps`` (tau) x ``batch_size`` samples per edge round."""
+    made for the training workload ``local_steps`` (tau) x ``batch_size`` samples per edge round. ``full``: the
+    options of :func:`~hffm_opt.formulations.joint.check_full_options` (placement, tiers, association)."""
     if target_from not in TARGET_FROM:
         raise SchedulerError(f"target_from = {target_from!r}: must be one of {list(TARGET_FROM)}")
     if int(e_agg) != e_agg or e_agg < 1:
@@ -49,6 +50,7 @@ def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_lat
     try:
         check_objective(objective, 1.0 if objective == "energy" and target_latency_s is None else target_latency_s,
                         energy_budget_j, w_latency, w_energy)
+        check_full_options(**full)
     except ConfigError as exc:
         raise SchedulerError(str(exc)) from None
     plans = {name: schedule(scenario, name, e_agg=int(e_agg), seed=seed, local_steps=local_steps,
@@ -58,7 +60,7 @@ def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_lat
     if objective == "energy" and target_latency_s is None:
         target_latency_s = latency[fastest if target_from == "fastest" else target_from]
     return build_joint(scenario, plans[fastest], target_latency_s, fastest, objective=objective,
-                       energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy)
+                       energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy, **full)
 
 
 def optimiser(fn):
@@ -79,18 +81,66 @@ def _planned(result: Result, model: JointModel, name: str) -> Plan:
 def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency_s: float | None = None,
             target_from: str = "hierarchical-d2d", solver: str = "highs", objective: str = "energy",
             energy_budget_j: float | None = None, w_latency: float | None = None,
-            w_energy: float | None = None, local_steps: int = 1, batch_size: int = 16) -> Plan:
+            w_energy: float | None = None, local_steps: int = 1, batch_size: int = 16, coverage: str = "full",
+            min_trainers: int = 1, w_U: float = 0.0, edge_tiers: bool = False, association: str = "fixed",
+            assoc_candidates: int = 3, max_iterations: int = 10, tolerance: float = 1e-6,
+            e_aggs: tuple | None = None) -> Plan:
     """F4 for ``objective`` (module docstring): by default least energy per edge round within the latency target
     (default: hierarchical-d2d's latency).
 
-    ``solver``: ``"highs"`` or ``"gurobi"`` (small clusters also get the F2 relay-tree MILP on that backend) or
-    ``"fast"`` (no MILP)."""
+    ``solver``: ``"highs"`` or ``"gurobi"`` (small clusters also get the F2 relay-tree MILP on that backend; F1 and
+    the association MILP run there) or ``"fast"`` (no F2 MILP; F1 and association on HiGHS).
+
+    Full F4 (energy objective; :mod:`hffm_opt.solvers.f4.alternation`): ``coverage`` ``"full"`` (default: every
+    trainable module a device needs is trained, as the baselines do, so comparisons are fair) or ``"cluster"``
+    (each module needed in a cluster trained by at least ``min_trainers`` of its devices; with ``w_U`` > 0, J per
+    unit of utility, a module is dropped where the energy saved exceeds ``w_U`` x the utility lost);
+    ``edge_tiers`` (default False: only cluster-local modules stay at the edge; True: any module may, saving its
+    backhaul, but such a module is then averaged inside its cluster only and never leaves it, so the clusters'
+    copies drift apart); ``association`` ``"fixed"`` (default: the start's association, which keeps the proven
+    bound) or ``"optimise"`` (moves over each device's ``assoc_candidates`` nearest edges, accepted only when
+    evaluate's objective improves within the target, so never worse than ``"fixed"``, but without a proven bound); ``max_iterations``/``tolerance`` of the alternation; ``e_aggs`` (tuple of edge rounds per
+    period, None = only ``e_agg``): each is solved at the same target per edge round and the least energy per edge
+    round (less ``w_U`` x utility) wins."""
     if solver not in ("highs", "gurobi", "fast"):
         raise SchedulerError(f"solver = {solver!r}: the optimal scheduler runs on 'highs', 'gurobi' or 'fast'")
-    model = joint_model(scenario, e_agg=e_agg, seed=seed, target_latency_s=target_latency_s, target_from=target_from,
-                        objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy,
-                        local_steps=local_steps, batch_size=batch_size)
-    return _planned(solve(model, solver), model, "optimal")
+    full = {"coverage": coverage, "min_trainers": min_trainers, "w_U": w_U, "edge_tiers": edge_tiers,
+            "association": association, "assoc_candidates": assoc_candidates, "max_iterations": max_iterations,
+            "tolerance": tolerance}
+    common = {"seed": seed, "target_from": target_from, "objective": objective, "energy_budget_j": energy_budget_j,
+              "w_latency": w_latency, "w_energy": w_energy, "local_steps": local_steps, "batch_size": batch_size}
+    model = joint_model(scenario, e_agg=e_agg, target_latency_s=target_latency_s, **common, **full)
+    if e_aggs is None:
+        return _planned(solve(model, solver), model, "optimal")
+    return _best_e_agg(scenario, model, _e_aggs(e_aggs), solver, common, full)
+
+
+def _e_aggs(e_aggs) -> tuple:
+    if isinstance(e_aggs, (str, bytes)) or not hasattr(e_aggs, "__iter__") or not len(e_aggs) or any(
+            isinstance(g, bool) or int(g) != g or g < 1 for g in e_aggs):
+        raise SchedulerError(f"e_aggs = {e_aggs!r}: must be a non-empty tuple of integers >= 1, or None")
+    return tuple(sorted({int(g) for g in e_aggs}))
+
+
+def _best_e_agg(scenario: Scenario, model: JointModel, e_aggs: tuple, solver: str, common: dict, full: dict) -> Plan:
+    """F4 at each of ``e_aggs`` with ``model``'s target per edge round: the plan of least energy per edge round
+    (less w_U x utility) among those that meet it; its meta's ``e_aggs`` maps each to its energy (None: missed)."""
+    if model.objective != "energy":
+        raise SchedulerError(f"e_aggs = {e_aggs!r}: only with objective 'energy' (objective = {model.objective!r})")
+    target, tried, best = model.target_latency_s, {}, None
+    for g in e_aggs:
+        at = model if g == model.e_agg else joint_model(scenario, e_agg=g, target_latency_s=target, **common, **full)
+        plan = _planned(solve(at, solver), at, "optimal")
+        metrics = evaluate(scenario, plan)
+        ok = plan.meta.get("status") in ("optimal", "feasible") and metrics.latency_s <= target * (1 + 1e-9)
+        score = plan.meta.get("score", metrics.energy_j) if ok else None
+        tried[str(g)] = metrics.energy_j if ok else None
+        if ok and (best is None or score < best[0]):
+            best = (score, plan)
+    if best is None:
+        plan = _planned(solve(model, solver), model, "optimal")
+        return plan.replace(meta=dict(plan.meta) | {"e_aggs": tried})
+    return best[1].replace(meta=dict(best[1].meta) | {"e_aggs": tried})
 
 
 @register("optimal-exact")
@@ -98,12 +148,18 @@ def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency
 def optimal_exact(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency_s: float | None = None,
                   target_from: str = "hierarchical-d2d", objective: str = "energy",
                   energy_budget_j: float | None = None, w_latency: float | None = None,
-                  w_energy: float | None = None, local_steps: int = 1, batch_size: int = 16) -> Plan:
+                  w_energy: float | None = None, local_steps: int = 1, batch_size: int = 16, coverage: str = "full",
+                  min_trainers: int = 1, w_U: float = 0.0, edge_tiers: bool = False, association: str = "fixed",
+                  assoc_candidates: int = 3) -> Plan:
     """The certified optimum of F4's problem for ``objective`` by enumeration (refuses large instances with the
-    count)."""
+    count). The full-F4 options are those of ``optimal``; with any of them freeing placement, tiers or association
+    (energy objective), every association over the candidates and every module assignment within the coverage is
+    enumerated too (:mod:`hffm_opt.solvers.f4.enumeration`). ``association`` defaults to ``"fixed"`` here (the
+    enumeration of associations multiplies the count): pass ``"optimise"`` to certify ``optimal``'s default."""
     model = joint_model(scenario, e_agg=e_agg, seed=seed, target_latency_s=target_latency_s, target_from=target_from,
                         objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy,
-                        local_steps=local_steps, batch_size=batch_size)
+                        local_steps=local_steps, batch_size=batch_size, coverage=coverage, min_trainers=min_trainers,
+                        w_U=w_U, edge_tiers=edge_tiers, association=association, assoc_candidates=assoc_candidates)
     result = solve(model, "exact")
     if result.status == "error":
         raise SchedulerError(f"scheduler 'optimal-exact': {result.message}")

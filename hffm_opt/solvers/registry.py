@@ -77,5 +77,14 @@ def _solve_joint(model, family: str, time_limit: float, mip_gap: float, progress
                       build_s=model.build_s, message=f"infeasible: {model.precheck_message}")
     if family == "local-search":
         return improve(model)
+    if getattr(model, "alternates", False):  # full F4: placement, tiers and association too (energy objective)
+        if family == "exact":
+            from .f4.enumeration import exact_full
+
+            return exact_full(model)
+        from .f4.alternation import alternate
+
+        return alternate(model, milp_solver=family if family in ("highs", "gurobi") else None,
+                         milp_time_limit=time_limit, milp_gap=mip_gap, progress=progress)
     return optimise(model, exact=family == "exact", milp_solver=family if family in ("highs", "gurobi") else None,
                     milp_time_limit=time_limit, milp_gap=mip_gap, progress=progress)

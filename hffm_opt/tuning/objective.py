@@ -2,11 +2,11 @@
 
 :func:`suggest` samples the outer choices of the search space (:mod:`.settings`); :func:`build_plan` turns them into
 a plan checked by ``evaluate``; :class:`Objective` trains under it (:func:`hffm_opt.learners.trainer.train`) for the
-edge rounds that fit the budget (:func:`rounds_within`) and returns the accuracy (percent, on a seeded subset of the
-global test set, :func:`scoring_data`) reached within the budget, or for the Pareto study ``(accuracy, energy J
-spent within the budget)``. Single-objective trials report their accuracy after every edge round so a pruner can
-stop them early. An infeasible plan, a solver or a training failure raises one of :data:`TRIAL_ERRORS`: the worker
-tells that trial FAILED with the reason and the study goes on.
+edge rounds that fit the budget (:func:`rounds_within`) and returns the served accuracy (percent, on a seeded subset
+of the validation split, :func:`scoring_data`: a study never sees the global test set) reached within the budget, or
+for the Pareto study ``(served accuracy, energy J spent within the budget)``. Single-objective trials report their
+accuracy after every edge round so a pruner can stop them early. An infeasible plan, a solver or a training failure
+raises one of :data:`TRIAL_ERRORS`: the worker tells that trial FAILED with the reason and the study goes on.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from ..errors import PlanError
+from ..errors import ConfigError, PlanError
 from ..evaluate import Metrics, evaluate
 from ..network.scenario import Scenario
 from ..plan import Plan
 from ..schedulers import schedule
 from .settings import CORE, OBJECTIVES, TuneSettings, reject, takes_option
+
+METRIC = "served_accuracy"  # what a trial is scored by, on the validation split
 
 #: errors that fail one trial (infeasible plan, scheduler, solver, training) without stopping the study
 TRIAL_ERRORS = (ValueError, RuntimeError, ArithmeticError)
@@ -92,15 +94,20 @@ def rounds_within(metrics: Metrics, time_s: float | None, energy_j: float | None
     return int(max_rounds if ok.all() else np.argmin(ok))
 
 
-def scoring_data(data, test_rows: int, seed: int):
-    """``data`` (:class:`~hffm_opt.learners.trainer.FederatedData`) with its global test set cut to a seeded random
-    subset of ``test_rows`` rows (0 or more rows than it has = unchanged): evaluating every edge round of every trial
-    on the whole set would dominate the cost of a trial."""
-    n = len(data.global_test)
-    if test_rows == 0 or test_rows >= n:
-        return data
-    rows = np.sort(np.random.default_rng(seed).choice(n, test_rows, replace=False))
-    return dataclasses.replace(data, global_test=data.global_test.subset(rows, f"{data.global_test.name}/score"))
+def scoring_data(data, validation_rows: int, seed: int):
+    """``data`` (:class:`~hffm_opt.learners.trainer.FederatedData`) with its validation split cut to a seeded random
+    subset of ``validation_rows`` rows (0 or more rows than it has = unchanged; evaluating every edge round of every
+    trial on the whole split would dominate the cost of a trial) and its global test set removed from what trials
+    can reach (replaced by that subset, so nothing a trial does can read it)."""
+    if data.validation is None:
+        raise ConfigError("data.validation = None: tuning scores trials on a validation split, and this learning "
+                          "setup has none (learning_setup(validation_fraction > 0))")
+    n = len(data.validation)
+    valid = data.validation
+    if 0 < validation_rows < n:
+        rows = np.sort(np.random.default_rng(seed).choice(n, validation_rows, replace=False))
+        valid = valid.subset(rows, f"{valid.name}/score")
+    return dataclasses.replace(data, validation=valid, global_test=valid)
 
 
 class Objective:
@@ -115,9 +122,10 @@ class Objective:
         if kind not in OBJECTIVES:
             reject("objective", kind, f"must be one of {OBJECTIVES}")
         self.scenario, self.settings, self.kind = setup.scenario, settings, kind
-        self.data = scoring_data(setup.data, settings.score["test_rows"], settings.study["seed"])
+        self.data = scoring_data(setup.data, settings.score["validation_rows"], settings.study["seed"])
         # the torch device (cpu, cuda, auto) of the trials: ``device``, else the settings' train.device, else cpu
-        self.config = TrainConfig(**(settings.train | ({"device": device} if device else {})))
+        self.config = TrainConfig(**(settings.train | {"eval_split": "validation", "personalised": False}
+                                     | ({"device": device} if device else {})))
         resolve_device(self.config.device)  # CUDA where there is none fails the worker, not every trial
 
     def __call__(self, trial: optuna.Trial):
@@ -138,7 +146,7 @@ class Objective:
         history = train(self.scenario, plan, self.data, config,
                         on_round=self._reporter(trial) if self.kind == "accuracy" else None)
         last = history.records[-1]
-        accuracy = history.accuracy_at(time_s=budget.get("time_s"), energy_j=budget.get("energy_j"))
+        accuracy = history.accuracy_at(time_s=budget.get("time_s"), energy_j=budget.get("energy_j"), metric=METRIC)
         if accuracy is None or not math.isfinite(accuracy):
             raise TrialFailed(f"accuracy = {accuracy!r}: no finite accuracy within the budget {budget}")
         trial.set_user_attr("rounds", rounds)
@@ -150,9 +158,9 @@ class Objective:
     @staticmethod
     def _reporter(trial: optuna.Trial):
         def on_round(record: dict) -> None:
-            if record["accuracy"] is not None:
-                trial.report(record["accuracy"], step=record["round"])
+            if record[METRIC] is not None:
+                trial.report(record[METRIC], step=record["round"])
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"accuracy {record['accuracy']:.2f} % at edge round {record['round']}")
+                    raise optuna.TrialPruned(f"served accuracy {record[METRIC]:.2f} % at edge round {record['round']}")
 
         return on_round

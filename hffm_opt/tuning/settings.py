@@ -1,12 +1,13 @@
 """The tuning settings: the TOML file's sections merged over :data:`DEFAULTS`, validated, and the search space.
 
 A study searches the scheduler among ``search.schedulers``, ``e_agg``, the round deadline as a factor of the plan's
-latency per edge round without a deadline (a factor >= 1 drops nobody), the local learning rate, the local steps
-tau, and each option of ``search.options`` (e.g. objective weights ``w_T``/``w_E``/``w_U``) that the chosen
-scheduler takes as a keyword. ``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules
-``energy_j``, at most ``max_rounds`` edge rounds), ``score.test_rows`` the seeded subset of the global test set that
-scores it. ``defaults`` is the default configuration, the first trial of every new study. Every error names the
-field, the value and the rule it breaks (:class:`TuneConfigError`).
+latency per edge round without a deadline (a factor >= 1 drops nobody), the local learning rate, the local steps tau,
+and each option of ``search.options`` (e.g. objective weights ``w_T``/``w_E``/``w_U``) that the chosen scheduler
+takes as a keyword. ``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules ``energy_j``, at
+most ``max_rounds`` edge rounds), ``score.validation_rows`` the seeded subset of the validation split that scores it
+(its served accuracy; the global test set is never seen by a study). ``defaults`` is the default configuration, the
+first trial of every new study. Every error names the field, the value and the rule it breaks
+(:class:`TuneConfigError`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ DEFAULTS: dict = {
     "setup": {"benchmark": "easy_vqa", "scenario": "paper"},  # hffm_opt.learners.setup.learning_setup keywords
     "train": {"personalised": False},  # TrainConfig fields but rounds, lr, local_steps, eval_every
     "budget": {"time_s": 4.0, "max_rounds": 16},
-    "score": {"test_rows": 1000},  # seeded subset of the global test set scoring every trial (0 = all of it)
+    "score": {"validation_rows": 1000},  # seeded subset of the validation split scoring every trial (0 = all of it)
     "search": {"schedulers": ["hierarchical", "hierarchical-d2d", "greedy", "edge-only"], "e_agg": [1, 8],
                "deadline_factor": [0.5, 1.2], "lr": [3e-4, 3e-2], "local_steps": [1, 3], "options": {}},
     "defaults": {"scheduler": "hierarchical", "e_agg": 2, "deadline_factor": 1.2, "lr": 3e-3, "local_steps": 1},
@@ -119,9 +120,9 @@ def settings_from_dict(doc: dict) -> TuneSettings:
             reject(f"budget.{key}", budget[key], "must be a number > 0")
     as_number(budget["max_rounds"], "budget.max_rounds", TuneConfigError, integer=True, low=1, high=MAX_ROUNDS)
     _check_keys("score", merged["score"], set(DEFAULTS["score"]))
-    rows = merged["score"]["test_rows"]
+    rows = merged["score"]["validation_rows"]
     if isinstance(rows, bool) or not (isinstance(rows, int) and rows >= 0):
-        reject("score.test_rows", rows, "must be an integer >= 0 (0 = the whole global test set)")
+        reject("score.validation_rows", rows, "must be an integer >= 0 (0 = the whole validation split)")
     study = merged["study"]
     _check_keys("study", study, set(DEFAULTS["study"]))
     if study["pruner"] not in PRUNERS:

@@ -21,9 +21,10 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HFFM_OPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def _priced(scheduler, e_agg):
-    s = learning_setup("synthetic", scenario="clustered", n_edges=2, devices_per_edge=3).scenario
-    return evaluate(s, schedule(s, scheduler, e_agg=e_agg).replace(local_steps=2, batch_size=8))
+def _priced(scheduler, e_agg, seed=0):
+    """The plan of the tiny experiment made for the workload of TINY (2 local steps of 8 samples), priced."""
+    s = learning_setup("synthetic", scenario="clustered", n_edges=2, devices_per_edge=3, seed=seed).scenario
+    return evaluate(s, schedule(s, scheduler, e_agg=e_agg, seed=seed, local_steps=2, batch_size=8))
 
 
 def test_train_json(capsys, tmp_path):
@@ -38,20 +39,30 @@ def test_train_json(capsys, tmp_path):
     assert len(json.loads((tmp_path / "history.json").read_text())["records"]) == 2
 
 
+RUN_KEYS = {"method", "e_agg", "latency_s", "energy_j", "accuracy", "served_accuracy", "served_accuracy_ci95",
+            "time_to_target_s", "energy_to_target_j", "energy_to_target_j_ci95", "n_seeds"}
+
+
 def test_run_json_and_files(capsys, tmp_path):
-    assert main(["run", *TINY, "--json", "--out", str(tmp_path)]) == 0
-    res = json.loads(capsys.readouterr().out)["results"]
-    assert [r["method"] for r in res] == ["star", "hier", "hier", "edge", "hier-d2d", "hier-d2d", "edge-d2d",
-                                          "optimal"]
-    assert [r["e_agg"] for r in res] == [1, 2, 8, 200, 2, 8, 200, 2]
-    assert all(set(r) == {"method", "e_agg", "latency_s", "energy_j", "accuracy", "time_to_target_s",
-                          "energy_to_target_j"} for r in res)
-    assert res[1]["latency_s"] == pytest.approx(_priced("hierarchical", 2).latency_s)
-    assert all(0 <= r["accuracy"] <= 100 for r in res)
-    # the default target is 95% of the best accuracy: the best method reaches it
-    assert any(r["time_to_target_s"] is not None for r in res)
-    for name in ("accuracy_vs_time.png", "accuracy_vs_energy.png", "results.json", "history_hier_E2.csv",
-                 "history_optimal_E2.json"):
+    assert main(["run", *TINY, "--seeds", "2", "--central-epochs", "0.2", "--json", "--out", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    res = doc["results"]
+    assert [(r["method"], r["e_agg"]) for r in res] == [
+        ("star", 1), ("hier", 2), ("hier", 8), ("edge", 200), ("hier-d2d", 2), ("hier-d2d", 8), ("edge-d2d", 200),
+        ("greedy", 8), ("optimal", 2), ("optimal", 8)]
+    assert all(RUN_KEYS <= set(r) and r["n_seeds"] == 2 for r in res)
+    # every plan is made for and priced with the workload that trains (mean over the two seeds' networks)
+    hier = [_priced("hierarchical", 2, seed).latency_s for seed in (0, 1)]
+    assert res[1]["latency_s"] == pytest.approx(sum(hier) / 2)
+    assert all(0 <= r["accuracy"] <= 100 and 0 <= r["served_accuracy"] <= 100 for r in res)
+    ref = doc["reference"]
+    assert 0 < ref["linear_probe_accuracy"] <= 100 and 0 < ref["central_accuracy"] <= 100
+    assert doc["target_accuracy"] == pytest.approx(round(0.95 * ref["central_accuracy"], 1))
+    for r in res:  # a CI needs two values: both seeds' served accuracies are there
+        assert r["served_accuracy_ci95"] is not None and r["served_accuracy_ci95"] >= 0
+        assert (r["time_to_target_s"] is None) == (r["n_reached"] == 0)
+    for name in ("served_accuracy_vs_time.png", "served_accuracy_vs_energy.png", "results.json",
+                 "history_hier_E2_seed0.csv", "history_optimal_E8_seed1.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic writes leave no temporary
 

@@ -1,5 +1,5 @@
 """One trial (hffm_opt.tuning.objective): the choices drawn from the space, the plan they give (deadline from the
-factor, local steps), the edge rounds that fit the budget, the seeded scoring subset of the global test set.
+factor, local steps), the edge rounds that fit the budget, the seeded scoring subset of the validation split.
 ``paper`` is the paper scenario of ``tests/conftest.py``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import FixedTrial
 
 from hffm_opt import schedule
-from hffm_opt.errors import PlanError
+from hffm_opt.errors import ConfigError, PlanError
 from hffm_opt.evaluate import evaluate
 from hffm_opt.tuning import build_plan, rounds_within, scoring_data, settings_from_dict, suggest
 
@@ -70,16 +70,25 @@ class Rows:
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    global_test: Rows
+    validation: Rows | None
+    global_test: Rows = Rows(np.arange(-50, 0), "test")
     train: str = "untouched"
 
 
-def test_scoring_data_is_a_seeded_subset_of_the_global_test_set():
-    data = Data(Rows(np.arange(100) * 10))
+def test_scoring_data_is_a_seeded_subset_of_the_validation_split_and_hides_the_test_set():
+    data = Data(Rows(np.arange(100) * 10, "validation"))
     cut = scoring_data(data, 30, seed=4)
-    rows = cut.global_test.rows
-    assert len(rows) == 30 and len(set(rows)) == 30 and set(rows) <= set(data.global_test.rows)
-    assert list(rows) == sorted(rows) and cut.global_test.name == "test/score" and cut.train == "untouched"
-    assert np.array_equal(scoring_data(data, 30, seed=4).global_test.rows, rows)  # same seed, same rows
-    assert not np.array_equal(scoring_data(data, 30, seed=5).global_test.rows, rows)
-    assert scoring_data(data, 0, seed=4) is data and scoring_data(data, 100, seed=4) is data
+    rows = cut.validation.rows
+    assert len(rows) == 30 and len(set(rows)) == 30 and set(rows) <= set(data.validation.rows)
+    assert list(rows) == sorted(rows) and cut.validation.name == "validation/score" and cut.train == "untouched"
+    assert cut.global_test is cut.validation  # nothing a trial does can read the global test set
+    assert np.array_equal(scoring_data(data, 30, seed=4).validation.rows, rows)  # same seed, same rows
+    assert not np.array_equal(scoring_data(data, 30, seed=5).validation.rows, rows)
+    for whole in (0, 100):
+        assert scoring_data(data, whole, seed=4).validation is data.validation
+        assert not set(scoring_data(data, whole, seed=4).global_test.rows) & set(data.global_test.rows)
+
+
+def test_tuning_without_a_validation_split_is_a_config_error():
+    with pytest.raises(ConfigError, match="validation"):
+        scoring_data(Data(None), 30, seed=0)

@@ -1,0 +1,155 @@
+"""The closed loop, shown: several schedulers' plans trained on the same learning setup over seeds, with served
+accuracy, time and energy to a target accuracy, and 95 % confidence intervals.
+
+Per seed, one :func:`~hffm_opt.learners.setup.learning_setup` (network draw, data partition, model) is shared by
+every method, so methods are compared on the same instances (paired). Every plan is made for the workload that
+training runs (``local_steps`` tau and ``batch_size``), so the evaluator prices what is trained. Times and energies
+are simulated (the evaluator's figures for each realised round); accuracies are in percent. The target is a served
+accuracy (each device's tasks scored by the model that serves it), by default 95 % of central training's accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_path, atomic_write, dumps_json
+from ..errors import ConfigError
+from ..schedulers import schedule
+from .compare import ci95, series_style
+from .paper_table import PAPER_ROWS
+
+METRIC = "served_accuracy"  # the accuracy the target and the curves are about
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the loop: ``key`` (JSON name), ``label``, the scheduler, its ``e_agg`` and scheduler options."""
+
+    key: str
+    label: str
+    scheduler: str
+    e_agg: int
+    options: dict = field(default_factory=dict)
+
+
+#: the paper's schemes, ``greedy`` and ``optimal`` (F4 at the latency of the paper's HF-FM+D2D) at E_agg 2 and 8
+DEFAULT_METHODS = tuple(Method(*row) for row in PAPER_ROWS) + (
+    Method("greedy", "Greedy", "greedy", 8), Method("optimal", "Optimal (F4)", "optimal", 2),
+    Method("optimal", "Optimal (F4)", "optimal", 8))
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method trained on one seed's setup."""
+
+    method: Method
+    seed: int
+    history: object  # hffm_opt.learners.history.History
+
+
+def _mean(values) -> float | None:
+    x = [v for v in values if v is not None]
+    return float(np.mean(x)) if x else None
+
+
+def train_methods(setup, methods, config, *, seed: int, progress=None) -> list[MethodRun]:
+    """Plan every method on ``setup.scenario`` for the workload of ``config`` and train it on ``setup.data``.
+
+    ``progress(label)`` returns a wrapper of the round iterator (e.g. a tqdm bar), or None."""
+    from ..learners.trainer import train
+
+    if config.local_steps is None or config.batch_size is None:
+        raise ConfigError("config.local_steps / batch_size = None: the closed loop plans for the workload it "
+                          "trains, so both must be set")
+    runs = []
+    for m in methods:
+        plan = schedule(setup.scenario, m.scheduler, e_agg=m.e_agg, seed=seed, local_steps=config.local_steps,
+                        batch_size=config.batch_size, **m.options)
+        bar = progress(f"seed {seed} {m.label} E={m.e_agg}") if progress else None
+        runs.append(MethodRun(m, seed, train(setup.scenario, plan, setup.data, config, progress=bar)))
+    return runs
+
+
+def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:
+    """One row per (method, e_agg), in the order first seen: means over seeds and 95 % CI half-widths.
+
+    ``time_to_target_s``/``energy_to_target_j`` average the seeds that reached the target (``n_reached`` of
+    ``n_seeds``; None when none did); ``latency_s``/``energy_j`` are per edge round as planned (static channel)."""
+    groups: dict[tuple, list[MethodRun]] = {}
+    for r in runs:
+        groups.setdefault((r.method.key, r.method.e_agg), []).append(r)
+    rows = []
+    for (key, e_agg), grp in groups.items():
+        hist = [r.history for r in grp]
+        served = [h.final(METRIC) for h in hist]
+        times = [h.time_to(target_pct, METRIC) for h in hist]
+        energies = [h.energy_to(target_pct, METRIC) for h in hist]
+        rows.append({"method": key, "label": grp[0].method.label, "e_agg": e_agg,
+                     "latency_s": _mean(h.meta["latency_s"] for h in hist),
+                     "energy_j": _mean(h.meta["energy_j"] for h in hist),
+                     "accuracy": _mean(h.final("accuracy") for h in hist), "served_accuracy": _mean(served),
+                     "served_accuracy_ci95": ci95(served), "time_to_target_s": _mean(times),
+                     "time_to_target_s_ci95": ci95(times), "energy_to_target_j": _mean(energies),
+                     "energy_to_target_j_ci95": ci95(energies), "n_reached": sum(t is not None for t in times),
+                     "n_seeds": len(grp)})
+    return rows
+
+
+def _curves(grp: list[MethodRun], x_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean x, mean served accuracy and its CI half-width at each evaluated round common to the seeds."""
+    per_seed = [{r["round"]: (r[x_key], r[METRIC]) for r in run.history.records if r.get(METRIC) is not None}
+                for run in grp]
+    rounds = sorted(set.intersection(*(set(s) for s in per_seed))) if per_seed else []
+    x = np.array([np.mean([s[k][0] for s in per_seed]) for k in rounds])
+    y = np.array([np.mean([s[k][1] for s in per_seed]) for k in rounds])
+    half = np.array([ci95([s[k][1] for s in per_seed]) or 0.0 for k in rounds])
+    return x, y, half
+
+
+def plot_curves(runs: list[MethodRun], target_pct: float, out: Path) -> list[Path]:
+    """Served accuracy vs simulated time and vs energy, one line per (method, E_agg) with its 95 % CI band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[MethodRun]] = {}
+    for r in runs:
+        groups.setdefault((r.method.key, r.method.e_agg), []).append(r)
+    style = series_style(list(dict.fromkeys(k for k, _ in groups)), {e for _, e in groups})
+    written = []
+    for x_key, xlabel, name in (("time_s", "simulated time (s)", "served_accuracy_vs_time.png"),
+                                ("energy_j", "energy (J)", "served_accuracy_vs_energy.png")):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for (key, e_agg), grp in groups.items():
+            x, y, half = _curves(grp, x_key)
+            colour, marker = style[(key, e_agg)]
+            ax.plot(x, y, color=colour, marker=marker, markersize=4, label=f"{grp[0].method.label} E={e_agg}")
+            ax.fill_between(x, y - half, y + half, color=colour, alpha=0.15, linewidth=0)
+        ax.axhline(target_pct, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("served accuracy (%), mean over seeds, 95 % CI")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        try:
+            with atomic_path(out / name, ".png") as tmp:
+                fig.savefig(tmp, dpi=120)
+        finally:
+            plt.close(fig)
+        written.append(out / name)
+    return written
+
+
+def write(runs: list[MethodRun], document: dict, out) -> list[Path]:
+    """Every history (CSV + JSON), ``results.json`` (``document``) and the two plots, into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in runs:
+        written += list(r.history.save(out, f"history_{r.method.key}_E{r.method.e_agg}_seed{r.seed}"))
+    written.append(atomic_write(out / "results.json", dumps_json(document, indent=1)))
+    return written + plot_curves(runs, document["target_accuracy"], out)
