@@ -56,21 +56,21 @@ def _mean(values) -> float | None:
 
 
 def train_methods(setup, methods, config, *, seed: int, progress=None) -> list[MethodRun]:
-    """Plan every method on ``setup.scenario`` for the workload of ``config`` and train it on ``setup.data``.
+    """Plan every method on ``setup.scenario`` for the workload of ``config`` and train it on ``setup.data``
+    (:func:`~hffm_opt.learners.trainer.train_plans`: methods whose plans learn identically, e.g. the same
+    aggregation at a D2D aggregator or at the edge, are trained once and each keeps its own clock and energy).
 
     ``progress(label)`` returns a wrapper of the round iterator (e.g. a tqdm bar), or None."""
-    from ..learners.trainer import train
+    from ..learners.trainer import train_plans
 
     if config.local_steps is None or config.batch_size is None:
         raise ConfigError("config.local_steps / batch_size = None: the closed loop plans for the workload it "
                           "trains, so both must be set")
-    runs = []
-    for m in methods:
-        plan = schedule(setup.scenario, m.scheduler, e_agg=m.e_agg, seed=seed, local_steps=config.local_steps,
-                        batch_size=config.batch_size, **m.options)
-        bar = progress(f"seed {seed} {m.label} E={m.e_agg}") if progress else None
-        runs.append(MethodRun(m, seed, train(setup.scenario, plan, setup.data, config, progress=bar)))
-    return runs
+    plans = [schedule(setup.scenario, m.scheduler, e_agg=m.e_agg, seed=seed, local_steps=config.local_steps,
+                      batch_size=config.batch_size, **m.options) for m in methods]
+    bars = (lambda i, _: progress(f"seed {seed} {methods[i].label} E={methods[i].e_agg}")) if progress else None
+    histories = train_plans(setup.scenario, plans, setup.data, config, progress=bars)
+    return [MethodRun(m, seed, h) for m, h in zip(methods, histories)]
 
 
 def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:

@@ -73,7 +73,8 @@ from .participation import Participation
 from .server import server_optimizer
 from .table import MultiModalTable
 
-__all__ = ["CHECKPOINT", "FederatedData", "History", "TrainConfig", "train", "training_calls"]
+__all__ = ["CHECKPOINT", "FederatedData", "History", "TrainConfig", "learning_key", "reclock", "train", "train_plans",
+           "training_calls"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -162,7 +163,8 @@ class _Run:
               "eps": config.server_eps}
         self.edge_opt, self.cloud_opt = (server_optimizer(o, **kw) for o in (config.edge_optimizer,
                                                                             config.cloud_optimizer))
-        self.server_state: dict = {"edge": {n: {} for n in self.param_names}, "cloud": {n: {} for n in self.param_names},
+        self.server_state: dict = {"edge": {n: {} for n in self.param_names},
+                                   "cloud": {n: {} for n in self.param_names},
                                    "global": {n: x[:1].clone() for n, x in self.clusters.items()}}
         self.rng = np.random.default_rng(config.seed)
         self.who = Participation(scenario.n_devices, config.availability, config.availability_trace,
@@ -281,29 +283,17 @@ class _Run:
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, r: int, position: int) -> dict:
         m, available, stragglers, resolved = self._round
-        g = self.plan.e_agg
-        done = (r - 1) // g
-        round_s = float(m.round_end_s[position] - (m.round_end_s[position - 1] if position else 0.0))
-        round_j = float(m.round_energy_j[position])
-        if not self.config.dynamic:  # the plan's period, repeated
-            time_s = done * m.period_latency_s + float(m.round_end_s[position])
-            energy_j = done * m.period_energy_j + float(np.cumsum(m.round_energy_j)[position])
-        else:  # the realised rounds, one after the other
+        clock = _clock(m, self.plan.mode, r)
+        if self.config.dynamic:  # the realised rounds, one after the other (not the plan's period repeated)
             last = self.records[-1] if self.records else {"time_s": 0.0, "energy_j": 0.0}
-            time_s, energy_j = last["time_s"] + round_s, last["energy_j"] + round_j
-        bits = m.bits_by_part
-        if self.plan.mode == "star":
-            per_round = {"d2d": 0.0, "edge": 0.0, "cloud": bits["uplink"] / 8}
-        else:
-            per_round = {"d2d": bits["d2d"] / 8 / g, "edge": (bits["uplink"] + bits["downlink"]) / 8 / g,
-                         "cloud": bits["backhaul"] / 8 if position == g - 1 else 0.0}
+            clock["time_s"] = last["time_s"] + clock["round_latency_s"]
+            clock["energy_j"] = last["energy_j"] + clock["round_energy_j"]
         c = self.config
         evaluated = c.eval_every > 0 and (r % c.eval_every == 0 or r == c.rounds)
-        record = {"round": r, "global_round": done + 1, "time_s": time_s, "energy_j": energy_j,
-                  "round_latency_s": round_s, "round_energy_j": round_j, "available": available,
-                  "participants": int(self.participants.sum()), "stragglers": stragglers, "resolved": resolved,
-                  "bytes_by_tier": per_round, "evaluated": evaluated, "accuracy": None, "accuracy_by_task": None,
-                  "served_accuracy": None, "served_accuracy_by_task": None, "personalised_accuracy": None}
+        record = {"round": r, **clock, "available": available, "participants": int(self.participants.sum()),
+                  "stragglers": stragglers, "resolved": resolved, "evaluated": evaluated, "accuracy": None,
+                  "accuracy_by_task": None, "served_accuracy": None, "served_accuracy_by_task": None,
+                  "personalised_accuracy": None}
         if evaluated:
             record.update(self._evaluate())
         return record
@@ -341,11 +331,7 @@ class _Run:
     # ------------------------------------------------------------------ checkpoints
     def meta(self) -> dict:
         """What the history was produced from."""
-        return {"scheduler": self.plan.scheduler, "mode": self.plan.mode, "e_agg": int(self.plan.e_agg),
-                "scenario": self.scenario.name, "n_devices": self.scenario.n_devices,
-                "latency_s": self.metrics.latency_s, "energy_j": self.metrics.energy_j,
-                "local_steps": self.tau, "batch_size": self.batch, "eval_split": self.config.eval_split,
-                "config": asdict(self.config)}
+        return _meta(self.scenario, self.plan, self.metrics, self.config, self.tau, self.batch)
 
     def signature(self) -> str:
         """Hash of every input of the run but ``config.rounds`` (a checkpoint is only resumed by the same run):
@@ -405,6 +391,72 @@ class _Run:
         self.pricer.load_state(pricer)
         self.records = records
         return last
+
+
+def _clock(m: Metrics, mode: str, r: int) -> dict:
+    """The clock fields of static edge round ``r`` (1-based) of a plan priced ``m``: the plan's period repeated."""
+    g = m.e_agg
+    done, position = (r - 1) // g, (r - 1) % g
+    bits = m.bits_by_part
+    if mode == "star":
+        per_round = {"d2d": 0.0, "edge": 0.0, "cloud": bits["uplink"] / 8}
+    else:
+        per_round = {"d2d": bits["d2d"] / 8 / g, "edge": (bits["uplink"] + bits["downlink"]) / 8 / g,
+                     "cloud": bits["backhaul"] / 8 if position == g - 1 else 0.0}
+    return {"global_round": done + 1, "time_s": done * m.period_latency_s + float(m.round_end_s[position]),
+            "energy_j": done * m.period_energy_j + float(np.cumsum(m.round_energy_j)[position]),
+            "round_latency_s": float(m.round_end_s[position] - (m.round_end_s[position - 1] if position else 0.0)),
+            "round_energy_j": float(m.round_energy_j[position]), "bytes_by_tier": per_round}
+
+
+def _meta(scenario: Scenario, plan: Plan, m: Metrics, config: TrainConfig, tau: int, batch: int) -> dict:
+    return {"scheduler": plan.scheduler, "mode": plan.mode, "e_agg": int(plan.e_agg), "scenario": scenario.name,
+            "n_devices": scenario.n_devices, "latency_s": m.latency_s, "energy_j": m.energy_j, "local_steps": tau,
+            "batch_size": batch, "eval_split": config.eval_split, "config": asdict(config)}
+
+
+def learning_key(scenario: Scenario, plan: Plan, config: TrainConfig) -> str | None:
+    """A hash of everything the *learning* of a static run depends on besides the data and the configuration:
+    who trains what (``plan.train``), the association, the tiers, ``e_agg`` and the stragglers of the plan as run.
+    Two plans with the same key train the same models round by round and differ only in their clock and energy
+    (e.g. aggregation at a D2D aggregator or at the edge). None for a dynamic run (fading, availability, sampling),
+    whose rounds depend on each plan's own price."""
+    if config.dynamic:
+        return None
+    as_run = plan.replace(local_steps=config.local_steps or plan.local_steps,
+                          batch_size=config.batch_size or plan.batch_size)
+    h = hashlib.sha1()
+    for part in (plan.train, plan.tier, plan.association, evaluate(scenario, as_run).stragglers):
+        h.update(np.ascontiguousarray(part).tobytes())
+    h.update(f"{plan.e_agg}/{plan.mode}/{plan.train.shape}/{plan.tier.shape}".encode())
+    return h.hexdigest()
+
+
+def train_plans(scenario: Scenario, plans: list[Plan], data: FederatedData, config: TrainConfig = TrainConfig(), *,
+                progress: Callable[[int, Plan], Callable | None] | None = None) -> list[History]:
+    """:func:`train` of every plan, training once per :func:`learning_key`: the other plans of a group get the
+    group's records with their own clock and energy (:func:`reclock`), equal to what training them would record.
+    ``progress(i, plan)`` returns the round wrapper of plan ``i`` (or None)."""
+    trained: dict[str, History] = {}
+    out = []
+    for i, plan in enumerate(plans):
+        key = learning_key(scenario, plan, config)
+        if key is not None and key in trained:
+            out.append(reclock(trained[key], scenario, plan, config))
+            continue
+        history = train(scenario, plan, data, config, progress=progress(i, plan) if progress else None)
+        if key is not None:
+            trained[key] = history
+        out.append(history)
+    return out
+
+
+def reclock(history: History, scenario: Scenario, plan: Plan, config: TrainConfig) -> History:
+    """``history`` of a static run with the clock, energy and bytes of ``plan`` (same learning key)."""
+    tau, batch = config.local_steps or plan.local_steps, config.batch_size or plan.batch_size
+    m = evaluate(scenario, plan.replace(local_steps=tau, batch_size=batch))
+    records = [{**r, **_clock(m, plan.mode, r["round"])} for r in history.records]
+    return History(records, _meta(scenario, plan, m, config, tau, batch))
 
 
 def _tensors(fn):

@@ -36,7 +36,7 @@ PRUNERS = ("median", "halving", "none")
 DEFAULTS: dict = {
     "setup": {"benchmark": "easy_vqa", "scenario": "paper"},  # hffm_opt.learners.setup.learning_setup keywords
     "train": {"personalised": False},  # TrainConfig fields but rounds, lr, local_steps, eval_every
-    "budget": {"time_s": 4.0, "max_rounds": 16},
+    "budget": {"time_s": 120.0, "max_rounds": 16},  # the priced foundation model: about 5-15 s per edge round
     "score": {"validation_rows": 1000},  # seeded subset of the validation split scoring every trial (0 = all of it)
     "search": {"schedulers": ["hierarchical", "hierarchical-d2d", "greedy", "edge-only"], "e_agg": [1, 8],
                "deadline_factor": [0.5, 1.2], "lr": [3e-4, 3e-2], "local_steps": [1, 3], "options": {}},

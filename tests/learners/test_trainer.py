@@ -11,7 +11,7 @@ from hffm_opt.learners.catalogue import module_catalogue
 from hffm_opt.learners.local import local_train_reference, sample_device_batches
 from hffm_opt.learners.setup import learning_setup
 from hffm_opt.learners.table import MultiModalTable
-from hffm_opt.learners.trainer import CHECKPOINT, FederatedData, History, TrainConfig, train
+from hffm_opt.learners.trainer import CHECKPOINT, FederatedData, History, TrainConfig, learning_key, train, train_plans
 from hffm_opt.schedulers import schedule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -227,3 +227,21 @@ def test_bad_inputs_name_the_field(setup):
     other = s.replace(modules=s.modules[::-1])
     with pytest.raises(ValueError, match="scenario.modules"):
         train(other, plan, setup.data, CFG)
+
+
+def test_plans_that_learn_alike_are_trained_once_and_keep_their_own_clock(setup):
+    s = setup.scenario
+    config = dataclasses.replace(CFG, rounds=4, eval_every=2)
+    plans = [schedule(s, "hierarchical", e_agg=2, local_steps=2, batch_size=8),
+             schedule(s, "greedy", e_agg=2, local_steps=2, batch_size=8),
+             schedule(s, "hierarchical", e_agg=4, local_steps=2, batch_size=8)]
+    keys = [learning_key(s, p, config) for p in plans]
+    assert keys[0] == keys[1] != keys[2]  # the same learning (greedy only changes how it is aggregated), not E_agg
+    calls = []
+    shared = train_plans(s, plans, setup.data, config, progress=lambda i, plan: calls.append(i))
+    assert calls == [0, 2]  # greedy was not trained again
+    direct = [train(s, p, setup.data, config) for p in plans]
+    assert [h.to_json() for h in shared] == [h.to_json() for h in direct]  # exactly what training each records
+    assert shared[0].records[-1]["time_s"] != shared[1].records[-1]["time_s"]
+    dynamic = dataclasses.replace(config, participation=0.5)
+    assert learning_key(s, plans[0], dynamic) is None  # sampled rounds depend on each plan's own price

@@ -20,6 +20,7 @@ n_edges = 2
 devices_per_edge = 3
 min_rows = 4
 benchmark_kwargs = { n_samples = 600 }
+pricing = "proxy"  # the small model's own prices: rounds of well under a second, so the budgets stay tiny
 model_config = { d_model = 16, n_heads = 2, d_ff = 32, d_expert = 32, n_experts = 2, top_k = 1, adapter_dim = 4 }
 pretrain_kwargs = { encoder_epochs = 1, epochs = 1 }
 
