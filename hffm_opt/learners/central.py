@@ -180,6 +180,8 @@ def pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs: float
 
 
 OBJECTIVES = ("contrastive", "masked", "supervised")
+_ENCODER_OPTIONS = {"contrastive": {"temperature", "encoder_batch_size"}, "masked": {"pool", "decoder_hidden"},
+                    "supervised": set()}
 
 
 def pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float = 12.0, epochs: float = 8.0,
@@ -196,6 +198,10 @@ def pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float 
       items) masked autoencoding of every trainable encoder, stage 2 (``epochs`` passes over the rows) masked
       token modelling through the backbone, ``mask_ratio`` of the input hidden. The frozen core never sees the
       downstream tasks, so a linear probe on its features is far from what the trainable modules reach.
+    - ``"contrastive"``: self-supervised, no label is read
+      (:func:`~hffm_opt.learners.pretraining.contrastive_pretrain`): stage 1 SimCLR-style contrastive learning of
+      every image encoder on two augmented views of each public picture (``encoder_epochs`` passes, 128
+      pictures a batch; 40 measured best), stage 2 the same masked token modelling as ``"masked"``.
     - ``"supervised"`` (the former default, kept for comparison): stage 1 (:func:`pretrain_encoders`) each image
       encoder with temporary heads on the tasks the image serves alone (easy-VQA: shape and colour); stage 2
       every module on all the downstream tasks. The frozen core then already solves them (linear probe 95.0 %
@@ -204,13 +210,20 @@ def pretrain(model: M3TModel, public: MultiModalTable, *, encoder_epochs: float 
     Then the configured frozen kinds (default: encoders and backbone, the "foundation model") are frozen again,
     and with ``reset`` the modules federated training will train (prompts, adapters, gate, experts, heads) are
     re-initialised (adapters to the identity), so federated training starts from a pre-trained frozen core and
-    fresh task-specific parts. ``time_limit_s`` bounds each stage's wall time (s).
+    fresh task-specific parts. ``time_limit_s`` bounds each stage's wall time (s). ``encoder_options`` go to the
+    self-supervised stage 1 (``"masked"``: ``pool``, ``decoder_hidden`` of
+    :func:`~hffm_opt.learners.pretraining.masked_pretrain_encoders`; ``"contrastive"``: ``temperature``,
+    ``encoder_batch_size``).
     Returns ``{"encoders": per-modality summaries, "joint": summary of stage 2}``.
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective = {objective!r}: must be one of {OBJECTIVES}")
     if not 0.0 < mask_ratio < 1.0:
         raise ConfigError(f"mask_ratio = {mask_ratio!r}: must be in (0, 1)")
+    unknown = set(encoder_options or {}) - _ENCODER_OPTIONS[objective]
+    if unknown:
+        raise ConfigError(f"encoder_options = {encoder_options!r}: {sorted(unknown)} not known to objective "
+                          f"{objective!r}; known: {sorted(_ENCODER_OPTIONS[objective])}")
     if objective == "contrastive":
         out = contrastive_pretrain(model, public, encoder_epochs=encoder_epochs, epochs=epochs,
                                    batch_size=batch_size, lr=lr, seed=seed, mask_ratio=mask_ratio,

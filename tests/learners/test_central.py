@@ -37,11 +37,11 @@ def test_central_training_learns_digits_and_probe_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("HFFM_OPT_CACHE", str(tmp_path))
     bench = load_benchmark("digits")
     model = pretrained_model(bench, seed=0, config={"d_model": 32, "d_ff": 64, "d_expert": 32}, epochs=3,
-                             encoder_epochs=0)
+                             encoder_epochs=0, objective="supervised")
     (cached,) = tmp_path.iterdir()  # written atomically: the weights and no temporary file
     assert cached.match("pretrained_digits_*.pt")
     again = pretrained_model(bench, seed=0, config={"d_model": 32, "d_ff": 64, "d_expert": 32}, epochs=3,
-                             encoder_epochs=0)  # from the cache
+                             encoder_epochs=0, objective="supervised")  # from the cache
     for (n, p), (_, q) in zip(model.named_parameters(), again.named_parameters()):
         assert torch.equal(p, q), n
     before = evaluate_accuracy(model, bench.test)

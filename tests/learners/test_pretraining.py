@@ -7,6 +7,7 @@ from hffm_opt.errors import ConfigError
 from hffm_opt.learners.benchmarks import load_benchmark
 from hffm_opt.learners.central import central_vs_linear, pretrain, pretrained_model
 from hffm_opt.learners.model import M3TConfig, M3TModel
+from hffm_opt.learners.pretraining import _views
 from hffm_opt.learners.specs import ModalitySpec, TaskSpec
 from hffm_opt.learners.table import MultiModalTable
 
@@ -37,6 +38,8 @@ def test_labels_are_never_read(bench):
     shuffled = MultiModalTable(pub.name, pub.modalities, pub.tasks, pub.sources, pub.index, pub.labels.flip(0))
     a, _ = _pretrained(bench)
     assert _same(a, _pretrained(bench, unlabelled)[0]) and _same(a, _pretrained(bench, shuffled)[0])
+    c, _ = _pretrained(bench, objective="contrastive")
+    assert _same(c, _pretrained(bench, shuffled, objective="contrastive")[0])
     b, _ = _pretrained(bench, objective="supervised")  # the former objective does read them
     sup_shuffled, _ = _pretrained(bench, shuffled, objective="supervised")
     assert not _same(b, sup_shuffled)
@@ -79,6 +82,44 @@ def test_losses_fall_and_fixed_encoders_stay_fixed():
     assert all(torch.equal(p, before[n]) for n, p in model.encoders["txt"].named_parameters())
 
 
+def test_contrastive_objective_reads_no_label_and_trains_only_image_encoders():
+    table, mods = _squares()
+    unlabelled = MultiModalTable("sq", mods, table.tasks, table.sources, table.index, torch.full_like(table.labels, -1))
+    kw = {"encoder_epochs": 2, "epochs": 1, "batch_size": 16, "objective": "contrastive"}
+    a, b = M3TModel(_config(mods), seed=0), M3TModel(_config(mods), seed=0)
+    fresh = M3TModel(_config(mods), seed=0)
+    summary = pretrain(a, table, **kw)
+    pretrain(b, unlabelled, **kw)
+    assert _same(a, b) and set(summary["encoders"]) == {"img"} and summary["joint"]["steps"] == 4
+    assert summary["encoders"]["img"]["steps"] == 1  # 64 pictures, one batch of 128 views
+    assert not torch.equal(a.encoders["img"].proj.weight, fresh.encoders["img"].proj.weight)
+    assert all(torch.equal(p, q) for p, q in zip(a.encoders["txt"].parameters(), fresh.encoders["txt"].parameters()))
+
+
+def test_views_keep_the_picture_format_and_are_seeded():
+    table, _ = _squares()
+    x = table.sources["img"][:8]
+    v = _views(x, torch.Generator().manual_seed(3))
+    assert v.shape == (8, 3, 64, 64) and v.dtype == torch.float32 and 0.0 <= v.min() and v.max() <= 1.0
+    assert torch.equal(v, _views(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(v, _views(x, torch.Generator().manual_seed(4)))
+    assert (v.amax(1) - v.amin(1) > 0.5).any(dim=(1, 2)).all()  # every coloured square is still in view
+
+
+def _squares():
+    mods = (ModalitySpec("img", "image", (3, 64, 64), n_tokens=4),
+            ModalitySpec("txt", "vector", (8,), n_tokens=2, hidden=0, fixed=True))
+    g = torch.Generator().manual_seed(0)
+    images = torch.full((64, 3, 64, 64), 240, dtype=torch.uint8)
+    for i in range(64):  # one coloured square per image, anywhere
+        r, c = torch.randint(0, 48, (2,), generator=g).tolist()
+        images[i, :, r:r + 16, c:c + 16] = 0
+        images[i, i % 3, r:r + 16, c:c + 16] = 255
+    index = torch.stack([torch.arange(64), torch.arange(64) % 8], 1)
+    sources = {"img": images, "txt": torch.randn(8, 8, generator=g)}
+    return MultiModalTable("sq", mods, (TaskSpec("y", 2),), sources, index, torch.zeros(64, 1, dtype=torch.int64)), mods
+
+
 def _config(mods):
     return M3TConfig(mods, (TaskSpec("y", 2),), **TINY, image_channels=(8, 8, 16, 16))
 
@@ -89,6 +130,10 @@ def test_bad_options_and_the_cache_key(bench, tmp_path, monkeypatch):
         pretrain(model, bench.public, objective="clip")
     with pytest.raises(ConfigError, match="mask_ratio = 1.0"):
         pretrain(model, bench.public, mask_ratio=1.0)
+    with pytest.raises(ConfigError, match=r"\['pool'\] not known to objective 'supervised'"):
+        pretrain(model, bench.public, objective="supervised", encoder_options={"pool": 2})
+    mlp = pretrain(model, bench.public, encoder_options={"decoder_hidden": 8}, **SMALL)  # an MLP decoder
+    assert set(mlp["encoders"]) == {"m0", "m1"} and mlp["encoders"]["m0"]["steps"] > 0
     monkeypatch.setenv("HFFM_OPT_CACHE", str(tmp_path))
     a = pretrained_model(bench, config=TINY, **SMALL)
     b = pretrained_model(bench, config=TINY, objective="supervised", **SMALL)
@@ -96,7 +141,10 @@ def test_bad_options_and_the_cache_key(bench, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 12 target not met: measured gap -1.7 (seed 0) and -0.7 (seed 1) points", strict=False)
+@pytest.mark.xfail(reason="issue 12 target not met: default (masked) gap -1.7 (seed 0) and -0.7 (seed 1) points; "
+                          "best label-free option (contrastive, encoder_epochs=40) +1.2 points, central 88.5 % (+5.5, "
+                          "central 92.7 % with lr 3e-3 x 4 epochs)",
+                   strict=False)
 def test_easy_vqa_frozen_features_are_far_from_central_training():
     """The measured comparison of issue 12 (several minutes on 2 cores; pre-training is cached)."""
     pytest.importorskip("easy_vqa")
