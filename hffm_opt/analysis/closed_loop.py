@@ -73,6 +73,31 @@ def train_methods(setup, methods, config, *, seed: int, progress=None) -> list[M
     return [MethodRun(m, seed, h) for m, h in zip(methods, histories)]
 
 
+def seed_cell(cell: dict) -> list[dict]:
+    """One seed of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`): ``cell`` =
+    ``{"seed", "setup": learning_setup keywords, "config": TrainConfig fields, "threads": torch threads}``; returns
+    the histories of :data:`DEFAULT_METHODS` as JSON documents (:func:`seed_runs` reads them back)."""
+    import json
+
+    import torch
+
+    from ..learners.config import TrainConfig
+    from ..learners.setup import learning_setup
+
+    torch.set_num_threads(cell["threads"])
+    seed = cell["seed"]
+    setup = learning_setup(**cell["setup"], seed=seed)
+    config = TrainConfig(**{**cell["config"], "seed": seed})
+    return [json.loads(r.history.to_json()) for r in train_methods(setup, DEFAULT_METHODS, config, seed=seed)]
+
+
+def seed_runs(seed: int, histories: list[dict]) -> list[MethodRun]:
+    """The :class:`MethodRun` s of :func:`seed_cell`'s result."""
+    from ..learners.history import History
+
+    return [MethodRun(m, seed, History(h["records"], h["meta"])) for m, h in zip(DEFAULT_METHODS, histories)]
+
+
 def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:
     """One row per (method, e_agg), in the order first seen: means over seeds and 95 % CI half-widths.
 

@@ -28,10 +28,14 @@ def _setup(args, seed: int | None = None):
     resolve_device(args.torch_device)  # CUDA asked for where there is none: ConfigError before any work
     keep_freed_memory()  # no page faults for every large temporary tensor of training
     torch.set_num_threads(args.threads)
-    return learning_setup(args.benchmark, scenario=args.scenario, n_edges=args.n_edges,
-                          devices_per_edge=args.devices_per_edge, pricing=args.pricing,
-                          validation_fraction=args.validation_fraction,
-                          seed=args.seed if seed is None else seed, progress=not args.json)
+    return learning_setup(**_setup_kwargs(args), seed=args.seed if seed is None else seed, progress=not args.json)
+
+
+def _setup_kwargs(args) -> dict:
+    """The :func:`~hffm_opt.learners.setup.learning_setup` keywords the flags give (all but the seed)."""
+    return {"benchmark": args.benchmark, "scenario": args.scenario, "n_edges": args.n_edges,
+            "devices_per_edge": args.devices_per_edge, "pricing": args.pricing,
+            "validation_fraction": args.validation_fraction}
 
 
 def _config(args):
@@ -115,28 +119,44 @@ def _cmd_train(args) -> int:
 
 
 def _reference(setup, args) -> dict:
-    """Central training of the trainable modules and the linear probe, on the first seed's data (percent)."""
+    """Central training of the trainable modules (of a copy: the setup's model stays untrained for the federated
+    runs) and the linear probe, on the first seed's data (percent)."""
+    import copy
+
     from ..learners.central import central_vs_linear
 
-    ref = central_vs_linear(setup.benchmark, model=setup.data.model, epochs=args.central_epochs, seed=args.seed)
+    model = copy.deepcopy(setup.data.model)
+    ref = central_vs_linear(setup.benchmark, model=model, epochs=args.central_epochs, seed=args.seed)
     return {"central_accuracy": 100 * ref["mean"]["central"], "linear_probe_accuracy": 100 * ref["mean"]["linear"]}
 
 
 def _cmd_run(args) -> int:
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from ..analysis import closed_loop
 
     start = time.perf_counter()
     out = _out_dir(args.out)
     config = _config(args)
-    runs, reference = [], None
-    for seed in range(args.seed, args.seed + args.seeds):
-        setup = _setup(args, seed)
-        if reference is None:
-            reference = _reference(setup, args)
-        runs += closed_loop.train_methods(setup, closed_loop.DEFAULT_METHODS, replace(config, seed=seed), seed=seed,
-                                          progress=(lambda label: _bar(True, label)) if not args.json else None)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    setup = _setup(args, seeds[0])  # pre-trains the foundation model (cached) before any worker starts
+    reference = _reference(setup, args)
+    if args.workers > 1 and len(seeds) > 1:  # one seed per local process
+        from tqdm import tqdm
+
+        from ..analysis.sweep import run_cells
+
+        cells = [{"seed": s, "setup": _setup_kwargs(args), "config": asdict(config), "threads": args.threads}
+                 for s in seeds]
+        done, _ = run_cells(closed_loop.seed_cell, cells, workers=args.workers, progress=None if args.json else
+                            lambda n: tqdm(total=n, desc="seeds", unit="seed", file=sys.stderr, leave=False).update)
+        runs = [run for cell, histories in zip(cells, done) for run in closed_loop.seed_runs(cell["seed"], histories)]
+    else:
+        runs, bar = [], None if args.json else (lambda label: _bar(True, label))
+        for seed in seeds:
+            setup = setup if seed == seeds[0] else _setup(args, seed)
+            runs += closed_loop.train_methods(setup, closed_loop.DEFAULT_METHODS, replace(config, seed=seed),
+                                              seed=seed, progress=bar)
     target = args.target if args.target is not None else round(0.95 * reference["central_accuracy"], 1)
     rows = closed_loop.summarise(runs, target)
     document = {"results": rows, "target_accuracy": target, "reference": reference}
@@ -207,6 +227,8 @@ def add_commands(sub) -> None:
                                                 "(default: 95%% of central training's accuracy)")
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "
                    "each seed draws the network, the data partition and the model's trainable modules")
+    p.add_argument("--workers", type=int, default=2, help="local processes training seeds in parallel (default: "
+                   "%(default)s, the machine's two cores)")
     p.add_argument("--central-epochs", type=float, default=1.0,
                    help="epochs of the central-training reference (default: %(default)s)")
     p.set_defaults(func=_cmd_run)

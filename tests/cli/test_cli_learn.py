@@ -65,6 +65,10 @@ def test_run_json_and_files(capsys, tmp_path):
                  "history_hier_E2_seed0.csv", "history_optimal_E8_seed1.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic writes leave no temporary
+    # the seeds ran on two local processes (the default): one process gives the same numbers
+    assert main(["run", *TINY, "--seeds", "2", "--central-epochs", "0.2", "--workers", "1", "--json", "--out",
+                 str(tmp_path / "serial")]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
 
 
 @pytest.fixture
