@@ -83,3 +83,14 @@ def test_a_killed_compare_resumes_with_only_the_missing_cells(tmp_path):
     fresh = compare.run([str(spec)], ["greedy", "optimal"], list(range(seeds)), [2])
     columns = ["scheduler", "seed", "e_agg", "latency_s", "energy_j", "gap"]
     pd.testing.assert_frame_equal(resumed[columns].fillna(-1.0), fresh[columns].fillna(-1.0))
+
+
+def test_optimal_runs_inside_a_worker_process(tmp_path):
+    # F4 forks its own pool for 4+ edge servers; inside a sweep's (daemon) worker it runs serially instead
+    spec = tmp_path / "four.toml"
+    spec.write_text('[generator]\nname = "clustered"\nn_edges = 4\ndevices_per_edge = 2\nspacing_m = 800.0\n'
+                    'cluster_radius_m = 250.0\n')
+    cells = [{"scenario": str(spec), "seed": s, "e_agg": 2, "scheduler": "optimal"} for s in (0, 1)]
+    parallel, _ = run_cells(compare.compare_cell, cells, workers=2)
+    serial, _ = run_cells(compare.compare_cell, cells)
+    assert [r["energy_j"] for r in parallel] == [r["energy_j"] for r in serial]

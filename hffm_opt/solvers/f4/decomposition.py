@@ -235,7 +235,8 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
     job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit,
            known)
     edges = range(scenario.n_edges)
-    if workers > 1 and scenario.n_edges >= 2 * workers:
+    # not inside a sweep's worker process (a daemon may not have children; the sweep already uses the cores)
+    if workers > 1 and scenario.n_edges >= 2 * workers and not multiprocessing.current_process().daemon:
         with _pool(workers, job) as pool:
             found = list(progress(pool.map(_cluster_job, edges)) if progress else pool.map(_cluster_job, edges))
     else:
