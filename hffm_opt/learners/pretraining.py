@@ -153,13 +153,8 @@ def masked_pretrain_encoders(model: M3TModel, public: MultiModalTable, *, epochs
                 target = (x - mu) / sd
             return F.mse_loss(decoder(enc(inp).flatten(1)), target)
 
-        for p in enc.parameters():
-            p.requires_grad_(True)
-        try:
-            out[spec.name] = _run_steps(list(enc.parameters()) + list(decoder.parameters()), len(items), epochs,
-                                        batch_size, lr, seed + 1000 * j, time_limit_s, loss_of)
-        finally:
-            model.apply_freeze()
+        out[spec.name] = _train_encoder(model, enc, decoder, len(items), epochs, batch_size, lr, seed + 1000 * j,
+                                        time_limit_s, loss_of)
     return out
 
 
@@ -217,14 +212,22 @@ def contrastive_pretrain_encoders(model: M3TModel, public: MultiModalTable, *, e
             target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
             return F.cross_entropy(sim, target)
 
-        for p in enc.parameters():
-            p.requires_grad_(True)
-        try:
-            out[spec.name] = _run_steps(list(enc.parameters()) + list(head.parameters()), len(items), epochs,
-                                        batch_size, lr, seed + 1000 * j, time_limit_s, loss_of)
-        finally:
-            model.apply_freeze()
+        out[spec.name] = _train_encoder(model, enc, head, len(items), epochs, batch_size, lr, seed + 1000 * j,
+                                        time_limit_s, loss_of)
     return out
+
+
+def _train_encoder(model: M3TModel, enc: torch.nn.Module, aux: torch.nn.Module, n_items: int, epochs: float,
+                   batch_size: int, lr: float, seed: int, time_limit_s: float | None, loss_of) -> dict:
+    """:func:`_run_steps` on an encoder and its temporary ``aux`` module (decoder or projection head), the
+    encoder unfrozen for the while and the model's freeze restored afterwards, even on an error."""
+    for p in enc.parameters():
+        p.requires_grad_(True)
+    try:
+        return _run_steps(list(enc.parameters()) + list(aux.parameters()), n_items, epochs, batch_size, lr, seed,
+                          time_limit_s, loss_of)
+    finally:
+        model.apply_freeze()
 
 
 def masked_pretrain_backbone(model: M3TModel, public: MultiModalTable, *, epochs: float = 8.0,
