@@ -2,12 +2,21 @@
 (:func:`tiny_scenario`), small generated clustered scenarios (:func:`small_clustered`), the paper scenario, and one
 torch thread. Test modules import the builders with ``from conftest import ...``."""
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from hffm_opt.network import generators
 from hffm_opt.network.generators import paper_scenario, synthetic_catalogue
 from hffm_opt.network.scenario import D2DLinks, Devices, EdgeServers, PrototypeConstants, Scenario
+
+# Property tests draw the same examples on every run (a red CI is then a real, reproducible failure);
+# HFFM_HYPOTHESIS=explore draws fresh ones, to hunt for new counter-examples by hand.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HFFM_HYPOTHESIS", "repeatable"))
 
 N0 = 1e-20  # W/Hz, a round number for hand computation
 

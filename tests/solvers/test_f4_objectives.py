@@ -61,9 +61,9 @@ def test_least_latency_is_certified_and_no_heuristic_is_faster(seed, e_agg):
     assert res.bound <= res.objective and res.stats["energy_j"] == pytest.approx(m.energy_j, rel=1e-9)
     for name in SAME_PROBLEM:
         assert res.bound <= evaluate(s, schedule(s, name, e_agg=e_agg, seed=seed)).latency_s * (1 + 1e-9), name
-    # just below the floor nothing is feasible; at the reached latency the energy solve is
+    # just below the floor nothing is feasible; at the reached latency (plus the solvers' margin) the energy solve is
     assert optimise(model.at_target(res.bound * (1 - 1e-4))).status == Status.INFEASIBLE
-    assert optimise(model.at_target(res.objective * (1 + 1e-9))).ok
+    assert optimise(model.at_target(res.objective / (1 - SAFETY) * (1 + 1e-9))).ok
 
 
 def test_a_large_cluster_gets_a_proven_floor_below_its_best_candidate():

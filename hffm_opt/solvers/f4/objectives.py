@@ -35,7 +35,7 @@ from .bounds import cluster_lower_bound, lower_bound
 from .screening import least_period
 from .structures import cluster_exact_choices, cluster_structures, set_structure
 
-MARGINS = (2e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # relative margins above the least latency tried in turn
+MARGINS = (1.5e-6, 2e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # relative margins above the least latency tried in turn
 LATENCY_RTOL = 1e-3  # the energy-budget bisection stops when the bracket is this narrow (relative)
 MAX_DOUBLINGS = 40  # the energy-budget search doubles the target at most this often
 GRID = 6  # weighted: grid points
