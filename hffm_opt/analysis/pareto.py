@@ -5,8 +5,8 @@ All figures per edge round in the consistent accounting of ``evaluate``: latency
 there) to the far end, the slowest placed heuristic's latency (or ``max_latency_s``; at least twice the least
 latency): the energy only approaches its infimum as the target grows, so the far end is where the plane's
 heuristics end. Its points are evenly spaced targets, each the least energy within that target, with its proven
-lower bound, gap and status; they are solved from the far end down so that each reuses the energies priced before
-as proven floors.
+lower bound, gap and status. Every placement, point and check is an independent cell of a sweep (:func:`run`), so a
+front runs on several processes or a Dask cluster and an interrupted one resumes.
 
 A heuristic is *dominated* when the front reaches its latency at no more energy: the front point at the largest
 target not above the heuristic's latency (a conservative reading of the front), or, failing that, F4 solved
@@ -31,7 +31,8 @@ from ..network.scenario import Scenario
 from ..schedulers import available, get_scheduler, schedule
 from ..schedulers.optimising import joint_model
 from ..solvers.f4.decomposition import optimise
-from .compare import MARKERS, series_style
+from .compare import MARKERS, scenario_for_seed, series_style
+from .sweep import run_cells
 
 FRONT_FIELDS = ("latency_s", "energy_j", "access_energy_j", "bound_j", "gap", "status")
 HEURISTIC_FIELDS = ("scheduler", "latency_s", "energy_j", "access_energy_j")
@@ -44,15 +45,12 @@ def heuristic_names() -> list[str]:
     return [name for name in available() if not getattr(get_scheduler(name), "is_optimiser", False)]
 
 
-def place_heuristics(scenario: Scenario, names, e_agg: int, seed: int) -> list[dict]:
-    """Each scheduler's plan priced by ``evaluate`` (with ``_plan`` kept for the dominance check)."""
-    out = []
-    for name in names:
-        plan = schedule(scenario, name, e_agg=e_agg, seed=seed)
-        m = evaluate(scenario, plan)
-        out.append({"scheduler": name, "latency_s": m.latency_s, "energy_j": m.energy_j,
-                    "access_energy_j": m.access_energy_j, "_plan": plan})
-    return out
+def place_heuristic(scenario: Scenario, name: str, e_agg: int, seed: int) -> dict:
+    """One scheduler's plan priced by ``evaluate`` (with ``_plan`` kept for the dominance check)."""
+    plan = schedule(scenario, name, e_agg=e_agg, seed=seed)
+    m = evaluate(scenario, plan)
+    return {"scheduler": name, "latency_s": m.latency_s, "energy_j": m.energy_j,
+            "access_energy_j": m.access_energy_j, "_plan": plan}
 
 
 def _point(res) -> dict:
@@ -64,26 +62,35 @@ def _point(res) -> dict:
             "_target": res.stats.get("target_latency_s")}
 
 
-def front(scenario: Scenario, e_agg: int, points: int, seed: int = 0, far_s: float | None = None,
-          progress=None) -> tuple[list[dict], object]:
-    """The front's points (least latency first) and the F4 model it was solved on."""
-    if points < 2:
-        raise ConfigError(f"points = {points!r}: must be an integer >= 2 (both ends)")
-    model = joint_model(scenario, e_agg=e_agg, seed=seed, objective="latency")
-    known: dict = {}
-    least = optimise(model, known=known)
+def front_model(scenario: Scenario, e_agg: int, seed: int):
+    """F4's least-latency model of the front (its start: the best heuristic plan)."""
+    return joint_model(scenario, e_agg=e_agg, seed=seed, objective="latency")
+
+
+def least_point(model) -> dict:
+    """The front's first point: F4's least latency and its least-energy plan there."""
+    least = optimise(model)
     if not least.ok:
-        raise ConfigError(f"scenario {scenario.name!r}: F4 finds no plan at any latency ({least.message})")
+        raise ConfigError(f"scenario {model.scenario.name!r}: F4 finds no plan at any latency ({least.message})")
     first = _point(least)
     first["gap"] = _gap(first)
+    return first
+
+
+def front_targets(first: dict, points: int, far_s: float | None) -> list[float]:
+    """The other points' latency targets (s per edge round), far end first (evenly spaced from the least latency
+    to ``far_s``, at least twice the least latency)."""
+    if points < 2:
+        raise ConfigError(f"points = {points!r}: must be an integer >= 2 (both ends)")
     low = first["_target"]
-    high = max(far_s or 0.0, 2 * low)
-    targets = np.linspace(low, high, points)[1:][::-1]
-    rest = []
-    for target in (progress(targets) if progress else targets):
-        rest.append(_point(optimise(model.at_target(float(target)), known=known)))
-        rest[-1]["gap"] = _gap(rest[-1])
-    return [first] + rest[::-1], model
+    return [float(t) for t in np.linspace(low, max(far_s or 0.0, 2 * low), points)[1:][::-1]]
+
+
+def target_point(model, target_s: float) -> dict:
+    """The least energy within ``target_s`` (s per edge round), with its bound, gap and status."""
+    point = _point(optimise(model.at_target(target_s)))
+    point["gap"] = _gap(point)
+    return point
 
 
 def _gap(point: dict) -> float | None:
@@ -97,22 +104,59 @@ def _same_problem(plan, start) -> bool:
             and np.array_equal(plan.tier, start.tier) and np.array_equal(plan.association, start.association))
 
 
-def dominance(scenario: Scenario, model, points: list[dict], heuristics: list[dict]) -> list[dict]:
-    """Per heuristic: the energy the front reaches at its latency, how it was found, and whether it dominates."""
-    out = []
-    for h in heuristics:
-        lat, plan = h["latency_s"], h["_plan"]
-        same = plan.mode != "hierarchical" or _same_problem(plan, model.start)
-        reached = [p for p in points if p["energy_j"] is not None and p["_target"] <= lat * (1 + 1e-12)]
-        energy, how = (reached[-1]["energy_j"], "front") if same and reached else (math.inf, "front")
-        if energy > h["energy_j"] * (1 + DOMINANCE_RTOL) and plan.mode == "hierarchical":
-            start = model.start if same else plan
-            res = optimise(build_joint(scenario, start, lat, start.scheduler))
-            energy, how = (res.objective if res.ok else math.inf), ("exact" if same else "own-plan")
-        out.append({"scheduler": h["scheduler"], "latency_s": lat, "energy_j": h["energy_j"],
-                    "front_energy_j": energy if math.isfinite(energy) else None, "problem": how,
-                    "dominated": bool(energy <= h["energy_j"] * (1 + DOMINANCE_RTOL))})
-    return out
+def check_heuristic(scenario: Scenario, model, points: list[dict], h: dict) -> dict:
+    """Whether the front (``points``) reaches heuristic ``h``'s latency at no more energy (module docstring)."""
+    lat, plan = h["latency_s"], h["_plan"]
+    same = plan.mode != "hierarchical" or _same_problem(plan, model.start)
+    reached = [p for p in points if p["energy_j"] is not None and p["_target"] <= lat * (1 + 1e-12)]
+    energy, how = (reached[-1]["energy_j"], "front") if same and reached else (math.inf, "front")
+    if energy > h["energy_j"] * (1 + DOMINANCE_RTOL) and plan.mode == "hierarchical":
+        start = model.start if same else plan
+        res = optimise(build_joint(scenario, start, lat, start.scheduler))
+        energy, how = (res.objective if res.ok else math.inf), ("exact" if same else "own-plan")
+    return {"scheduler": h["scheduler"], "latency_s": lat, "energy_j": h["energy_j"],
+            "front_energy_j": energy if math.isfinite(energy) else None, "problem": how,
+            "dominated": bool(energy <= h["energy_j"] * (1 + DOMINANCE_RTOL))}
+
+
+def pareto_cell(cell: dict) -> dict:
+    """One independent piece of a front, a sweep cell: ``{"scenario": spec, "seed", "e_agg", "kind", ...}`` with
+    kind ``heuristic`` (+ ``scheduler``: its placed record), ``least`` (the first point), ``point``
+    (+ ``target_s``) or ``check`` (+ ``scheduler`` and the front's ``points``: the dominance record)."""
+    scenario = scenario_for_seed(cell["scenario"], cell["seed"])
+    if cell["kind"] == "heuristic":
+        placed = place_heuristic(scenario, cell["scheduler"], cell["e_agg"], cell["seed"])
+        return {k: placed[k] for k in HEURISTIC_FIELDS}
+    model = front_model(scenario, cell["e_agg"], cell["seed"])
+    if cell["kind"] == "least":
+        return least_point(model)
+    if cell["kind"] == "point":
+        return target_point(model, cell["target_s"])
+    placed = place_heuristic(scenario, cell["scheduler"], cell["e_agg"], cell["seed"])
+    return check_heuristic(scenario, model, cell["points"], placed)
+
+
+def run(spec: str, seed: int, e_agg: int, points: int, schedulers, far_s: float | None = None, progress=None, *,
+        workers: int = 1, cluster: str | None = None, store=None) -> tuple[list[dict], list[dict], list[dict]]:
+    """(front points, placed heuristics, dominance checks) of scenario ``spec`` (drawn with ``seed``) as cells of
+    :func:`~.sweep.run_cells` in three waves (heuristics and the least latency; the other points; the checks),
+    on ``workers`` local processes or a Dask ``cluster``; with a ``store`` folder each finished cell is kept and
+    an interrupted run computes only what is missing."""
+    if points < 2:
+        raise ConfigError(f"points = {points!r}: must be an integer >= 2 (both ends)")
+    base = {"scenario": spec, "seed": seed, "e_agg": e_agg}
+    sweep = {"workers": workers, "cluster": cluster, "store": store, "progress": progress}
+    first_wave = [base | {"kind": "heuristic", "scheduler": name} for name in schedulers] + [base | {"kind": "least"}]
+    found, _ = run_cells(pareto_cell, first_wave, **sweep)
+    heuristics, first = found[:-1], found[-1]
+    far = far_s or max((h["latency_s"] for h in heuristics), default=0.0)
+    rest, _ = run_cells(pareto_cell, [base | {"kind": "point", "target_s": t}
+                                      for t in front_targets(first, points, far)], **sweep)
+    front_points = [first] + rest[::-1]
+    shared = [{k: p[k] for k in ("_target", "energy_j")} for p in front_points]
+    checks, _ = run_cells(pareto_cell, [base | {"kind": "check", "scheduler": name, "points": shared}
+                                        for name in schedulers], **sweep)
+    return front_points, heuristics, checks
 
 
 def to_json(points: list[dict], heuristics: list[dict]) -> dict:

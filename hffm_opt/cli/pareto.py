@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .._io import dumps_json
 from ..analysis import pareto
 from ..analysis.compare import scenario_for_seed
 from ..network.limits import MAX_E_AGG
 from ..schedulers import available
-from .args import count, names, out_path, real, seed
+from .args import add_sweep_flags, count, names, out_path, real, seed
 
 
-def _progress(enabled: bool):
+def _cell_counter(enabled: bool):
+    """For :func:`~hffm_opt.analysis.sweep.run_cells`: a tqdm bar of each wave's cells (stderr), or None."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return lambda it: tqdm(it, file=sys.stderr, leave=False, desc="front")
+    return lambda total: tqdm(total=total, desc="front cells", unit="cell", file=sys.stderr, leave=False).update
 
 
 def _cmd_pareto(args) -> int:
-    scenario = scenario_for_seed(args.scenario, args.seed)
     schedulers = list(args.schedulers) if args.schedulers is not None else pareto.heuristic_names()
+    scenario = scenario_for_seed(args.scenario, args.seed)  # checked before any work
     if not args.json:
-        print(f"placing {len(schedulers)} heuristics, solving F4's least latency ...", file=sys.stderr)
-    heuristics = pareto.place_heuristics(scenario, schedulers, args.e_agg, args.seed)
-    far = args.max_latency or max((h["latency_s"] for h in heuristics), default=0.0)
-    points, model = pareto.front(scenario, args.e_agg, args.points, args.seed, far, _progress(not args.json))
-    checks = pareto.dominance(scenario, model, points, heuristics)
+        print(f"placing {len(schedulers)} heuristics, solving F4's front ...", file=sys.stderr)
+    points, heuristics, checks = pareto.run(
+        args.scenario, args.seed, args.e_agg, args.points, schedulers, args.max_latency, _cell_counter(not args.json),
+        workers=args.workers, cluster=args.cluster, store=Path(args.out) / "cells" if args.out else None)
     if args.out:
         pareto.write(points, heuristics, checks, args.out, f"{scenario.name}, E_agg = {args.e_agg}")
     if args.json:
@@ -65,5 +66,8 @@ def add_commands(sub) -> None:
                    help="far end of the front (s per edge round; default: the slowest heuristic's latency)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the schedulers (and of a paper-random draw)")
     p.add_argument("--json", action="store_true", help='print {"front": [...], "heuristics": [...]} only')
-    p.add_argument("--out", type=out_path("folder"), help="folder for front.csv, heuristics.csv and pareto.png")
+    p.add_argument("--out", type=out_path("folder"),
+                   help="folder for front.csv, heuristics.csv and pareto.png; finished cells are kept in OUT/cells/, "
+                        "so the same command re-run after an interruption only computes what is missing")
+    add_sweep_flags(p)
     p.set_defaults(func=_cmd_pareto)

@@ -261,14 +261,14 @@ def build_min_max_latency(data: AllocationData) -> ConvexModel:
 class CpuBlockData:
     """The CPU block's data: an :class:`AllocationData` whose band split ``band_hz`` (U,) is fixed, each device's
     cycles per round ``cycles`` C_u, ``kappa`` (J/(cycle Hz^2)), max frequency ``fmax_hz`` and the round's deadline
-    ``round_s`` T for compute plus communication."""
+    ``round_s`` T for compute plus communication (one for all, or one per device)."""
 
     link: AllocationData
     band_hz: np.ndarray
     cycles: np.ndarray
     kappa: np.ndarray
     fmax_hz: np.ndarray
-    round_s: float
+    round_s: float | np.ndarray
 
     @classmethod
     def create(cls, link: AllocationData, band_hz, cycles, kappa, fmax_hz, round_s):
@@ -281,7 +281,8 @@ class CpuBlockData:
         return cls(link, band, _vector("cycles", cycles, n, "must be finite and >= 0", lambda a: a >= 0),
                    _vector("kappa", kappa, n, "must be finite and > 0", lambda a: a > 0),
                    _vector("fmax_hz", fmax_hz, n, "must be finite and > 0 Hz", lambda a: a > 0),
-                   _positive("round_s", round_s))
+                   _positive("round_s", round_s) if np.ndim(round_s) == 0 else
+                   _vector("round_s", round_s, n, "must be finite and > 0 s", lambda a: a > 0))
 
     def min_times(self) -> tuple[np.ndarray, np.ndarray]:
         """(compute at fmax, communication at full power) per device (s)."""

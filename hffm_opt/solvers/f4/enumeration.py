@@ -94,7 +94,7 @@ def exact_full(model: JointModel, exact_limit: float = CHOICES_LIMIT, **_options
                     train[u] = False
                     train[u, list(s)] = True
                 plan = base.replace(association=assoc, train=train)
-                structure, alloc, cnt, cert, _, _ = best_structure(scenario, plan, budget, True, False, 0, None,
+                structure, alloc, cnt, cert, *_ = best_structure(scenario, plan, budget, True, False, 0, None,
                                                                    np.inf, None, e)
                 priced += cnt
                 certified &= cert
