@@ -66,7 +66,8 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
         energy = zero_parts() | {"compute": e_comp.sum(), "uplink": e_up.sum()}
         bits = zero_parts() | {"uplink": s_bits[~late].sum()}
         return Metrics("consistent", 1, period, sum(energy.values()), np.array([period]),
-                       np.array([sum(energy.values())]), energy, lat_parts, bits, late)
+                       np.array([sum(energy.values())]), energy, lat_parts, bits, late, up,
+                       np.bincount(a, weights=e_comp + e_up, minlength=n_e))
 
     gain_up = dev.uplink_gain[u_idx, a]
     member, depth, par = tree.member, tree.depth, plan.parent
@@ -171,9 +172,11 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     last_down = max(t_dl[e_star], down_agg[e_star] if d2d_cluster[e_star] else 0.0)
     lat_parts["downlink" if t_dl[e_star] >= last_down else "d2d"] += last_down
     lat_parts["backhaul"] = t_bh[e_star]
+    cluster_energy = ((g_rounds - 1) * (round_common + e_down_regular) + round_common + e_agg_up + e_bh + e_dl
+                      + np.where(d2d_cluster, e_down_agg, 0.0))
     return Metrics("consistent", g_rounds, period, float(sum(energy.values())), ends, round_energy,
                    {k: float(v) for k, v in energy.items()}, {k: float(v) for k, v in lat_parts.items()},
-                   {k: float(v) for k, v in bits.items()}, late)
+                   {k: float(v) for k, v in bits.items()}, late, cluster_period, cluster_energy)
 
 
 

@@ -18,6 +18,8 @@ class Metrics:
     sums to the period energy. ``energy_by_part``/``bits_by_part`` are per period over :data:`PARTS`;
     ``latency_by_part`` decomposes the period latency along the critical cluster's path (``wait`` = time spent
     waiting for the deadline). ``stragglers`` (U,) marks devices dropped from every round.
+    ``cluster_period_s``/``cluster_energy_j`` (E,): each cluster's own period latency and energy (consistent
+    accounting; None in the paper's), what the cluster would cost alone.
     """
 
     accounting: str
@@ -30,6 +32,8 @@ class Metrics:
     latency_by_part: dict
     bits_by_part: dict
     stragglers: np.ndarray
+    cluster_period_s: np.ndarray | None = None
+    cluster_energy_j: np.ndarray | None = None
 
     @property
     def latency_s(self) -> float:

@@ -194,7 +194,7 @@ def joint_precheck(scenario: Scenario, start: Plan, target_latency_s: float | No
         direct = data.up_bits / shannon_rate(data.band_hz, data.pmax, data.up_gain, noise)
         hop = np.full(len(data.members), np.inf)
         keep, src, _ = cluster_links(scenario, data.members)
-        if keep.any():
+        if keep.size:
             rate = shannon_rate(d2d.bandwidth_hz, dev.pmax_w[d2d.src[keep]], d2d.gain[keep], noise)
             np.minimum.at(hop, src, data.up_bits[src] / rate)
         need = compute + np.where(data.up_bits > 0, np.minimum(direct, hop), 0.0)

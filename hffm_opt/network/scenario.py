@@ -234,6 +234,22 @@ class D2DLinks:
     def __len__(self):
         return len(self.src)
 
+    @cached_property
+    def _by_src(self) -> tuple[np.ndarray, np.ndarray]:
+        """(link indices sorted by sender, start of each sender's run in that order, indexed by device)."""
+        order = np.argsort(self.src, kind="stable")
+        top = int(self.src.max(initial=-1)) + 2
+        return order, np.searchsorted(self.src[order], np.arange(top))
+
+    def leaving(self, devices: np.ndarray) -> np.ndarray:
+        """Indices of the links sent by ``devices`` (ascending); the cost grows with their links, not with all."""
+        order, starts = self._by_src
+        devices = np.asarray(devices)[np.asarray(devices) < len(starts) - 1]
+        begin, end = starts[devices], starts[devices + 1]
+        lengths = end - begin
+        offsets = np.repeat(begin - np.cumsum(lengths) + lengths, lengths)
+        return np.sort(order[offsets + np.arange(int(lengths.sum()))])
+
 
 @dataclass(frozen=True)
 class PrototypeConstants:

@@ -21,11 +21,13 @@ def member_index(n_devices: int, members: np.ndarray) -> np.ndarray:
 
 
 def cluster_links(scenario: Scenario, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The listed D2D links with both ends among ``members``: (mask over ``scenario.d2d``'s links, local index of
-    each such link's sender, local index of its receiver)."""
+    """The listed D2D links with both ends among ``members``: (their indices in ``scenario.d2d``'s links,
+    ascending; local index of each such link's sender; local index of its receiver). The cost grows with the
+    members' links, not with every link of the scenario."""
     local = member_index(scenario.n_devices, members)
     d2d = scenario.d2d
-    keep = (local[d2d.src] >= 0) & (local[d2d.dst] >= 0)
+    out = d2d.leaving(members)
+    keep = out[local[d2d.dst[out]] >= 0]
     return keep, local[d2d.src[keep]], local[d2d.dst[keep]]
 
 
@@ -54,8 +56,11 @@ def prototype_latency_graph(scenario: Scenario, members: np.ndarray, bits: float
     every edge of the minimum spanning tree of all listed links (weighted by ``min(lat_uv, lat_vu)``) are added.
     """
     proto = scenario.prototype
-    rate = shannon_rate(proto.d2d_bandwidth_hz, proto.d2d_rate_power_w, scenario.d2d.gain, scenario.noise_psd_w_per_hz)
-    lat = link_matrix(scenario, members, bits / rate, fill=np.inf)
+    keep, i, j = cluster_links(scenario, members)
+    rate = shannon_rate(proto.d2d_bandwidth_hz, proto.d2d_rate_power_w, scenario.d2d.gain[keep],
+                        scenario.noise_psd_w_per_hz)
+    lat = np.full((len(members), len(members)), np.inf)
+    lat[i, j] = bits / rate
     pos = scenario.devices.position_m[members]
     dist = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
     graph = np.where(dist <= proto.d2d_connect_radius_m, lat, np.inf)
@@ -79,8 +84,9 @@ def _strongly_connected(graph: np.ndarray) -> bool:
     return bool(np.isfinite(dist).all() and np.isfinite(back).all())
 
 
-def distances_to(graph: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shortest-path latency of every node to ``root`` and each node's next hop on that path (-1 at the root)."""
+def distances_to(graph: np.ndarray, root) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest-path latency of every node to ``root`` and each node's next hop on that path (-1 at the root);
+    for an array of roots, one row per root (one call: the graph is converted once)."""
     dist, pred = dijkstra(csgraph_from_dense(graph.T, null_value=np.inf), indices=root, return_predecessors=True)
     return dist, np.where(pred < 0, -1, pred)
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..formulations.cluster import ClusterData, cluster_data
 from ..network.channel import power_for_time, transmit_time
 from ..network.scenario import Scenario
-from ..network.topology import distances_to, link_matrix
+from ..network.topology import cluster_links, distances_to
 from ..plan import Plan, baseline_plan
 from .registry import register
 
@@ -28,10 +28,11 @@ def d2d_latency_graph(scenario: Scenario, members: np.ndarray, bits: float) -> n
 
     A link is usable when both directions are listed (the tree's broadcast needs the reverse); inf otherwise.
     """
-    dev, d2d = scenario.devices, scenario.d2d
-    pmax = dev.pmax_w[d2d.src]
-    lat = link_matrix(scenario, members, transmit_time(bits, d2d.bandwidth_hz, pmax, d2d.gain,
-                                                       scenario.noise_psd_w_per_hz), fill=np.inf)
+    d2d = scenario.d2d
+    keep, i, j = cluster_links(scenario, members)
+    lat = np.full((len(members), len(members)), np.inf)
+    lat[i, j] = transmit_time(bits, d2d.bandwidth_hz, scenario.devices.pmax_w[d2d.src[keep]], d2d.gain[keep],
+                              scenario.noise_psd_w_per_hz)
     return np.where(np.isfinite(lat.T), lat, np.inf)
 
 
@@ -64,16 +65,12 @@ def _greedy_root(scenario: Scenario, plan: Plan, e: int) -> tuple[int, np.ndarra
     gain = scenario.devices.uplink_gain[members, e]
     own = transmit_time(bits, scenario.edges.bandwidth_hz[e], scenario.devices.pmax_w[members], gain,
                         scenario.noise_psd_w_per_hz)
-    best, best_cost = None, np.inf
-    for r in range(len(members)):
-        dist, nxt = distances_to(graph, r)
-        cost = dist.max() + own[r]
-        if np.isfinite(cost) and cost < best_cost:
-            best, best_cost = (r, nxt), cost
-    if best is None:
+    dist, nxt = distances_to(graph, np.arange(len(members)))  # row r: every node to root r
+    cost = dist.max(axis=1) + own
+    if not np.isfinite(cost).any():
         return None
-    r, nxt = best
-    return int(members[r]), np.where(nxt >= 0, members[np.maximum(nxt, 0)], -1)
+    r = int(np.argmin(np.where(np.isfinite(cost), cost, np.inf)))  # the first of the least, as a scan would keep
+    return int(members[r]), np.where(nxt[r] >= 0, members[np.maximum(nxt[r], 0)], -1)
 
 
 def _with_tree(plan: Plan, e: int, root: int, parent_of_members: np.ndarray, members: np.ndarray) -> Plan:

@@ -85,7 +85,7 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
         try:
             with warnings.catch_warnings():  # an inaccurate solve is rejected below; cvxpy's warning is noise
                 warnings.simplefilter("ignore")
-                prob.problem.solve(solver=solver, **options)
+                prob.problem.solve(solver=solver, ignore_dpp=True, **options)  # no parameters: skip DPP's compile
         except (cp.error.SolverError, ValueError):
             failure = f"{solver} failed"
             continue

@@ -71,12 +71,12 @@ def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, m
         return out
     bits = float((plan.train[members] @ scenario.module_arrays["update_bits"]).max())
     lat, energy = _link_costs(scenario, members, bits, t_ref)
-    trees_by_root = [distances_to(lat, r) for r in range(len(members))]
-    ecc = np.array([dist.max() for dist, _ in trees_by_root])
+    dist, nxt = distances_to(lat, np.arange(len(members)))  # row r: every node to root r
+    ecc = dist.max(axis=1)
     for r in np.argsort(ecc, kind="stable")[:max_roots]:
         if not np.isfinite(ecc[r]):
             break
-        out.append((int(members[r]), in_tree(trees_by_root[r][1], members)))
+        out.append((int(members[r]), in_tree(nxt[r], members)))
         arb = min_arborescence(energy, int(r))
         if arb is not None:
             out.append((int(members[r]), in_tree(arb, members)))
