@@ -76,10 +76,10 @@ def print_table(rows: list[dict], target_pct: float, reference: dict) -> None:
         mean, half = row[key], row.get(f"{key}_ci95")
         return _fmt(mean, spec) + ("" if half is None or mean is None else f" +-{format(half, spec)}")
 
-    print(f"{'method':<15}{'E_agg':>6}{'lat s/rnd':>11}{'J/rnd':>10}{'global %':>10}{'served %':>15}"
+    print(f"{'method':<24}{'E_agg':>6}{'lat s/rnd':>11}{'J/rnd':>10}{'global %':>10}{'served %':>15}"
           f"{'t->target s':>18}{'E->target J':>20}{'reached':>9}")
     for r in rows:
-        print(f"{r['label']:<15}{r['e_agg']:>6}{r['latency_s']:>11.3f}{r['energy_j']:>10.3f}"
+        print(f"{r['label']:<24}{r['e_agg']:>6}{r['latency_s']:>11.3f}{r['energy_j']:>10.3f}"
               f"{_fmt(r['accuracy'], '.1f'):>10}{pm(r, 'served_accuracy', '.1f'):>15}"
               f"{pm(r, 'time_to_target_s', '.1f'):>18}{pm(r, 'energy_to_target_j', '.1f'):>20}"
               f"{r['n_reached']:>5}/{r['n_seeds']}")

@@ -88,8 +88,12 @@ def _cmd_tune(args) -> int:
     if args.worker_only:
         return 0
     result = tuning.summary(study, args.objective)
+    if args.objective == "pareto":  # the schedulers at the default configuration, on the same plane
+        if not args.json:
+            _log("scoring each searched scheduler at the default configuration ...")
+        result["schedulers"] = tuning.default_points(settings, result["pareto"], args.torch_device)
     tuning.write_results(out, study, result)
-    plots = tuning.save_plots(study, out, args.objective)
+    plots = tuning.save_plots(study, out, args.objective, result.get("schedulers"))
     if args.json:
         print(dumps_json(result))
     else:
@@ -136,4 +140,7 @@ def _print(result: dict, kind: str, out: Path, plots: list[str], study) -> None:
         print("Pareto front (accuracy % up, energy J down):")
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(pd.DataFrame(result["pareto"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            print("the searched schedulers at the default configuration (dominated: a front trial is at least as "
+                  "accurate for no more energy):")
+            print(pd.DataFrame(result["schedulers"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"written to {out}/ (trials.csv, summary.json{''.join(', ' + p for p in plots)})")

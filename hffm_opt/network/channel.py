@@ -125,6 +125,8 @@ def min_bandwidth(bits, time_s, power_w, gain, noise_psd) -> np.ndarray:
     hi = 2.0 * (1.0 / kk - 1.0)
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(_BISECTIONS):
+            if (hi - lo <= np.spacing(hi)).all():  # adjacent floats: further steps change nothing
+                break
             mid = 0.5 * (lo + hi)
             below = np.expm1(mid) - mid / kk <= 0.0
             lo = np.where(below, mid, lo)

@@ -67,7 +67,7 @@ RANGES: dict[str, Range] = {
 
 MAX_DEVICES = 1_000_000
 MAX_EDGES = 100_000
-MAX_GAINS = 50_000_000  # devices x edge servers: the dense uplink gain matrix (8 bytes each)
+MAX_GAINS = 100_000_000  # devices x edge servers: the dense uplink gain matrix (8 bytes each, 800 MB at most)
 MAX_D2D_LINKS = 10_000_000
 MAX_MODULES = 10_000
 MAX_E_AGG = 10_000  # edge rounds per global period of a plan

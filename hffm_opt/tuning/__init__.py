@@ -6,7 +6,8 @@ dead worker's trial, heartbeats) and :mod:`.report` (summary, ``trials.csv``/``s
 
 from __future__ import annotations
 
-from .objective import TRIAL_ERRORS, Objective, TrialFailed, build_plan, rounds_within, scoring_data, suggest
+from .objective import (TRIAL_ERRORS, Objective, TrialFailed, build_plan, default_points, dominated_by, rounds_within,
+                        scheduler_points, scoring_data, suggest)
 from .report import IMPORTANCE_MIN_TRIALS, best, counts, pareto_table, save_plots, summary, write_results
 from .settings import (
                        CORE,
@@ -23,7 +24,8 @@ from .workers import FINISHED, StudyLock, mask_text, mask_url, open_study, prepa
 
 __all__ = [
     "CORE", "DEFAULTS", "FINISHED", "IMPORTANCE_MIN_TRIALS", "OBJECTIVES", "PRUNERS", "TRIAL_ERRORS", "Objective",
-    "StudyLock", "TrialFailed", "TuneConfigError", "TuneSettings", "best", "build_plan", "counts", "load_settings",
+    "StudyLock", "TrialFailed", "TuneConfigError", "TuneSettings", "best", "build_plan", "counts", "default_points",
+    "dominated_by", "load_settings", "scheduler_points",
     "mask_text", "mask_url", "open_study", "pareto_table", "prepare", "rounds_within", "run_trial", "run_worker",
     "save_plots", "scoring_data", "settings_from_dict", "storage_for", "suggest", "summary", "takes_option",
     "write_results",

@@ -129,31 +129,35 @@ class Objective:
         resolve_device(self.config.device)  # CUDA where there is none fails the worker, not every trial
 
     def __call__(self, trial: optuna.Trial):
+        accuracy, attrs = self.score(suggest(trial, self.settings), trial)
+        return accuracy if self.kind == "accuracy" else (accuracy, attrs["energy_j"])
+
+    def score(self, choice: dict, trial: optuna.Trial | None = None) -> tuple[float, dict]:
+        """Plan the choices ``choice`` (:func:`suggest`), train within the budget: (served accuracy %, figures
+        ``{"deadline_s", "latency_s", "n_stragglers", "rounds", "time_s", "energy_j"}``), each also set on
+        ``trial`` when given (which then reports every edge round to its pruner in the accuracy study)."""
         from ..learners.trainer import train
 
         s, budget = self.settings, self.settings.budget
-        choice = suggest(trial, s)
         plan, metrics = build_plan(self.scenario, choice, seed=s.study["seed"])
         rounds = rounds_within(metrics, budget.get("time_s"), budget.get("energy_j"), budget["max_rounds"])
-        trial.set_user_attr("deadline_s", plan.deadline_s)
-        trial.set_user_attr("latency_s", metrics.latency_s)
-        trial.set_user_attr("n_stragglers", int(metrics.stragglers.sum()))
+        attrs = {"deadline_s": plan.deadline_s, "latency_s": metrics.latency_s,
+                 "n_stragglers": int(metrics.stragglers.sum())}
+        _set(trial, attrs)
         if rounds == 0:
             raise TrialFailed(f"budget = {budget}: not even one edge round fits (first round ends at "
                               f"{metrics.round_end_s[0]:.4g} s, {metrics.round_energy_j[0]:.4g} J)")
-        every = 1 if self.kind == "accuracy" else rounds  # per round for the pruner, else only the last round
+        pruned = self.kind == "accuracy" and trial is not None
+        every = 1 if pruned else rounds  # per round for the pruner, else only the last round
         config = dataclasses.replace(self.config, rounds=rounds, lr=choice["lr"], eval_every=every)
-        history = train(self.scenario, plan, self.data, config,
-                        on_round=self._reporter(trial) if self.kind == "accuracy" else None)
+        history = train(self.scenario, plan, self.data, config, on_round=self._reporter(trial) if pruned else None)
         last = history.records[-1]
         accuracy = history.accuracy_at(time_s=budget.get("time_s"), energy_j=budget.get("energy_j"), metric=METRIC)
         if accuracy is None or not math.isfinite(accuracy):
             raise TrialFailed(f"accuracy = {accuracy!r}: no finite accuracy within the budget {budget}")
-        trial.set_user_attr("rounds", rounds)
-        trial.set_user_attr("accuracy_pct", accuracy)
-        trial.set_user_attr("time_s", last["time_s"])
-        trial.set_user_attr("energy_j", last["energy_j"])
-        return accuracy if self.kind == "accuracy" else (accuracy, last["energy_j"])
+        attrs |= {"rounds": rounds, "accuracy_pct": accuracy, "time_s": last["time_s"], "energy_j": last["energy_j"]}
+        _set(trial, attrs)
+        return accuracy, attrs
 
     @staticmethod
     def _reporter(trial: optuna.Trial):
@@ -164,3 +168,43 @@ class Objective:
                     raise optuna.TrialPruned(f"served accuracy {record[METRIC]:.2f} % at edge round {record['round']}")
 
         return on_round
+
+
+def _set(trial: optuna.Trial | None, attrs: dict) -> None:
+    if trial is not None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+
+def default_points(settings: TuneSettings, front: list[dict], device: str | None = None) -> list[dict]:
+    """:func:`scheduler_points` on the settings' learning setup (torch threads as the study's), each marked
+    ``dominated`` where a trial of the Pareto ``front`` (rows with ``accuracy_pct`` and ``energy_j``) is at least
+    as accurate for no more energy."""
+    import torch
+
+    from ..learners.setup import learning_setup
+
+    torch.set_num_threads(settings.study["torch_threads"])
+    points = scheduler_points(Objective(learning_setup(**settings.setup), settings, "pareto", device=device))
+    return [p | ({"dominated": dominated_by(front, p)} if "error" not in p else {}) for p in points]
+
+
+def scheduler_points(objective: Objective) -> list[dict]:
+    """Each searched scheduler at the default configuration (the settings' ``defaults`` with that scheduler), scored
+    as a trial of the Pareto study is: ``{"scheduler", "accuracy_pct", "energy_j", "time_s", "rounds"}``, or
+    ``{"scheduler", "error"}`` where its plan or training fails; what the study's front is compared with."""
+    points = []
+    for name in objective.settings.space["scheduler"].choices:
+        choice = {k: v for k, v in objective.settings.defaults.items() if k in CORE} | {"scheduler": name}
+        try:
+            _, attrs = objective.score(choice)
+        except TRIAL_ERRORS as exc:
+            points.append({"scheduler": name, "error": str(exc).splitlines()[0]})
+            continue
+        points.append({"scheduler": name} | {k: attrs[k] for k in ("accuracy_pct", "energy_j", "time_s", "rounds")})
+    return points
+
+
+def dominated_by(front: list[dict], point: dict) -> bool:
+    """Whether some front trial has at least ``point``'s accuracy with no more energy (weak dominance)."""
+    return any(f["accuracy_pct"] >= point["accuracy_pct"] and f["energy_j"] <= point["energy_j"] for f in front)

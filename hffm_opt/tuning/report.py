@@ -62,10 +62,10 @@ def summary(study: optuna.Study, kind: str) -> dict:
     return out
 
 
-def save_plots(study: optuna.Study, out_dir, kind: str) -> list[Path]:
+def save_plots(study: optuna.Study, out_dir, kind: str, points: list[dict] | None = None) -> list[Path]:
     """PNG plots of ``optuna.visualization.matplotlib`` into ``out_dir``: optimisation history and parameter
-    importances (accuracy; from :data:`IMPORTANCE_MIN_TRIALS` complete trials), Pareto front (pareto).
-    Returns the files written."""
+    importances (accuracy; from :data:`IMPORTANCE_MIN_TRIALS` complete trials), Pareto front (pareto, with the
+    schedulers' ``points`` of :func:`~.objective.scheduler_points` beside it). Returns the files written."""
     import warnings
 
     import matplotlib
@@ -91,6 +91,11 @@ def save_plots(study: optuna.Study, out_dir, kind: str) -> list[Path]:
                 ax = make()
             except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. no varying parameter to rank
                 continue
+        if label == "pareto":
+            for p in points or []:
+                if "error" not in p:
+                    ax.scatter([p["accuracy_pct"]], [p["energy_j"]], marker="x", s=50, zorder=4)
+                    ax.annotate(p["scheduler"], (p["accuracy_pct"], p["energy_j"]), fontsize=7)
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         path = out / f"{label}.png"
         try:

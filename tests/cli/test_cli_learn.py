@@ -49,7 +49,7 @@ def test_run_json_and_files(capsys, tmp_path):
     res = doc["results"]
     assert [(r["method"], r["e_agg"]) for r in res] == [
         ("star", 1), ("hier", 2), ("hier", 8), ("edge", 200), ("hier-d2d", 2), ("hier-d2d", 8), ("edge-d2d", 200),
-        ("greedy", 8), ("optimal", 2), ("optimal", 8)]
+        ("greedy", 8), ("optimal", 2), ("optimal", 8), ("optimal-own-e-agg", 16)]  # its own choice of E_agg
     assert all(RUN_KEYS <= set(r) and r["n_seeds"] == 2 for r in res)
     # every plan is made for and priced with the workload that trains (mean over the two seeds' networks)
     hier = [_priced("hierarchical", 2, seed).latency_s for seed in (0, 1)]

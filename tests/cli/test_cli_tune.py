@@ -84,13 +84,26 @@ def test_pareto_study_returns_the_front(tmp_path, run_cli):
     cfg = tiny_config(tmp_path)
     result = run_cli("--study", "front", "--trials", 4, "--objective", "pareto", "--config", cfg, "--out",
                      tmp_path / "front")
-    assert set(result) == {"study", "n_complete", "n_pruned", "n_failed", "pareto"}
+    assert set(result) == {"study", "n_complete", "n_pruned", "n_failed", "pareto", "schedulers"}
     assert result["n_complete"] + result["n_failed"] == 4 and result["n_pruned"] == 0
     assert result["pareto"] and all({"number", "accuracy_pct", "energy_j", "scheduler"} <= set(r)
                                     for r in result["pareto"])
     energies = [r["energy_j"] for r in result["pareto"]]
     assert energies == sorted(energies)
     assert (tmp_path / "front" / "pareto.png").exists()
+    # every searched scheduler at the default configuration, placed against the front
+    points = {p["scheduler"]: p for p in result["schedulers"]}
+    assert list(points) == ["hierarchical", "greedy", "star"]
+    for p in points.values():
+        if "error" not in p:
+            beaten = any(f["accuracy_pct"] >= p["accuracy_pct"] and f["energy_j"] <= p["energy_j"]
+                         for f in result["pareto"])
+            assert p["dominated"] == beaten and p["energy_j"] > 0 and p["rounds"] >= 1
+    # the default configuration is the study's first trial: its scheduler's point is that trial again
+    default = optuna.load_study(study_name="front", storage=f"sqlite:///{tmp_path / 'front' / 'study.db'}").trials[0]
+    assert points["hierarchical"]["energy_j"] == pytest.approx(default.values[1], rel=1e-9)
+    assert points["hierarchical"]["accuracy_pct"] == pytest.approx(default.values[0], abs=1e-9)
+    assert points["hierarchical"]["dominated"]
 
 
 def test_trials_is_the_number_of_finished_trials_and_a_rerun_resumes(tmp_path, tune, run_cli):

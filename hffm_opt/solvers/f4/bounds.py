@@ -31,7 +31,7 @@ from ...plan import Plan
 from ..fast import kkt as fast_kkt
 
 GRID_CELLS = 16  # cells per axis of the split-period grid of :func:`tree_lower_bound`, at each zoom level
-ZOOM_LEVELS = 6  # zoom levels of that grid at most
+ZOOM_LEVELS = 4  # zoom levels of that grid at most
 ZOOM_RTOL = 1e-3  # zooming stops when the least cell bound is this close to the grid's best point (relative)
 
 

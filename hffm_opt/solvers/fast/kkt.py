@@ -244,6 +244,8 @@ def best_split(data: CpuBlockData, iterations: int = 80) -> tuple[np.ndarray, np
     busy, send = data.cycles > 0, data.link.bits > 0
     lo, hi = tau_min.copy(), np.maximum(data.round_s - comm_min, tau_min)
     for _ in range(iterations):
+        if (hi - lo <= np.spacing(hi)).all():  # adjacent floats: further steps change nothing
+            break
         mid = 0.5 * (lo + hi)
         pos = data.slope(mid) > 0
         hi = np.where(pos, mid, hi)

@@ -1,0 +1,25 @@
+"""The rows of ``hffm-opt run``: a method that chooses its own E_agg reports the plans' choice, and the default
+methods include that optimiser."""
+
+from hffm_opt.analysis.closed_loop import DEFAULT_METHODS, Method, MethodRun, summarise
+from hffm_opt.learners.history import History
+
+
+def _run(method, seed, e_agg, served):
+    records = [{"round": 1, "time_s": 1.0, "energy_j": 2.0, "accuracy": served, "served_accuracy": served}]
+    return MethodRun(method, seed, History(records, {"e_agg": e_agg, "latency_s": 1.0, "energy_j": 2.0}))
+
+
+def test_a_method_choosing_its_own_e_agg_reports_the_plans_choice():
+    fixed = Method("optimal", "Optimal (F4)", "optimal", 8)
+    own = Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 16)})
+    rows = summarise([_run(fixed, 0, 8, 70.0), _run(own, 0, 16, 71.0), _run(own, 1, 16, 73.0)], 60.0)
+    assert [(r["method"], r["e_agg"], r["n_seeds"]) for r in rows] == [("optimal", 8, 1), ("optimal-own-e-agg", 16, 2)]
+    assert rows[1]["served_accuracy"] == 72.0 and rows[1]["n_reached"] == 2
+    split = summarise([_run(own, 0, 16, 71.0), _run(own, 1, 2, 73.0)], 60.0)
+    assert split[0]["e_agg"] == 8  # the seeds chose differently: the method's own E_agg is kept
+
+
+def test_the_default_loop_has_optimal_choosing_its_e_agg():
+    own = [m for m in DEFAULT_METHODS if m.options.get("e_aggs")]
+    assert len(own) == 1 and own[0].scheduler == "optimal" and set(own[0].options["e_aggs"]) >= {2, 8}
