@@ -17,8 +17,18 @@ import numpy as np
 
 from ._io import atomic_write, dumps_json
 from .errors import PlanError
-from .network.documents import (as_list, as_number, as_numbers, as_str, as_table, check_keys, check_version, frozen,
-                                read_document, short)
+from .network.documents import (
+    as_list,
+    as_number,
+    as_numbers,
+    as_str,
+    as_table,
+    check_keys,
+    check_version,
+    frozen,
+    read_document,
+    short,
+)
 
 if TYPE_CHECKING:
     from .network.scenario import Scenario

@@ -23,6 +23,7 @@ from .._io import atomic_path, atomic_write, dumps_json
 from ..evaluate import evaluate
 from ..network import generators
 from ..network import io as scenario_io
+from ..network.documents import tomllib
 from ..network.scenario import Scenario
 from ..schedulers import schedule
 from .sweep import run_cells
@@ -43,7 +44,7 @@ def scenario_for_seed(spec: str, seed: int) -> Scenario:
         return generators.paper(seed=seed)
     path = Path(spec)
     if path.suffix == ".toml" and path.is_file():
-        doc = scenario_io.tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text())
         if "generator" in doc:
             doc["generator"] = dict(doc["generator"]) | {"seed": seed}
             return scenario_io.from_config(doc, None)

@@ -290,7 +290,7 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
     if not (np.isfinite(w_U) and w_U >= 0):
         raise ValueError(f"w_U = {w_U!r}: must be finite and >= 0")
     dev, mods, eds, n0 = scenario.devices, scenario.module_arrays, scenario.edges, scenario.noise_psd_w_per_hz
-    n, n_e, n_k, g = scenario.n_devices, scenario.n_edges, len(scenario.modules), int(plan.e_agg)
+    n, n_e, g = scenario.n_devices, scenario.n_edges, int(plan.e_agg)
     local = mods["cluster_local"]
     edge_ok = local.copy() if edge_ok is None else (np.asarray(edge_ok, bool) | local)
     edges = list(range(n_e)) if edges is None else [int(e) for e in edges]

@@ -28,8 +28,22 @@ import numpy as np
 from .._io import atomic_write, dumps_json, finite_json
 from ..errors import ScenarioError
 from . import generators
-from .documents import (as_column, as_list, as_number, as_numbers, as_str, as_strings, as_table, check_depth,
-                        check_keys, check_keywords, check_version, id_key, read_document, short, tomllib)
+from .documents import (
+    as_column,
+    as_list,
+    as_number,
+    as_numbers,
+    as_str,
+    as_strings,
+    as_table,
+    check_depth,
+    check_keys,
+    check_keywords,
+    check_version,
+    id_key,
+    read_document,
+    short,
+)
 from .limits import check_size
 from .scenario import Cloud, D2DLinks, Devices, EdgeServers, ModuleSpec, PrototypeConstants, Scenario
 

@@ -19,8 +19,6 @@ and, on Gurobi, the irreducible infeasible subsystem. Times in seconds.
 
 from __future__ import annotations
 
-import time
-
 from .._version import __version__
 from ..errors import InstanceTooLarge, SolverUnavailable
 from .result import Result, Status

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import small_clustered
 
 from hffm_opt.analysis.network_map import draw_network, plan_links
 from hffm_opt.evaluate import evaluate
 from hffm_opt.schedulers import schedule
-
-from conftest import small_clustered
 
 
 @pytest.mark.parametrize("name", ["hierarchical", "hierarchical-d2d", "greedy", "random"])

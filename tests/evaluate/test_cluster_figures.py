@@ -1,7 +1,6 @@
 """The evaluator's per-cluster figures: each cluster's period latency and energy equal the evaluator's figures of
 a plan where only that cluster trains, they sum (energy) and peak (latency) to the whole period's."""
 
-import numpy as np
 import pytest
 from conftest import small_clustered
 from hypothesis import assume, given, settings

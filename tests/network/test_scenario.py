@@ -8,7 +8,7 @@ from conftest import tiny_scenario
 from hffm_opt.errors import ScenarioError
 from hffm_opt.network import generators
 from hffm_opt.network.generators import DeviceProfile
-from hffm_opt.network.io import from_dict, load_scenario, save_scenario, to_dict
+from hffm_opt.network.io import load_scenario, save_scenario, to_dict
 from hffm_opt.network.scenario import ModuleSpec
 
 

@@ -19,7 +19,7 @@ from fuzzing import run_cli, tiny_scenario
 from hffm_opt import cli
 from hffm_opt._io import dumps_json
 from hffm_opt.network import generators
-from hffm_opt.network.io import save_scenario, to_dict
+from hffm_opt.network.io import save_scenario
 from hffm_opt.schedulers import schedule
 from hffm_opt.tuning import mask_text, mask_url
 

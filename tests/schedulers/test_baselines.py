@@ -11,7 +11,7 @@ from conftest import small_clustered, tiny_scenario
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hffm_opt import PlanError, evaluate, schedule
+from hffm_opt import evaluate, schedule
 from hffm_opt.network.topology import prototype_latency_graph
 from hffm_opt.plan import CLOUD, EDGE
 from hffm_opt.schedulers.baselines import (

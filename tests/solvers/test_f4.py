@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from conftest import small_clustered as small, tiny_scenario
+from conftest import small_clustered as small
+from conftest import tiny_scenario
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from hffm_opt.solvers import Status
 from hffm_opt.solvers.f4.cluster import optimise_continuous, solve_direct
 from hffm_opt.solvers.f4.decomposition import improve, optimise
 from hffm_opt.solvers.f4.structures import cluster_exact_choices
-
 
 
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hffm_opt import Status, evaluate, schedule, solve
 from hffm_opt.formulations.cluster import cluster_data
 from hffm_opt.network.channel import link_energy, transmit_time
-from hffm_opt.schedulers.optimising import joint_model
 from hffm_opt.network.topology import usable_links
+from hffm_opt.schedulers.optimising import joint_model
 from hffm_opt.solvers.f4.bounds import cluster_lower_bound, lower_bound, split_energy, tree_lower_bound
 from hffm_opt.solvers.f4.cluster import solve_cluster
 from hffm_opt.solvers.f4.structures import in_tree, rooted_arborescences, set_structure
