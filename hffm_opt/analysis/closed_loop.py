@@ -57,28 +57,37 @@ def _mean(values) -> float | None:
     return float(np.mean(x)) if x else None
 
 
-def train_methods(setup, methods, config, *, seed: int, progress=None) -> list[MethodRun]:
+def train_methods(setup, methods, config, *, seed: int, progress=None, part: tuple[int, int] = (0, 1)
+                  ) -> list[MethodRun]:
     """Plan every method on ``setup.scenario`` for the workload of ``config`` and train it on ``setup.data``
     (:func:`~hffm_opt.learners.trainer.train_plans`: methods whose plans learn identically, e.g. the same
     aggregation at a D2D aggregator or at the edge, are trained once and each keeps its own clock and energy).
 
-    ``progress(label)`` returns a wrapper of the round iterator (e.g. a tqdm bar), or None."""
-    from ..learners.trainer import train_plans
+    ``part = (i, n)``: only the methods of the i-th of n shares, so that one seed runs on several processes; the
+    shares are the methods' learning groups dealt in turn (methods that learn identically stay together), and
+    the runs come in the methods' order. ``progress(label)`` returns a wrapper of the round iterator (e.g. a
+    tqdm bar), or None."""
+    from ..learners.trainer import learning_key, train_plans
 
     if config.local_steps is None or config.batch_size is None:
         raise ConfigError("config.local_steps / batch_size = None: the closed loop plans for the workload it "
                           "trains, so both must be set")
     plans = [schedule(setup.scenario, m.scheduler, e_agg=m.e_agg, seed=seed, local_steps=config.local_steps,
                       batch_size=config.batch_size, **m.options) for m in methods]
-    bars = (lambda i, _: progress(f"seed {seed} {methods[i].label} E={methods[i].e_agg}")) if progress else None
-    histories = train_plans(setup.scenario, plans, setup.data, config, progress=bars)
-    return [MethodRun(m, seed, h) for m, h in zip(methods, histories)]
+    keys = [learning_key(setup.scenario, p, config) or f"#{i}" for i, p in enumerate(plans)]
+    groups = list(dict.fromkeys(keys))
+    mine = [i for i, k in enumerate(keys) if groups.index(k) % part[1] == part[0]]
+    bars = (lambda i, _: progress(f"seed {seed} {methods[mine[i]].label} E={methods[mine[i]].e_agg}")
+            ) if progress else None
+    histories = train_plans(setup.scenario, [plans[i] for i in mine], setup.data, config, progress=bars)
+    return [MethodRun(methods[i], seed, h) for i, h in zip(mine, histories)]
 
 
-def seed_cell(cell: dict) -> list[dict]:
-    """One seed of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`): ``cell`` =
-    ``{"seed", "setup": learning_setup keywords, "config": TrainConfig fields, "threads": torch threads}``; returns
-    the histories of :data:`DEFAULT_METHODS` as JSON documents (:func:`seed_runs` reads them back)."""
+def seed_cell(cell: dict) -> dict:
+    """One share of one seed of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`):
+    ``cell`` = ``{"seed", "part": [i, n], "setup": learning_setup keywords, "config": TrainConfig fields,
+    "threads": torch threads}``; returns ``{"methods": indices into DEFAULT_METHODS, "histories": JSON
+    documents}`` of the methods of that share (:func:`seed_runs` reads them back)."""
     import json
 
     import torch
@@ -90,14 +99,17 @@ def seed_cell(cell: dict) -> list[dict]:
     seed = cell["seed"]
     setup = learning_setup(**cell["setup"], seed=seed)
     config = TrainConfig(**{**cell["config"], "seed": seed})
-    return [json.loads(r.history.to_json()) for r in train_methods(setup, DEFAULT_METHODS, config, seed=seed)]
+    runs = train_methods(setup, DEFAULT_METHODS, config, seed=seed, part=tuple(cell["part"]))
+    return {"methods": [DEFAULT_METHODS.index(r.method) for r in runs],
+            "histories": [json.loads(r.history.to_json()) for r in runs]}
 
 
-def seed_runs(seed: int, histories: list[dict]) -> list[MethodRun]:
-    """The :class:`MethodRun` s of :func:`seed_cell`'s result."""
+def seed_runs(seed: int, shares: list[dict]) -> list[MethodRun]:
+    """The :class:`MethodRun` s of one seed from its shares (:func:`seed_cell`'s results), in the methods' order."""
     from ..learners.history import History
 
-    return [MethodRun(m, seed, History(h["records"], h["meta"])) for m, h in zip(DEFAULT_METHODS, histories)]
+    found = {i: h for share in shares for i, h in zip(share["methods"], share["histories"])}
+    return [MethodRun(DEFAULT_METHODS[i], seed, History(found[i]["records"], found[i]["meta"])) for i in sorted(found)]
 
 
 def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:

@@ -141,16 +141,17 @@ def _cmd_run(args) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     setup = _setup(args, seeds[0])  # pre-trains the foundation model (cached) before any worker starts
     reference = _reference(setup, args)
-    if args.workers > 1 and len(seeds) > 1:  # one seed per local process
+    if args.workers > 1:  # each seed's methods in args.workers shares, the shares on local processes
         from tqdm import tqdm
 
         from ..analysis.sweep import run_cells
 
-        cells = [{"seed": s, "setup": _setup_kwargs(args), "config": asdict(config), "threads": args.threads}
-                 for s in seeds]
+        cells = [{"seed": s, "part": [i, args.workers], "setup": _setup_kwargs(args), "config": asdict(config),
+                  "threads": args.threads} for s in seeds for i in range(args.workers)]
         done, _ = run_cells(closed_loop.seed_cell, cells, workers=args.workers, progress=None if args.json else
-                            lambda n: tqdm(total=n, desc="seeds", unit="seed", file=sys.stderr, leave=False).update)
-        runs = [run for cell, histories in zip(cells, done) for run in closed_loop.seed_runs(cell["seed"], histories)]
+                            lambda n: tqdm(total=n, desc="shares", unit="share", file=sys.stderr, leave=False).update)
+        runs = [run for s in seeds
+                for run in closed_loop.seed_runs(s, [d for c, d in zip(cells, done) if c["seed"] == s])]
     else:
         runs, bar = [], None if args.json else (lambda label: _bar(True, label))
         for seed in seeds:
@@ -227,7 +228,8 @@ def add_commands(sub) -> None:
                                                 "(default: 95%% of central training's accuracy)")
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "
                    "each seed draws the network, the data partition and the model's trainable modules")
-    p.add_argument("--workers", type=int, default=2, help="local processes training seeds in parallel (default: "
+    p.add_argument("--workers", type=int, default=2, help="local processes; each seed's methods are split in this "
+                   "many shares (methods that learn identically stay together) trained in parallel (default: "
                    "%(default)s, the machine's two cores)")
     p.add_argument("--central-epochs", type=float, default=1.0,
                    help="epochs of the central-training reference (default: %(default)s)")
