@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from .._io import atomic_path, atomic_write, dumps_json
+from ..errors import ScenarioError
 from ..evaluate import evaluate
 from ..network import generators
 from ..network import io as scenario_io
@@ -47,7 +48,10 @@ def scenario_for_seed(spec: str, seed: int) -> Scenario:
         doc = tomllib.loads(path.read_text())
         if "generator" in doc:
             doc["generator"] = dict(doc["generator"]) | {"seed": seed}
-            return scenario_io.from_config(doc, None)
+            try:
+                return scenario_io.from_config(doc, None)
+            except ScenarioError as exc:
+                raise ScenarioError(f"scenario file {spec!r}: {exc}") from None
     return scenario_io.load_scenario(spec)
 
 

@@ -5,8 +5,10 @@ a plan checked by ``evaluate``; :class:`Objective` trains under it (:func:`hffm_
 edge rounds that fit the budget (:func:`rounds_within`) and returns the served accuracy (percent, on a seeded subset
 of the validation split, :func:`scoring_data`: a study never sees the global test set) reached within the budget, or
 for the Pareto study ``(served accuracy, energy J spent within the budget)``. Single-objective trials report their
-accuracy after every edge round so a pruner can stop them early. An infeasible plan, a solver or a training failure
-raises one of :data:`TRIAL_ERRORS`: the worker tells that trial FAILED with the reason and the study goes on.
+accuracy after every edge round so a pruner can stop them early. :func:`scheduler_points` scores each searched
+scheduler at the default configuration the same way, for the Pareto study's comparison (:func:`default_points`).
+An infeasible plan, a solver or a training failure raises one of :data:`TRIAL_ERRORS`: the worker tells that trial
+FAILED with the reason and the study goes on.
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ def default_points(settings: TuneSettings, front: list[dict], device: str | None
     from ..learners.setup import learning_setup
 
     torch.set_num_threads(settings.study["torch_threads"])
+    from .report import dominated_by
+
     points = scheduler_points(Objective(learning_setup(**settings.setup), settings, "pareto", device=device))
     return [p | ({"dominated": dominated_by(front, p)} if "error" not in p else {}) for p in points]
 
@@ -204,7 +208,3 @@ def scheduler_points(objective: Objective) -> list[dict]:
         points.append({"scheduler": name} | {k: attrs[k] for k in ("accuracy_pct", "energy_j", "time_s", "rounds")})
     return points
 
-
-def dominated_by(front: list[dict], point: dict) -> bool:
-    """Whether some front trial has at least ``point``'s accuracy with no more energy (weak dominance)."""
-    return any(f["accuracy_pct"] >= point["accuracy_pct"] and f["energy_j"] <= point["energy_j"] for f in front)

@@ -52,6 +52,11 @@ def pareto_table(study: optuna.Study):
     return table.sort_values(["energy_j", "number"]).reset_index(drop=True)
 
 
+def dominated_by(front: list[dict], point: dict) -> bool:
+    """Whether some front trial has at least ``point``'s accuracy with no more energy (weak dominance)."""
+    return any(f["accuracy_pct"] >= point["accuracy_pct"] and f["energy_j"] <= point["energy_j"] for f in front)
+
+
 def summary(study: optuna.Study, kind: str) -> dict:
     """``{"study", "n_complete", "n_pruned", "n_failed", "best"}`` (accuracy) or ``{..., "pareto"}`` (pareto)."""
     out = {"study": study.study_name, **counts(study)}

@@ -1,7 +1,6 @@
-"""The rows of ``hffm-opt run``: a method that chooses its own E_agg reports the plans' choice, and the default
-methods include that optimiser."""
+"""The rows of ``hffm-opt run``: a method that chooses its own E_agg reports the plans' choice."""
 
-from hffm_opt.analysis.closed_loop import DEFAULT_METHODS, Method, MethodRun, summarise
+from hffm_opt.analysis.closed_loop import Method, MethodRun, summarise
 from hffm_opt.learners.history import History
 
 
@@ -19,7 +18,3 @@ def test_a_method_choosing_its_own_e_agg_reports_the_plans_choice():
     split = summarise([_run(own, 0, 16, 71.0), _run(own, 1, 2, 73.0)], 60.0)
     assert split[0]["e_agg"] == 8  # the seeds chose differently: the method's own E_agg is kept
 
-
-def test_the_default_loop_has_optimal_choosing_its_e_agg():
-    own = [m for m in DEFAULT_METHODS if m.options.get("e_aggs")]
-    assert len(own) == 1 and own[0].scheduler == "optimal" and set(own[0].options["e_aggs"]) >= {2, 8}

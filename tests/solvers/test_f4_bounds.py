@@ -130,7 +130,8 @@ def _tree_optimum(s, plan, e, budget):
 
 @settings(max_examples=6, deadline=None)
 @given(seed=SEEDS, e_agg=st.sampled_from([1, 2, 8]), per=st.integers(2, 4), slack=st.sampled_from([1.0, 1.3, 3.0]))
-def test_split_period_tree_bound_never_exceeds_the_best_tree_and_beats_the_whole_period_one(seed, e_agg, per, slack):
+def test_split_period_tree_bound_never_exceeds_the_best_tree_nor_falls_below_the_whole_period_one(seed, e_agg, per,
+                                                                                                    slack):
     s = small_clustered(seed, n_e=1, per=per)
     plan = schedule(s, "hierarchical-d2d", e_agg=e_agg, seed=seed)
     budget = slack * evaluate(s, plan).period_latency_s
@@ -138,8 +139,10 @@ def test_split_period_tree_bound_never_exceeds_the_best_tree_and_beats_the_whole
     d = cluster_data(s, direct, 0)
     split = tree_lower_bound(s, d, budget)
     assert split <= _tree_optimum(s, plan, 0, budget) * (1 + 1e-9)
-    # one zoom level is the coarse grid; more levels never loosen the bound (the best over levels is kept)
+    # one zoom level is the coarse grid; more levels never loosen the bound (the best over levels is kept); one
+    # cell gives every phase the whole period, and every cell of a finer grid is bounded at least as tightly
     assert tree_lower_bound(s, d, budget, levels=1) <= split * (1 + 1e-12)
+    assert tree_lower_bound(s, d, budget, levels=1, cells=1) <= tree_lower_bound(s, d, budget, levels=1) * (1 + 1e-12)
     # with the direct uploads known to cost more, the cluster's bound is the tree bound
     assert cluster_lower_bound(s, direct, 0, budget, direct_floor=np.inf) == pytest.approx(split, rel=1e-12)
 
