@@ -17,8 +17,8 @@ process and on one torch device (``cpu``, ``cuda`` or ``auto``):
   other, plain autograd) on the first ``reference_devices`` participants (a subset for large ``n``),
   ``speedup_vs_reference`` = FL / reference;
 - ``peak_mem_mb``: the process's peak resident memory on the CPU, the peak allocated GPU memory on CUDA;
-- ``cpu_time_ratio`` (CPU only): the ratio in process CPU seconds instead of wall seconds, which other processes
-  sharing the cores disturb much less (one torch thread);
+- ``cpu_time_ratio`` (CPU only): the ratio in process CPU seconds (all threads) instead of wall seconds, which
+  other processes sharing the cores disturb much less;
 - and what the rows were made of: ``benchmark``, ``n_edges``, ``devices_per_call``, ``compute_batch``,
   ``central_steps`` (of ``central_steps_planned``), ``reference_devices``, ``threads``.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import resource
 import sys
 import time
@@ -213,7 +214,7 @@ def default_sizes(args: argparse.Namespace, scheduler_default) -> list[int]:
 
 def cmd_bench_learner(args, sizes) -> int:
     """The ``bench --learner`` command on ``sizes`` (``args.json``: print ``{"learner": rows}``;
-    ``args.torch_device``). On the CPU it runs with one torch thread, as ``train`` and ``run`` do by default."""
+    ``args.torch_device``; ``args.threads`` torch threads on a CPU, default every core the process may use)."""
     import torch
 
     from ..learners.device import keep_freed_memory, resolve_device
@@ -221,7 +222,7 @@ def cmd_bench_learner(args, sizes) -> int:
     device = resolve_device(getattr(args, "torch_device", "cpu"))  # a bad device fails before any work
     keep_freed_memory()  # both sides reuse freed pages (no page fault per large temporary tensor)
     if device.type == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(getattr(args, "threads", None) or len(os.sched_getaffinity(0)))
     progress = None
     if not args.json:
         from tqdm import tqdm

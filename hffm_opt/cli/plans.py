@@ -281,6 +281,8 @@ def add_commands(sub) -> None:
                    "per-device loop, round time); without --sizes its sizes are 40,400,1000")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="torch device of --learner (auto = cuda if available; default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads of --learner on a CPU (default: every core this process may use)")
     p.add_argument("--json", action="store_true")
     add_sweep_flags(p)
     p.add_argument("--config", help="TOML file whose [bench] table replaces these options")

@@ -9,10 +9,11 @@ same modules. Units: bits, FLOP per sample, bytes.
 - ``flops_per_sample`` (phi_k) is counted from the layer shapes on one reference sample (default: every modality
   present and every task's prompts in the sequence, the largest sample): 2 FLOP per multiply-add of linear and
   convolution layers (+1 per bias element), 5 per element of a normalisation, and the two attention products
-  (2 L^2 d each) plus softmax (5 per score). Element-wise activations are not counted. Experts are priced as the sparse
+  (2 n (n + m) d each for n queries over n + m keys) plus softmax (5 per score), counted on what the forward pass
+  runs (the prompts attend to the modality tokens as context; the last layer computes only the prompts' outputs). Element-wise activations are not counted. Experts are priced as the sparse
   layer they are: an expert's forward is its dense cost times top_k/E (the expected share of tokens routed to it
-  under balanced routing), which is what the sparse dispatch of :class:`~hffm_opt.learners.layers.MoE` runs (plus at
-  most ``E x (block - 1)`` padding rows per call). Costs are *additive*: each module carries the cost of its own
+  under balanced routing), which is what the sparse dispatch of :class:`~hffm_opt.learners.layers.MoE` runs (exactly,
+  by grouped products on a CPU; plus at most ``E x (block - 1)`` padding rows per call with blocks). Costs are *additive*: each module carries the cost of its own
   layers, so the per-sample training cost of a device is the sum over its Need set: ``3 x forward`` for a trained
   module (forward, activation gradient, weight gradient), ``2 x forward`` for a frozen module that gradients pass
   through (a trainable module sits upstream, e.g. the frozen backbone below trained prompts and adapters),
@@ -96,9 +97,11 @@ def forward_flops(model: M3TModel, modalities: Sequence[str] | None = None, task
                 f = 2.0 * c_in_g * kh * kw * c_out * spatial + (output.numel() if module.bias is not None else 0.0)
             elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
                 f = 5.0 * x.numel()
-            elif isinstance(module, Attention):
+            elif isinstance(module, Attention):  # scores and mixing over n + m keys; the context's keys, values
                 b, n, d = x.shape
-                f = 2.0 * 2.0 * b * n * n * d + 5.0 * b * module.n_heads * n * n
+                m = 0 if len(args) < 3 or args[2] is None else args[2].shape[1]
+                f = 2.0 * 2.0 * b * n * (n + m) * d + 5.0 * b * module.n_heads * n * (n + m)
+                f += (2.0 * d * 2 * d + 2 * d) * b * m
             else:
                 return
             flops[k] += f

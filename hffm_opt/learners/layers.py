@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .grouped import grouped_available, grouped_mm
 from .specs import ModalitySpec
 
 _MASKED = -1e9  # score of a masked attention entry: exp underflows to exactly 0 in float32
@@ -73,7 +74,9 @@ class VectorEncoder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an explicit boolean mask (True = may attend)."""
+    """Multi-head attention with an explicit boolean mask (True = may attend): the tokens ``x`` attend to
+    themselves and, when given, to the ``context`` tokens after them (keys and values only: the context's queries
+    and outputs are not computed)."""
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -81,10 +84,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x`` (B, n, d), ``context`` (B, m, d) or None, ``allowed`` (B, n, n + m) -> (B, n, d)."""
         b, n, d = x.shape
         h = self.n_heads
         q, k, v = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, L, dh)
+        if context is not None:
+            m = context.shape[1]
+            kv = F.linear(context, self.qkv.weight[d:], self.qkv.bias[d:])
+            kc, vc = kv.reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
+            k, v = torch.cat([k, kc], dim=2), torch.cat([v, vc], dim=2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
         scores = scores.masked_fill(~allowed[:, None], _MASKED)
         att = scores.softmax(dim=-1)
@@ -93,7 +102,8 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer layer."""
+    """Pre-LN transformer layer; with ``context`` (pre-norm tokens that ``x`` may also attend to, see
+    :class:`Attention`) only the outputs of ``x`` are computed."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int):
         super().__init__()
@@ -103,8 +113,8 @@ class Block(nn.Module):
         self.ff1 = nn.Linear(d_model, d_ff)
         self.ff2 = nn.Linear(d_ff, d_model)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x), allowed)
+    def forward(self, x: Tensor, allowed: Tensor, context: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), allowed, None if context is None else self.norm1(context))
         return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
 
 
@@ -150,12 +160,13 @@ class Expert(nn.Module):
 class MoE(nn.Module):
     """Top-k mixture of experts with sparse dispatch: each token runs only its ``top_k`` experts.
 
-    The (token, choice) pairs are sorted by expert and laid out in blocks of ``block`` rows, each expert's rows
-    padded to whole blocks; each block gathers its expert's weights and runs as one batched matmul, and the
-    outputs are scattered back weighted by the renormalised gate probabilities. Every shape is static (the
-    number of blocks is the bound ``(N * top_k + E * (block - 1)) // block`` for N tokens), so it works under
-    ``torch.func.vmap``. The experts' work is ``N * top_k`` rows plus at most ``E * (block - 1)`` padding rows
-    (the catalogue prices the ``top_k / E`` share); :meth:`dense` is the same layer computed densely."""
+    The (token, choice) rows are sorted by expert. On a CPU (automatic ``block``) each expert's rows run as one
+    group of a grouped matrix product (:func:`~.grouped.grouped_mm`: exactly ``N * top_k`` rows for N tokens, the
+    catalogue's ``top_k / E`` share, no padding). Elsewhere, or with a given ``block``, the rows are laid out in
+    blocks of ``block`` rows, each expert's rows padded to whole blocks, and each block gathers its expert's
+    weights and runs as one batched matmul (at most ``E * (block - 1)`` padding rows). Either way the outputs are
+    scattered back weighted by the renormalised gate probabilities and every shape is static, so it works under
+    ``torch.func.vmap``; :meth:`dense` is the same layer computed densely."""
 
     def __init__(self, d_model: int, n_experts: int, d_hidden: int, top_k: int, block: int | None = None):
         super().__init__()
@@ -190,6 +201,28 @@ class MoE(nn.Module):
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` (B, L, d), ``valid`` (B, L) bool tokens that count for the balance loss -> (y, aux)."""
         _, top_i, weights, aux = self._route(x, valid)
+        if self.block is None and grouped_available(x.device):
+            return self._grouped(x, top_i, weights), aux
+        return self._blocks(x, top_i, weights), aux
+
+    def _grouped(self, x: Tensor, top_i: Tensor, weights: Tensor) -> Tensor:
+        """The experts' output (B, L, d) by one grouped matrix product per expert layer."""
+        b, n_tok, d = x.shape
+        n, k, n_exp = b * n_tok, self.top_k, len(self.experts)
+        expert = top_i.reshape(n * k)
+        order = torch.argsort(expert, stable=True)  # rows grouped by expert, token order within an expert
+        token, sorted_e = order // k, expert[order]
+        ends = (expert[:, None] == torch.arange(n_exp, device=x.device)).sum(0).cumsum(0).to(torch.int32)
+        w1 = torch.stack([e.fc1.weight for e in self.experts]).transpose(1, 2)  # (E, d, h)
+        b1 = torch.stack([e.fc1.bias for e in self.experts])
+        w2 = torch.stack([e.fc2.weight for e in self.experts]).transpose(1, 2)  # (E, h, d)
+        b2 = torch.stack([e.fc2.bias for e in self.experts])
+        h = F.gelu(grouped_mm(x.reshape(n, d)[token], w1, ends) + b1[sorted_e])
+        out = (grouped_mm(h, w2, ends) + b2[sorted_e]) * weights.reshape(n * k)[order][:, None]
+        return x.new_zeros(n, d).index_add(0, token, out).view(b, n_tok, d)
+
+    def _blocks(self, x: Tensor, top_i: Tensor, weights: Tensor) -> Tensor:
+        """The experts' output (B, L, d) by blocks of rows, each with its expert's weights gathered."""
         b, n_tok, d = x.shape
         n, k, n_exp = b * n_tok, self.top_k, len(self.experts)
         a = n * k  # routed rows, one per (token, choice)
@@ -218,7 +251,7 @@ class MoE(nn.Module):
         h = F.gelu(torch.baddbmm(b1.unsqueeze(1), xs, w1.transpose(1, 2)))
         out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).view(rows, d) * slot_weight[:, None]
         y = x.new_zeros(n, d).index_add(0, slot_token, out)
-        return y.view(b, n_tok, d), aux
+        return y.view(b, n_tok, d)
 
     def dense(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """The same layer computed densely (every expert on every token, weight zero outside the top k)."""

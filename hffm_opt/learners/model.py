@@ -279,6 +279,31 @@ class M3TModel(nn.Module):
                 x = adapter(x)
         return self.backbone.norm(x), key_ok, n_prompt
 
+    def _prompt_trunk(self, inputs, present, tasks, encoded) -> tuple[Tensor, int]:
+        """The prompt tokens' outputs of :meth:`_trunk` (with adapters), computing only what they depend on: the
+        modality tokens' stream apart from the prompts (modality tokens attend only to modality tokens), with
+        the prompts attending to it as context, and, in the last layer, only the modality tokens' keys and values
+        (their outputs are never read). Equal to :meth:`_trunk`'s prompt rows to float rounding; a constant
+        modality stream (frozen encoders and first layer) is also left out of the backward pass.
+        Returns (normed prompt outputs (B, P, d), P)."""
+        mods, mod_valid = self._modality_tokens(inputs, present, encoded)
+        b, n_m = mod_valid.shape
+        n_p = self.cfg.n_prompts
+        n_prompt = n_p * len(tasks)
+        prompts = torch.cat([self.prompts[t] for t in tasks], dim=0).expand(b, -1, -1)
+        group = torch.arange(n_prompt, device=mods.device) // n_p
+        own = (group[:, None] == group[None, :]).expand(b, -1, -1)
+        allowed_p = torch.cat([own, mod_valid[:, None, :].expand(b, n_prompt, n_m)], dim=2)
+        allowed_m = mod_valid[:, None, :].expand(b, n_m, n_m)
+        x = prompts
+        n_layers = len(self.backbone.layers)
+        for i, (layer, adapter) in enumerate(zip(self.backbone.layers, self.adapters)):
+            x_next = layer(x, allowed_p, context=mods)
+            if i < n_layers - 1:
+                mods = adapter(layer(mods, allowed_m))
+            x = adapter(x_next)
+        return self.backbone.norm(x), n_prompt
+
     def _moe(self, prompt_x: Tensor, tasks, task_valid) -> tuple[Tensor, Tensor]:
         """The MoE on the prompt tokens (the only ones read out): (prompt tokens + expert output, aux loss)."""
         b, n_p = prompt_x.shape[0], self.cfg.n_prompts
@@ -315,9 +340,9 @@ class M3TModel(nn.Module):
         for many devices).
         """
         tasks = self.cfg.task_names if tasks is None else tuple(tasks)
-        x, _, n_prompt = self._trunk(inputs, present, tasks, encoded, adapters=True)
         if not tasks:
-            return ForwardOutput({}, x.new_zeros(()))
+            return ForwardOutput({}, self._modality_tokens(inputs, present, encoded)[0].new_zeros(()))
+        x, n_prompt = self._prompt_trunk(inputs, present, tasks, encoded)
         x, aux = self._moe(x[:, :n_prompt], tasks, task_valid)
         n_p = self.cfg.n_prompts
         pooled = x.unflatten(1, (len(tasks), n_p)).mean(dim=2)  # (B, tasks, d): mean of each task's prompts
