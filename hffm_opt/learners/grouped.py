@@ -7,7 +7,9 @@ times ``w[g]`` (``offs`` cumulative row ends, ``offs[-1] == R``; an empty group 
 the weight gradient a grouped ``x^T dy``) and a ``vmap`` rule that turns a batch of D independent problems into one
 product over D x G groups, so it runs under ``torch.func.vmap(grad(...))`` as one call for all devices.
 The FLOP counter learns the products' cost (2 R K N; the weight gradient 2 R K N too), so
-``torch.utils.flop_counter`` measures what runs. Units: none.
+``torch.utils.flop_counter`` measures what runs. The CPU kernel runs on one thread: with several torch threads its
+per-group parallel regions took 50x to 300x longer (60 ms -> 3 to 17 s for 1,024 groups of 64 rows on 2 cores
+shared with another process). Units: none.
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ def _batched(info, in_dims, *tensors: Tensor) -> list[Tensor]:
             for t, d in zip(tensors, in_dims)]
 
 
+def _grouped(a: Tensor, b: Tensor, offs: Tensor) -> Tensor:
+    """``torch._grouped_mm`` on one thread (module docstring)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return torch._grouped_mm(a, b, offs=offs)
+    torch.set_num_threads(1)
+    try:
+        return torch._grouped_mm(a, b, offs=offs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _flat_offsets(offs: Tensor, rows: int) -> Tensor:
     """(D, G) per-problem row ends -> (D * G,) row ends in the D problems' stacked rows."""
     shift = torch.arange(offs.shape[0], dtype=offs.dtype, device=offs.device)[:, None] * rows
@@ -32,7 +46,7 @@ def _flat_offsets(offs: Tensor, rows: int) -> Tensor:
 class _GroupedMM(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor, w: Tensor, offs: Tensor) -> Tensor:
-        return torch._grouped_mm(x, w, offs=offs)
+        return _grouped(x, w, offs)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -57,7 +71,7 @@ class _GroupedWeightGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, dy: Tensor, offs: Tensor) -> Tensor:
-        return torch._grouped_mm(x.t(), dy, offs=offs)
+        return _grouped(x.t(), dy, offs)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
