@@ -64,6 +64,7 @@ CASES = [
     ("train", ["--participation", "0"], "--participation = '0': must be a finite number in (0, 1]"),
     ("train", ["--validation-fraction", "0.95"], "--validation-fraction = '0.95': must be a finite number in [0, 0.9]"),
     ("train", ["--edge-optimizer", "adam"], "--edge-optimizer: invalid choice: 'adam'"),
+    ("bench", ["--learner", "--threads", "0"], "--threads = '0': must be an integer in [1, 1,024]"),
     ("run", ["--seeds", "0"], "--seeds = '0': must be an integer in [1, 10,000]"),
     ("run", ["--workers", "0"], "--workers = '0': must be an integer in [1, 256]"),
     ("train", ["--rounds", "0"], "--rounds = '0': must be an integer in [1, 1,000,000]"),
