@@ -17,7 +17,7 @@ from ..network import trees
 from ..network.channel import shannon_rate
 from ..network.scenario import Scenario
 from ..network.topology import member_index
-from ..plan import CLOUD, EDGE, Plan
+from ..plan import AGG, CLOUD, EDGE, Plan
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,13 @@ class ClusterData:
 
     ``cycles`` C_i per round, ``fmax`` (Hz), ``kappa``, ``pmax`` (W); ``up_bits``/``up_gain``: what device i
     sends each round (to the edge, or to its relay parent) and that link's gain; ``down_bits``/``down_gain``/
-    ``down_pmax``: the broadcast from the parent to i (D2D only); ``agg_bits``/``agg_gain``: the aggregator's
-    upload in the last round; ``parent`` local (-1 root / no D2D); ``root`` local or -1; ``band_hz`` B_e,
-    ``d2d_band_hz`` B_d, ``noise`` N0 (W/Hz); ``e_agg``; ``fixed_s``/``fixed_j`` time and energy of the period's
-    backhaul transfer and edge downlinks, which no continuous decision changes; ``backhaul_s`` and ``downlink_s``
-    one backhaul transfer and one edge downlink (s), ``edge_bits`` the bits aggregated at the edge or above.
+    ``down_pmax``: the broadcast from the parent to i (D2D only); ``last_bits``: what the parent broadcasts to i in
+    the last round (the aggregator-tier modules of i's subtree; D2D only, at the link's broadcast power);
+    ``agg_bits``/``agg_gain``: the aggregator's upload in the last round; ``parent`` local (-1 root / no D2D);
+    ``root`` local or -1; ``band_hz`` B_e, ``d2d_band_hz`` B_d, ``noise`` N0 (W/Hz); ``e_agg``; ``fixed_s``/
+    ``fixed_j`` time and energy of the period's backhaul transfer and edge downlinks, which no continuous decision
+    changes; ``backhaul_s`` and ``downlink_s`` one backhaul transfer and one edge downlink (s), ``edge_bits`` the
+    bits aggregated at the edge or above.
     """
 
     edge: int
@@ -57,6 +59,7 @@ class ClusterData:
     backhaul_s: float = 0.0
     downlink_s: float = 0.0
     edge_bits: float = 0.0
+    last_bits: np.ndarray | None = None
 
     @property
     def uses_d2d(self) -> bool:
@@ -106,13 +109,17 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
         down_gain[child] = scenario.d2d.gain[scenario.link_lookup(members[parent[child]], members[child])]
         up_bits = np.where(child, up_bits, 0.0)
         down_bits = np.where(child, down_bits, 0.0)
+        last_bits = np.zeros(n)
+        if (trained & (tier == AGG)).any():
+            kept = trees.subtree_or(parent, depth, x & (tier == AGG)[None, :]) @ mods["update_bits"]
+            last_bits[child] = kept[child]
         down_pmax = np.where(child, dev.pmax_w[members[np.maximum(parent, 0)]], 1.0)
         fixed = t_bh + t_dl
         fixed_j = edges.backhaul_power_w[e] * t_bh + edges.downlink_power_w[e] * t_dl
         agg_gain = float(gain_up[root])
     else:
         up_bits, up_gain = x @ mods["update_bits"], gain_up
-        down_bits, down_gain, down_pmax = np.zeros(n), np.ones(n), np.ones(n)
+        down_bits, down_gain, down_pmax, last_bits = np.zeros(n), np.ones(n), np.ones(n), np.zeros(n)
         fixed = t_bh + plan.e_agg * t_dl
         fixed_j = edges.backhaul_power_w[e] * t_bh + plan.e_agg * edges.downlink_power_w[e] * t_dl
         agg_gain = 1.0
@@ -122,4 +129,5 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
                        down_gain=down_gain, down_pmax=down_pmax, agg_bits=agg_bits, agg_gain=agg_gain, parent=parent,
                        root=root, band_hz=float(edges.bandwidth_hz[e]), d2d_band_hz=float(scenario.d2d.bandwidth_hz),
                        noise=scenario.noise_psd_w_per_hz, e_agg=int(plan.e_agg), fixed_s=float(fixed),
-                       fixed_j=float(fixed_j), backhaul_s=float(t_bh), downlink_s=float(t_dl), edge_bits=edge_bits)
+                       fixed_j=float(fixed_j), backhaul_s=float(t_bh), downlink_s=float(t_dl), edge_bits=edge_bits,
+                       last_bits=last_bits)

@@ -26,15 +26,16 @@ class TreeProblem:
     agg_s: cp.Variable
 
 
-def _energy_term(t, bits, band_hz, gain, noise, t_ref):
-    """Convex expression of the link energy at time ``t``, scaled around ``t_ref`` (exp cone via cvxpy atoms).
+def _energy_term(t, bits, band_hz, gain, noise, t_ref, weight=1.0):
+    """Convex expression of the links' energy at times ``t``, each link's weighted by ``weight`` (>= 0), scaled
+    around ``t_ref`` (exp cone via cvxpy atoms).
 
     (N0 B/g)(t e^(k/t) - t) with k = S ln2 / B, written as c e^(k/t_ref) * t e^(k/t - k/t_ref) - c t, so that
     the cone variable is of the order of t near t_ref.
     """
     k = bits * LN2 / band_hz
     kr = k / t_ref
-    coef = noise * band_hz / gain
+    coef = weight * noise * band_hz / gain
     z = cp.Variable(len(bits), nonneg=True)
     cone = cp.constraints.ExpCone(k - cp.multiply(kr, t), t, z)
     return coef * np.exp(kr) @ z - coef @ t, cone
@@ -49,6 +50,9 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
     (in-network aggregation: a node sends once its subtree is in); sum_{i on w's path} s_i <= D;
     e_agg U + (e_agg - 1) D + t_a + fixed <= budget. Objective (J): e_agg (sum kappa C^3/tau^2 + sum E(t_i))
     + (e_agg - 1) sum E(s_i) + E_a(t_a), E the least energy of a link for a time (convex, decreasing).
+    Aggregator-tier modules are broadcast down the tree in the last round too, at each link's broadcast power: link i
+    then takes ``rho_i s_i`` (``rho_i`` = last-round bits / broadcast bits) and costs ``rho_i E(s_i)``, and the last
+    round ends ``max(0, max_w sum_{i on w's path} rho_i s_i - t_dl)`` later than with the edge downlink alone.
     The exponential cones are scaled around twice each link's full-power time.
     """
     g, n = data.e_agg, len(data.members)
@@ -73,16 +77,24 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
         cons.append(cone)
     period = g * phase_up + data.fixed_s
     down = None
-    if g > 1 and len(child):
+    last = np.zeros(len(child)) if data.last_bits is None else data.last_bits[child]
+    if (g > 1 or (last > 0).any()) and len(child):
         t_min_down = transmit_time(data.down_bits[child], data.d2d_band_hz, data.down_pmax[child],
                                    data.down_gain[child], data.noise)
+        rho = np.divide(last, data.down_bits[child], out=np.zeros(len(child)), where=data.down_bits[child] > 0)
         down = cp.Variable(len(child), nonneg=True)
-        phase_down = cp.Variable(nonneg=True)
         e_down, cone = _energy_term(down, data.down_bits[child], data.d2d_band_hz, data.down_gain[child], data.noise,
-                                    2 * t_min_down)
-        energy = energy + (g - 1) * e_down
-        cons += [cone, down >= t_min_down, path @ down <= phase_down]
-        period = period + (g - 1) * phase_down
+                                    2 * t_min_down, (g - 1) + rho)
+        energy = energy + e_down
+        cons += [cone, down >= t_min_down]
+        if g > 1:
+            phase_down = cp.Variable(nonneg=True)
+            cons.append(path @ down <= phase_down)
+            period = period + (g - 1) * phase_down
+        if (rho > 0).any():
+            late = cp.Variable(nonneg=True)
+            cons.append(path @ cp.multiply(rho, down) - data.downlink_s <= late)
+            period = period + late
     if data.agg_bits > 0:
         t_min_agg = float(transmit_time(data.agg_bits, data.band_hz, data.pmax[data.root], data.agg_gain, data.noise))
         e_upload, cone = _energy_term(agg, np.array([data.agg_bits]), data.band_hz,

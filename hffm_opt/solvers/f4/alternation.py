@@ -2,25 +2,37 @@
 
 The energy-at-target F4 of :mod:`.decomposition` optimises the relay structures and the continuous decisions
 with the start's module assignment, tiers and association. When the model leaves those free
-(:attr:`~hffm_opt.formulations.joint.JointModel.alternates`), :func:`alternate` starts from that solve and repeats
+(:attr:`~hffm_opt.formulations.joint.JointModel.alternates`), :func:`alternate` starts from that solve, then
 
-1. **F1** (:func:`placement_step`): the placement MILP priced at the incumbent's structures and continuous
-   decisions (:func:`~hffm_opt.formulations.placement.build_f4_placement`, exactly the evaluator's accounting);
-   its decision is written into the plan, priced by ``evaluate`` (which must agree with the program's figures),
-   then the clusters whose placement changed get the cluster step again;
+0. **enumeration step**: every cluster with at most ``CLUSTER_CHOICES_LIMIT`` choices (module sets x structures x
+   aggregator/edge tier splits, :func:`.enumeration.cluster_choice_count`) gets its best module sets, tiers,
+   structure and continuous decisions by enumeration (:func:`.enumeration.best_cluster_choice`, exactly what the
+   exact mode prices); given the association, such a cluster is at its optimum;
+
+and repeats
+
+1. **F1** (:func:`placement_step`): the placement MILP over the clusters not enumerated, priced at the incumbent's
+   structures and continuous decisions (:func:`~hffm_opt.formulations.placement.build_f4_placement`, exactly the
+   evaluator's accounting); its decision is written into the plan, priced by ``evaluate`` (which must agree with
+   the program's figures), then the clusters whose placement changed get the cluster step again;
 2. **association** (:func:`association_step`): the association MILP over each device's ``assoc_candidates``
    nearest edges (reserving the bandwidth it prices at) proposes moves; all of them together, else the single
-   moves in the order of the program's estimated saving, each followed by the cluster step (structures + F3) of
-   the two clusters it changes;
+   moves in the order of the program's estimated saving and, when there are few (``MOVE_SEARCH_LIMIT``), every
+   (device, candidate edge) move; each followed by the cluster step of the two clusters it changes (enumeration
+   where the cluster is small, else structures + F3), so a move is judged after the placement it calls for;
 
 accepting a candidate only when ``evaluate``'s objective (energy per edge round less ``w_U`` x utility) falls by
-more than ``tolerance`` (relative) and the latency per edge round still meets the target. It stops when an
-iteration accepts nothing or after ``max_iterations``: the result is never worse than the start's F4 solve, which
-is never worse than the start. The Result's ``stats["iterations"]`` counts the iterations run.
+more than ``tolerance`` (relative), the latency per edge round still meets the target and the coverage rule holds.
+It stops when an iteration accepts nothing or after ``max_iterations``: the result is never worse than the start's
+F4 solve, which is never worse than the start. ``stats``: ``iterations``, ``clusters_enumerated`` (cluster steps
+by enumeration), ``enumeration_priced`` (inner problems they priced), ``aggregator_tier_modules``, ...
 
-Bound: with the association fixed (or no device with a second candidate) and coverage ``"full"``, the
-relaxation of :func:`~.bounds.cluster_bounds` with every module that may stay at the edge at the edge (fewer
-backhaul bits never cost more, so it bounds every tier choice); otherwise none is claimed (status ``feasible``).
+Status and bound: ``optimal`` when the association is fixed (or no device has a second candidate) and every cluster
+was enumerated with every inner problem certified (the score is then optimal; the bound, the energy itself, is
+claimed only with ``w_U = 0``, where the score is the energy). Otherwise, with the association fixed and coverage
+``"full"``, the relaxation of :func:`~.bounds.cluster_bounds` with every module that may stay in its cluster at the
+aggregator tier (no upload nor edge downlink for it, its last-round broadcast left out: it bounds every tier
+choice); else none is claimed (status ``feasible``).
 """
 
 from __future__ import annotations
@@ -36,17 +48,20 @@ from ...formulations.association import build_association
 from ...formulations.joint import JointModel
 from ...formulations.placement import build_f4_placement, module_value
 from ...network.scenario import Scenario
-from ...plan import CLOUD, EDGE, Plan
+from ...plan import AGG, CLOUD, EDGE, Plan
 from ..milp import solve_milp
 from ..result import Result, Status
 from .bounds import cluster_bounds, fixed_energy
 from .cluster import apply_allocation
 from .decomposition import best_structure, cluster_costs, optimise_energy
+from .enumeration import best_cluster_choice, candidate_edges, cluster_choice_count, edge_allowed, write_choice
 from .structures import set_structure
 
 LATENCY_RTOL = 1e-9  # relative: a candidate slower than the target by more is refused
 FIGURE_RTOL = 1e-6  # relative: F1's own figures and evaluate's must agree this closely, else the step is dropped
 SINGLE_MOVES = 6  # association: single moves tried per iteration when the proposal as a whole does not improve
+CLUSTER_CHOICES_LIMIT = 1_000  # a cluster whose module sets x structures x tier splits are at most this is enumerated
+MOVE_SEARCH_LIMIT = 24  # association: with at most this many (device, other candidate edge) pairs, every one is tried
 
 
 @dataclass(frozen=True)
@@ -61,47 +76,79 @@ class Inner:
     milp_solver: str = "highs"
     milp_time_limit: float = 60.0
     milp_gap: float = 1e-2
+    enumerate_limit: float = CLUSTER_CHOICES_LIMIT
 
 
-def edge_allowed(scenario: Scenario, edge_tiers: bool) -> np.ndarray:
-    """(K,) modules that may stay at the edge: the cluster-local ones, or every module with ``edge_tiers``."""
-    local = scenario.module_arrays["cluster_local"]
-    return np.ones_like(local) if edge_tiers else local.copy()
+def meets_coverage(model: JointModel, plan: Plan) -> bool:
+    """Whether ``plan`` keeps the coverage rule: with coverage ``"cluster"`` every module some member of a cluster
+    needs is trained there by at least ``min_trainers`` members (or by every member able to hold its training
+    state, when fewer); with ``"full"`` every device trains every trainable module it needs."""
+    scenario = model.scenario
+    mods = scenario.module_arrays
+    cand = scenario.need & mods["trainable"][None, :]
+    if model.coverage == "full":
+        return bool((plan.train == cand).all())
+    able = cand & (mods["train_memory_bytes"][None, :] <= (scenario.devices.memory_bytes
+                                                          - scenario.need @ mods["memory_bytes"])[:, None])
+    n_e, n_k = scenario.n_edges, len(scenario.modules)
+    trained, can = np.zeros((n_e, n_k)), np.zeros((n_e, n_k))
+    np.add.at(trained, plan.association, plan.train & cand)
+    np.add.at(can, plan.association, able)
+    return bool((trained >= np.minimum(model.min_trainers, can)).all())
 
 
-def candidate_edges(scenario: Scenario, k: int) -> np.ndarray:
-    """(U, E) bool: each device's ``k`` nearest edges with a finite uplink gain (ties by edge index)."""
-    dev, edges = scenario.devices, scenario.edges
-    dist = np.linalg.norm(dev.position_m[:, None, :] - edges.position_m[None, :, :], axis=2)
-    dist = np.where(np.isfinite(dev.uplink_gain), dist, np.inf)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    out = np.zeros(dist.shape, bool)
-    np.put_along_axis(out, order, True, axis=1)
-    return out & np.isfinite(dist)
-
-
-def score(scenario: Scenario, plan: Plan, target: float, w_U: float, value: np.ndarray):
+def score(model: JointModel, plan: Plan, value: np.ndarray):
     """(objective, metrics) of ``plan``: energy per edge round less ``w_U`` x utility; None when it misses the
-    target or cannot be priced."""
+    target or the coverage rule, or cannot be priced."""
+    if not meets_coverage(model, plan):
+        return None
     try:
-        m = evaluate(scenario, plan)
+        m = evaluate(model.scenario, plan)
     except ValueError:
         return None
-    if m.latency_s > target * (1 + LATENCY_RTOL):
+    if m.latency_s > model.target_latency_s * (1 + LATENCY_RTOL):
         return None
-    return m.energy_j - w_U * float((value * plan.train).sum()), m
+    return m.energy_j - model.w_U * float((value * plan.train).sum()), m
 
 
-def reoptimise(scenario: Scenario, plan: Plan, edges, budget: float, inner: Inner) -> Plan | None:
-    """The cluster step on ``edges``: each cluster's best structure and continuous decisions within the period
-    ``budget`` (:func:`.decomposition.best_structure`); None when one of them has no structure that meets it."""
+def enumerable(model: JointModel, plan: Plan, inner: Inner) -> np.ndarray:
+    """(E,) bool: the non-empty clusters whose choices (module sets x structures x tier splits) are at most
+    ``inner.enumerate_limit``: the cluster step enumerates them (:func:`.enumeration.best_cluster_choice`)."""
+    scenario = model.scenario
+    out = np.zeros(scenario.n_edges, bool)
+    for e in range(scenario.n_edges):
+        members = np.flatnonzero(plan.association == e)
+        out[e] = len(members) > 0 and cluster_choice_count(scenario, model, members,
+                                                           inner.enumerate_limit) <= inner.enumerate_limit
+    return out
+
+
+def reoptimise(model: JointModel, plan: Plan, edges, budget: float, inner: Inner, value: np.ndarray,
+               info: dict) -> Plan | None:
+    """The cluster step on ``edges``: a cluster with few choices (:func:`enumerable`) gets its best module sets,
+    tiers, structure and continuous decisions by enumeration; the others their best structure and continuous
+    decisions (:func:`.decomposition.best_structure`) with the plan's module sets and tiers. None when a cluster
+    cannot meet the period ``budget``."""
+    scenario = model.scenario
+    small = enumerable(model, plan, inner)
     allocations = {}
     for e in sorted(set(int(e) for e in edges)):
         members = np.flatnonzero(plan.association == e)
         if not len(members):
             continue
-        structure, alloc, *_ = best_structure(scenario, plan, budget, inner.exact, inner.local_search and not inner.exact,
-                                              inner.local_search_max_n, inner.milp, inner.exact_cluster_limit, None, e)
+        if small[e]:
+            choice = best_cluster_choice(scenario, model, plan, e, budget, value)
+            info["clusters_enumerated"] = info.get("clusters_enumerated", 0) + 1
+            info["enumeration_priced"] = info.get("enumeration_priced", 0) + (0 if choice is None else choice.priced)
+            if choice is None or not choice.certified:
+                info["enumeration_uncertified"] = info.get("enumeration_uncertified", 0) + 1
+            if choice is None:
+                return None
+            plan = write_choice(scenario, plan, e, choice)
+            continue
+        structure, alloc, *_ = best_structure(scenario, plan, budget, inner.exact,
+                                              inner.local_search and not inner.exact, inner.local_search_max_n,
+                                              inner.milp, inner.exact_cluster_limit, None, e)
         if alloc is None:
             return None
         plan = set_structure(plan, scenario, e, members, structure)
@@ -109,12 +156,18 @@ def reoptimise(scenario: Scenario, plan: Plan, edges, budget: float, inner: Inne
     return apply_allocation(plan, allocations)
 
 
-def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict) -> list[Plan]:
-    """F1 on ``plan``'s structures and continuous decisions, then the cluster step where the placement changed:
-    the candidate plans (empty when F1 changes nothing or fails)."""
+def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict, value: np.ndarray) -> list[Plan]:
+    """F1 on ``plan``'s structures and continuous decisions over the clusters the cluster step does not enumerate,
+    then the cluster step where the placement changed: the candidate plans (empty when there is no such cluster,
+    or F1 changes nothing or fails)."""
     scenario, budget = model.scenario, plan.e_agg * model.target_latency_s
-    f1 = build_f4_placement(scenario, plan, budget, coverage=model.coverage, min_trainers=model.min_trainers,
-                            w_U=model.w_U, edge_ok=edge_allowed(scenario, model.edge_tiers))
+    edges = np.flatnonzero(~enumerable(model, plan, inner) & (np.bincount(plan.association,
+                                                                          minlength=scenario.n_edges) > 0))
+    if not edges.size:
+        return []
+    f1 = build_f4_placement(scenario, plan, budget, edges=edges, coverage=model.coverage,
+                            min_trainers=model.min_trainers, w_U=model.w_U,
+                            edge_ok=edge_allowed(scenario, model.edge_tiers))
     res = solve_milp(f1, inner.milp_solver, time_limit=inner.milp_time_limit, mip_gap=min(inner.milp_gap, 1e-4))
     info["f1_solves"] = info.get("f1_solves", 0) + 1
     if not res.ok or not res.decision:
@@ -133,7 +186,7 @@ def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict) -> l
     info["f1_agrees"] = info.get("f1_agrees", True) and agree
     if not agree:  # never trust a program whose figures the evaluator does not reproduce
         return []
-    again = reoptimise(scenario, trial, changed, budget, inner)
+    again = reoptimise(model, trial, changed, budget, inner, value, info)
     return [trial] + ([again] if again is not None else [])
 
 
@@ -143,25 +196,27 @@ def _reset(plan: Plan, scenario: Scenario, edges) -> Plan:
     for e in edges:
         members = np.flatnonzero(plan.association == e)
         plan = set_structure(plan, scenario, e, members, None)
-        tier[e] = np.where(tier[e] == 0, EDGE, tier[e])
+        tier[e] = np.where(tier[e] == AGG, EDGE, tier[e])
     return plan.replace(tier=tier)
 
 
-def move(scenario: Scenario, plan: Plan, devices, to, inner: Inner, budget: float) -> Plan | None:
+def move(model: JointModel, plan: Plan, devices, to, inner: Inner, budget: float, value: np.ndarray,
+         info: dict) -> Plan | None:
     """``plan`` with ``devices`` associated with edges ``to``, the changed clusters' structures reset and the
     cluster step run on them (None when a changed cluster cannot meet the budget)."""
     devices, to = np.atleast_1d(devices), np.atleast_1d(to)
     affected = set(plan.association[devices].tolist()) | set(to.tolist())
-    plan = _reset(plan, scenario, affected)
+    plan = _reset(plan, model.scenario, affected)
     assoc = plan.association.copy()
     assoc[devices] = to
-    return reoptimise(scenario, plan.replace(association=assoc), affected, budget, inner)
+    return reoptimise(model, plan.replace(association=assoc), affected, budget, inner, value, info)
 
 
 def association_step(model: JointModel, plan: Plan, inner: Inner, candidates: np.ndarray, best: float,
                      info: dict, value: np.ndarray):
-    """The association MILP's proposal, all moves at once, else single moves: (plan, score) of the best candidate
-    that improves on ``best``, or None."""
+    """The association MILP's proposal, all moves at once, else single moves (the proposal's, in the order of its
+    estimated saving, then, when there are at most :data:`MOVE_SEARCH_LIMIT` (device, other candidate edge)
+    pairs, every one): (plan, score) of the best candidate that improves on ``best``, or None."""
     scenario, target = model.scenario, model.target_latency_s
     g, budget = plan.e_agg, plan.e_agg * model.target_latency_s
     dev, mods, edges = scenario.devices, scenario.module_arrays, scenario.edges
@@ -178,29 +233,33 @@ def association_step(model: JointModel, plan: Plan, inner: Inner, candidates: np
     am = build_association(scenario, np.maximum(bits, 1.0), time_s, energy_bandwidth_hz=share, candidates=candidates,
                            reserve="priced")
     info["association_solves"] = info.get("association_solves", 0) + 1
-    if am.precheck_message:
-        return None
-    res = solve_milp(am, inner.milp_solver, time_limit=inner.milp_time_limit, mip_gap=inner.milp_gap,
-                     warm_start={"association": plan.association})
-    if not res.ok or not res.decision:
-        return None
-    proposal = res.decision["association"]
-    moved = np.flatnonzero((proposal >= 0) & (proposal != plan.association))
-    if not moved.size:
-        return None
-    tried = []
-    whole = move(scenario, plan, moved, proposal[moved], inner, budget)
-    found = None if whole is None else score(scenario, whole, target, model.w_U, value)
-    if found is not None and found[0] < best * (1 - model.tolerance) - 1e-12:
-        info["moves"] = info.get("moves", 0) + len(moved)
-        return whole, found[0]
-    energy = am.data["energy"]
-    saving = energy[moved, plan.association[moved]] - energy[moved, proposal[moved]]
+    singles: list[tuple[int, int]] = []
+    if not am.precheck_message:
+        res = solve_milp(am, inner.milp_solver, time_limit=inner.milp_time_limit, mip_gap=inner.milp_gap,
+                         warm_start={"association": plan.association})
+        if res.ok and res.decision:
+            proposal = res.decision["association"]
+            moved = np.flatnonzero((proposal >= 0) & (proposal != plan.association))
+            if moved.size:
+                whole = move(model, plan, moved, proposal[moved], inner, budget, value, info)
+                found = None if whole is None else score(model, whole, value)
+                if found is not None and found[0] < best * (1 - model.tolerance) - 1e-12:
+                    info["moves"] = info.get("moves", 0) + len(moved)
+                    return whole, found[0]
+                energy = am.data["energy"]
+                saving = energy[moved, plan.association[moved]] - energy[moved, proposal[moved]]
+                order = np.argsort(-np.nan_to_num(saving, nan=-np.inf, posinf=np.inf), kind="stable")
+                singles = [(int(u), int(proposal[u])) for u in moved[order][:SINGLE_MOVES]]
+    others = candidates & (np.arange(scenario.n_edges)[None, :] != plan.association[:, None])
+    if others.sum() <= MOVE_SEARCH_LIMIT:
+        singles += [(int(u), int(e)) for u, e in zip(*np.nonzero(others)) if (u, e) not in singles]
     current, current_score = plan, best
-    for u in moved[np.argsort(-np.nan_to_num(saving, nan=-np.inf, posinf=np.inf), kind="stable")][:SINGLE_MOVES]:
-        trial = move(scenario, current, u, proposal[u], inner, budget)
-        tried.append(int(u))
-        found = None if trial is None else score(scenario, trial, target, model.w_U, value)
+    for u, e in singles:
+        if current.association[u] == e:
+            continue
+        trial = move(model, current, u, e, inner, budget, value, info)
+        info["single_moves_tried"] = info.get("single_moves_tried", 0) + 1
+        found = None if trial is None else score(model, trial, value)
         if found is not None and found[0] < current_score * (1 - model.tolerance) - 1e-12:
             current, current_score = trial, found[0]
             info["moves"] = info.get("moves", 0) + 1
@@ -208,9 +267,11 @@ def association_step(model: JointModel, plan: Plan, inner: Inner, candidates: np
 
 
 def alternate(model: JointModel, **options) -> Result:
-    """Full F4 on ``model`` (module docstring); ``options`` as :func:`.decomposition.optimise_energy` takes them."""
+    """Full F4 on ``model`` (module docstring); ``options`` as :func:`.decomposition.optimise_energy` takes them,
+    and ``cluster_choices_limit`` (default :data:`CLUSTER_CHOICES_LIMIT`) for the cluster step's enumeration."""
     t0 = time.perf_counter()
     scenario, target = model.scenario, model.target_latency_s
+    limit = options.pop("cluster_choices_limit", CLUSTER_CHOICES_LIMIT)
     first = optimise_energy(model, **options)
     milp_solver = options.get("milp_solver")
     inner = Inner(exact=bool(options.get("exact", False)), local_search=options.get("local_search", True),
@@ -219,23 +280,38 @@ def alternate(model: JointModel, **options) -> Result:
                                                          "time_limit": options.get("milp_time_limit", 60.0),
                                                          "mip_gap": options.get("milp_gap", 1e-2)},
                   exact_cluster_limit=options.get("exact_cluster_limit", 200), milp_solver=milp_solver or "highs",
-                  milp_time_limit=options.get("milp_time_limit", 60.0), milp_gap=options.get("milp_gap", 1e-2))
+                  milp_time_limit=options.get("milp_time_limit", 60.0), milp_gap=options.get("milp_gap", 1e-2),
+                  enumerate_limit=limit)
     value = module_value(scenario)
     candidates = candidate_edges(scenario, model.assoc_candidates)
     assoc_free = model.association == "optimise" and bool((candidates.sum(axis=1) > 1).any())
-    place_free = model.coverage == "cluster" or model.edge_tiers
+    place_free = model.coverage == "cluster" or model.edge_tiers or bool(scenario.module_arrays["cluster_local"].any())
     info: dict = {}
-    start_score = None if first.plan is None else score(scenario, first.plan, target, model.w_U, value)
+    start_score = None if first.plan is None else score(model, first.plan, value)
     if first.status == Status.INFEASIBLE or start_score is None or not (assoc_free or place_free):
         return _with(first, {"iterations": 0, "association_free": assoc_free, "placement_free": place_free})
     plan, best = first.plan, start_score[0]
+    budget = plan.e_agg * target
+    proven = None  # the score of a plan proven optimal (every cluster enumerated and certified, association fixed)
+    small = enumerable(model, plan, inner)
+    if place_free and small.any():  # the enumeration step: each small cluster at its best given the association
+        before = (info.get("clusters_enumerated", 0), info.get("enumeration_uncertified", 0))
+        cand = reoptimise(model, plan, np.flatnonzero(small), budget, inner, value, info)
+        found = None if cand is None else score(model, cand, value)
+        info["start_clusters_enumerated"] = info.get("clusters_enumerated", 0) - before[0]
+        certified = info.get("enumeration_uncertified", 0) == before[1]
+        if found is not None and found[0] <= best:
+            plan, best = cand, found[0]
+            if certified and not assoc_free and small[np.bincount(plan.association,
+                                                                  minlength=scenario.n_edges) > 0].all():
+                proven = best
     iterations, accepted = 0, 0
-    for _ in range(model.max_iterations):
+    for _ in range(model.max_iterations if proven is None else 0):
         iterations += 1
         improved = False
         if place_free:
-            for cand in placement_step(model, plan, inner, info):
-                found = score(scenario, cand, target, model.w_U, value)
+            for cand in placement_step(model, plan, inner, info, value):
+                found = score(model, cand, value)
                 if found is not None and found[0] < best * (1 - model.tolerance) - 1e-12:
                     plan, best, improved = cand, found[0], True
         if assoc_free:
@@ -245,25 +321,33 @@ def alternate(model: JointModel, **options) -> Result:
         accepted += improved
         if not improved:
             break
-    if accepted == 0:
-        return _with(first, {"iterations": iterations, "association_free": assoc_free, "placement_free": place_free}
-                     | info)
+    info |= {"iterations": iterations, "accepted_iterations": accepted, "association_free": assoc_free,
+             "placement_free": place_free}
+    if plan is first.plan:
+        return _with(first, info | {"score": best})
     final = plan.replace(scheduler=first.plan.scheduler)
     metrics = evaluate(scenario, final)
-    bound = None
-    if not assoc_free and model.coverage == "full":
-        cheap = final.replace(tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], EDGE, final.tier))
-        bound = float(cluster_bounds(scenario, cheap, final.e_agg * target).sum()) / final.e_agg
+    bound, status = None, Status.FEASIBLE
+    if proven is not None:
+        status, bound = Status.OPTIMAL, (metrics.energy_j if model.w_U == 0 else None)
+    elif not assoc_free and model.coverage == "full":
+        # every module that may stay in its cluster priced at the aggregator tier: no upload, no edge downlink for
+        # it and the last-round broadcast left out, a relaxation of every tier choice
+        cheap = final.replace(tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], AGG, final.tier))
+        bound = float(cluster_bounds(scenario, cheap, budget).sum()) / final.e_agg
         bound = min(bound, metrics.energy_j)
-    stats = dict(first.stats) | info | {"iterations": iterations, "accepted_iterations": accepted,
-                                        "association_free": assoc_free, "placement_free": place_free,
-                                        "utility": float((value * final.train).sum()), "score": best,
-                                        "start_energy_j": first.objective}
-    return Result(status=Status.FEASIBLE, objective=metrics.energy_j, bound=bound,
+    stats = dict(first.stats) | info | {"utility": float((value * final.train).sum()), "score": best,
+                                        "start_energy_j": first.objective,
+                                        "aggregator_tier_modules": int((final.tier == AGG).sum())}
+    claim = ("every cluster enumerated: optimal" + ("" if bound is not None else " for the score (energy less w_U x "
+                                                    "utility); no bound on the energy alone is claimed")
+             if proven is not None else ("" if bound is not None
+                                         else "no bound is claimed over free associations or module subsets"))
+    return Result(status=status, objective=metrics.energy_j, bound=bound,
                   fixed_objective=fixed_energy(scenario, final), backend=first.backend, backend_version=__version__,
                   build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final, metrics=metrics, stats=stats,
-                  message=f"F4 alternation: {accepted} of {iterations} iterations improved on the structures-only solve"
-                  + ("" if bound is not None else "; no bound is claimed over free associations or module subsets"))
+                  message=f"F4 alternation: {accepted} of {iterations} iterations improved on the enumeration step"
+                  + ("; " + claim if claim else ""))
 
 
 def _with(res: Result, stats: dict) -> Result:

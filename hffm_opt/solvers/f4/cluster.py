@@ -106,7 +106,8 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
 def tree_costs(data: ClusterData, alloc: ClusterAllocation) -> tuple[float, float]:
     """(period s, period energy J) of a D2D cluster under ``alloc``, priced from its CPU speeds and powers as the
     evaluator prices them (consistent accounting): ``e_agg`` rounds of compute and relay-tree climb, ``e_agg - 1``
-    broadcasts down the tree, the aggregator's upload and the fixed transfers."""
+    broadcasts down the tree, the aggregator's upload, the fixed transfers and, in the last round, the broadcast of
+    the aggregator-tier modules (alongside the edge downlink)."""
     g, child = data.e_agg, data.parent >= 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         compute = np.where(data.cycles > 0, data.cycles / alloc.cpu_hz, 0.0)
@@ -116,12 +117,17 @@ def tree_costs(data: ClusterData, alloc: ClusterAllocation) -> tuple[float, floa
         t_down, e_down = transmit(data.down_bits[child], data.d2d_band_hz, alloc.d2d_down_power_w[child],
                                   data.down_gain[child], data.noise)
         t_agg, e_agg_up = transmit(data.agg_bits, data.band_hz, alloc.power_w[data.root], data.agg_gain, data.noise)
+        last = np.zeros(int(child.sum())) if data.last_bits is None else data.last_bits[child]
+        t_last, e_last = transmit(last, data.d2d_band_hz, alloc.d2d_down_power_w[child], data.down_gain[child],
+                                  data.noise)
     path = data.path_matrix()
     phase_up = float((compute + path @ hop_up).max(initial=0.0))
     phase_down = float((path[:, child] @ t_down).max(initial=0.0)) if g > 1 else 0.0
-    period = g * phase_up + (g - 1) * phase_down + float(t_agg) + data.fixed_s
+    phase_last = float((path[:, child] @ t_last).max(initial=0.0))
+    period = (g * phase_up + (g - 1) * phase_down + float(t_agg) + data.fixed_s
+              + max(phase_last - data.downlink_s, 0.0))
     energy = (g * float((data.kappa * data.cycles * alloc.cpu_hz ** 2).sum() + e_up.sum())
-              + (g - 1) * float(e_down.sum()) + float(e_agg_up) + data.fixed_j)
+              + (g - 1) * float(e_down.sum()) + float(e_last.sum()) + float(e_agg_up) + data.fixed_j)
     return (period, energy) if np.isfinite(period) and np.isfinite(energy) else (float("inf"), float("inf"))
 
 
@@ -141,7 +147,7 @@ def _tree_allocation(data: ClusterData, prob) -> ClusterAllocation:
         t_down = np.asarray(prob.down_s.value).reshape(-1)
         down_p[child] = np.minimum(power_for_time(data.down_bits[child], t_down, data.d2d_band_hz,
                                                   data.down_gain[child], data.noise), data.down_pmax[child])
-    else:  # one edge round per period: the tree never broadcasts; any positive power is never used
+    else:  # one edge round per period, no aggregator-tier module: the tree never broadcasts (any power will do)
         down_p[child] = data.down_pmax[child]
     bw = np.zeros(n)
     pw = np.zeros(n)
