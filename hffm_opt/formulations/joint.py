@@ -8,8 +8,7 @@ Problem (section 4; consistent accounting): per cluster choose direct uploads or
 - ``"weighted"``: least ``w_latency * latency_s + w_energy * energy_j`` (weights per s and per J, both > 0).
 
 By default module assignment, tiers, association and ``e_agg`` are those of the ``start`` plan, which the search
-also starts from; the full-F4 options (:func:`check_full_options`) free placement, tiers and association (energy
-objective only) (the optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The
+also starts from; the full-F4 options (:func:`check_full_options`) free placement, tiers and association (the optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The
 builder runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
 """
 
@@ -102,11 +101,11 @@ class JointModel:
 
     @property
     def alternates(self) -> bool:
-        """Whether F4 also decides module assignment, tiers or association (the energy objective only; see
-        :mod:`hffm_opt.solvers.f4.alternation`): coverage ``"cluster"``, ``edge_tiers`` or ``association ==
-        "optimise"`` (cluster-local modules always stay at the edge, as every start plan has them)."""
-        return self.objective == "energy" and (self.coverage == "cluster" or self.edge_tiers
-                                               or self.association == "optimise")
+        """Whether F4 also decides module assignment, tiers or association (see
+        :mod:`hffm_opt.solvers.f4.alternation`; for the latency and weighted objectives, at each target they
+        solve): coverage ``"cluster"``, ``edge_tiers`` or ``association == "optimise"`` (cluster-local modules
+        always stay in their cluster, as every start plan has them)."""
+        return self.coverage == "cluster" or self.edge_tiers or self.association == "optimise"
 
     @property
     def e_agg(self) -> int:

@@ -256,8 +256,9 @@ def module_value(scenario: Scenario) -> np.ndarray:
 def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None, coverage: str = "full",
                        min_trainers: int = 1, w_U: float = 0.0, edge_ok=None) -> MilpModel:
     """F1 as F4's placement step: which modules each device of the clusters ``edges`` (default all) trains and
-    whether each module of a cluster goes to the cloud or stays at the edge, with ``plan``'s association,
-    structures (direct or D2D relay tree) and continuous decisions (CPU speed, bandwidth, powers) fixed.
+    whether each module of a cluster goes to the cloud, stays at the edge or, in a D2D cluster, stays at the
+    aggregator, with ``plan``'s association, structures (direct or D2D relay tree) and continuous decisions (CPU
+    speed, bandwidth, powers) fixed.
 
     With those fixed, :func:`hffm_opt.evaluate.evaluate`'s consistent accounting is linear in the decisions, and this
     program prices exactly what it prices (no deadline, no straggler), per cluster ``e`` with ``g = e_agg``:
@@ -266,21 +267,32 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
       ``kappa C f^2``; a direct cluster's device uploads ``sum_k s_k x[u,k] / r_u`` s at its plan power, ``T_e >=``
       compute + upload; in a D2D cluster the link ``v -> parent(v)`` carries ``h[v,k] >= x[w,k]`` for every w of
       v's subtree (in-network aggregation; store-and-forward carries the subtree's sum), up phase ``U_e >=`` compute
-      + the link times on u's path, down phase ``D_e >=`` the broadcast times on u's path, and the aggregator uploads
-      the cluster's trained bits ``sum_k s_k y[e,k]`` (``y[e,k] >= x[u,k]``) once a period;
-    - backhaul (cloud-tier trained modules ``w[e,k] >= y[e,k] + c[e,k] - 1``, ``c`` = 1 at the cloud): ``delta_e
-      o_e + sum_k s_k w[e,k] / R_e`` s, ``o_e >= w[e,k]``, at the backhaul power; the edge downlink (when the edge has
-      a downlink power) ``sum_k s_k y[e,k] / r_dl`` s, every round (direct) or once (D2D);
-    - period ``g (T_e + t_dl) + t_bh`` (direct) or ``g U_e + (g - 1) D_e + t_agg + t_bh + t_dl`` (D2D) ``<= budget_s``.
+      + the link times on u's path, down phase ``D_e >=`` the broadcast times on u's path (every module, at each
+      link's broadcast power), and the aggregator uploads the bits aggregated at the edge or above
+      ``sum_k s_k q[e,k]`` once a period (``y[e,k] >= x[u,k]`` trained in the cluster, ``q[e,k] >= y[e,k] -
+      b[e,k]``, ``b`` = 1 at the aggregator tier);
+    - aggregator tier (D2D clusters, modules with ``edge_ok``): in the last round the link ``v -> parent(v)``
+      broadcasts ``l[v,k] >= x[w,k] + b[e,k] - 1`` (w in v's subtree) at its broadcast power (energy charged once),
+      and the last round ends ``L_e >= max(0, max_w (the last broadcast times on w's path) - t_dl)`` later, ``t_dl``
+      the edge downlink below;
+    - backhaul (cloud-tier trained modules ``w[e,k] >= y[e,k] + c[e,k] - 1``, ``c`` = 1 at the cloud, ``c + b <=
+      1``): ``delta_e o_e + sum_k s_k w[e,k] / R_e`` s, ``o_e >= w[e,k]``, at the backhaul power; the edge downlink
+      (when the edge has a downlink power) ``t_dl = sum_k s_k q[e,k] / r_dl`` s, every round (direct) or once (D2D);
+    - period ``g (T_e + t_dl) + t_bh`` (direct) or ``g U_e + (g - 1) D_e + t_agg + t_bh + t_dl + L_e`` (D2D)
+      ``<= budget_s``.
 
-    Coverage ``"full"``: x fixed to every trainable module of Need(u) (only tiers are decided); ``"cluster"``: each
-    module needed in a cluster is trained by at least ``min(min_trainers, members able to hold it)`` members, and
-    every member that may train something trains at least one module (a member of a direct cluster always holds a
-    band share). Tier: the edge only for modules with ``edge_ok`` (K,) (default: the cluster-local ones, which
-    never go to the cloud). Memory: held + training state fits. Objective: energy per edge round (J) minus
-    ``w_U`` x utility (:func:`module_value`). ``decode`` -> {"train" (U, K), "tier" (E, K) (rows of other clusters
-    as in ``plan``), "period_s" (E,), "energy_j" (E,) period figures of the decided clusters (nan elsewhere),
-    "utility" of the decided clusters}. Linear; the only big-M-like rows are the 0/1 products ``w``.
+    Coverage ``"full"``: x fixed to every trainable module of Need(u) (only tiers are decided; y, h = 1, q = 1 - b,
+    l = b); ``"cluster"``: each module needed in a cluster is trained by at least ``min(min_trainers, members able
+    to hold it)`` members, and every member that may train something trains at least one module (a member of a
+    direct cluster always holds a band share). Tier: the edge, or the aggregator in a D2D cluster (the evaluator
+    refuses it in a direct one), only for modules with ``edge_ok`` (K,) (default: the cluster-local ones, which
+    never go to the cloud). Memory: held + training state fits. Objective: energy per edge round (J) minus ``w_U`` x
+    utility (:func:`module_value`). ``decode`` -> {"train" (U, K), "tier" (E, K) (rows of other clusters as in
+    ``plan``), "period_s" (E,), "energy_j" (E,) period figures of the decided clusters (nan elsewhere), "utility" of
+    the decided clusters}; the figures are the period and energy expressions at the solution (phases as the max of
+    their terms). Linear; the only big-M-like rows are the 0/1 products ``w``, ``q`` and ``l``, tight at an optimum
+    since each costs energy (a slack product would make the figures disagree with ``evaluate``, never misprice a
+    plan).
     """
     from ..network.channel import shannon_rate
 
@@ -312,8 +324,9 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
     uk = [(int(u), int(k)) for u, k in zip(*np.nonzero(cand & chosen[:, None]))] if free_x else []
     m.x = pyo.Var(pyo.Set(initialize=uk, dimen=2, ordered=True), domain=pyo.Binary)
     m.rows = pyo.ConstraintList()
-    m.c = pyo.Var(pyo.Any, dense=False, domain=pyo.Binary)
-    m.r = pyo.Var(pyo.Any, dense=False, bounds=(0.0, None))  # continuous: y, w, o, h, T, U, D
+    m.c = pyo.Var(pyo.Any, dense=False, domain=pyo.Binary)  # 1 = cloud tier
+    m.b = pyo.Var(pyo.Any, dense=False, domain=pyo.Binary)  # 1 = aggregator tier
+    m.r = pyo.Var(pyo.Any, dense=False, bounds=(0.0, None))  # continuous: y, w, q, o, h, l, T, U, D, L
     X = (lambda u, k: m.x[u, k]) if free_x else (lambda u, k: 1.0)
     figures, obj = {}, 0.0
     for e in edges:
@@ -328,6 +341,8 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
             for u in members:
                 if free_x and cand[u, k]:
                     m.rows.add(m.r["y", e, k] - m.x[u, k] >= 0)
+        tree = plan.aggregator[e] >= 0
+        kept = {int(k): m.b[e, int(k)] for k in ks if tree and edge_ok[k]}  # 1 = aggregator tier
         w = {}
         for k in ks:
             if local[k]:
@@ -337,35 +352,48 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
             else:
                 w[k] = m.r["w", e, k]
                 m.rows.add(m.r["w", e, k] - y[k] - m.c[e, k] >= -1)
+                if k in kept:
+                    m.rows.add(m.c[e, k] + kept[k] <= 1)
+        q = {}  # trained and aggregated at the edge or above
+        for k in ks:
+            if k not in kept:
+                q[k] = y[k]
+            elif free_x:
+                q[k] = m.r["q", e, k]
+                m.rows.add(q[k] - y[k] + kept[k] >= 0)
+            else:
+                q[k] = 1 - kept[k]
         o = 0.0
         if w:
             o = m.r["o", e] if any(not isinstance(v, float) for v in w.values()) else 1.0
             if not isinstance(o, float):
                 for v in w.values():
                     m.rows.add(o - v >= 0)
-        edge_bits = sum(s_k[k] * y[k] for k in ks)
+        edge_bits = sum(s_k[k] * q[k] for k in ks)
         t_bh = eds.backhaul_delay_s[e] * o + sum(s_k[k] / eds.backhaul_rate_bps[e] * v for k, v in w.items())
         r_dl = shannon_rate(eds.bandwidth_hz[e], eds.downlink_power_w[e], dev.uplink_gain[members, e].min(), n0)
         t_dl = edge_bits / r_dl if r_dl > 0 else 0.0
         comp = {u: sum(t_c[u, k] * X(u, k) for k in has[u]) for u in has}
         e_comp = sum(e_c[u, k] * X(u, k) for u in has for k in has[u])
-        if plan.aggregator[e] < 0:
+        if not tree:
             up = {u: sum(s_k[k] / rate_up[u] * X(u, k) for k in has[u]) if has[u] else 0.0 for u in has}
             terms = [comp[u] + up[u] for u in has]
             for term in terms:
                 m.rows.add(m.r["T", e] - term >= 0)
             period = g * (m.r["T", e] + t_dl) + t_bh
-            shape = (g, terms, [], g * t_dl + t_bh)
+            shape = {"up": terms, "down": [], "last": [], "dl": 0.0, "rest": g * t_dl + t_bh}
             energy = g * (e_comp + sum(plan.power_w[u] * up[u] for u in has)) + eds.backhaul_power_w[e] * t_bh \
                 + g * eds.downlink_power_w[e] * t_dl
         else:
-            period, energy, shape = _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, free_x,
-                                               shannon_rate)
-            period = period + t_bh + t_dl
-            shape = shape[:3] + (shape[3] + t_bh + t_dl,)
+            period, energy, shape = _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, kept,
+                                               free_x, shannon_rate)
+            for term in shape["last"]:  # the last round ends max(0, last broadcast - edge downlink) later
+                m.rows.add(m.r["L", e] - term + t_dl >= 0)
+            period = period + t_bh + t_dl + (m.r["L", e] if shape["last"] else 0.0)
+            shape |= {"dl": t_dl, "rest": shape["rest"] + t_bh + t_dl}
             energy = energy + eds.backhaul_power_w[e] * t_bh + eds.downlink_power_w[e] * t_dl
         m.rows.add(period <= budget_s)
-        figures[e] = (shape, energy)
+        figures[e] = (shape, energy, kept)
         obj = obj + energy / g
         if free_x:
             for k in ks:
@@ -387,14 +415,15 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
             for (u, k) in uk:
                 train[u, k] = (model.x[u, k].value or 0.0) > 0.5
         period, energy = np.full(n_e, np.nan), np.full(n_e, np.nan)
-        for e, ((g_up, up_terms, down_terms, rest), e_expr) in figures.items():
-            top = max((pyo.value(t) for t in up_terms), default=0.0)
-            down = max((pyo.value(t) for t in down_terms), default=0.0)
-            period[e] = g_up * top + (g - 1) * down + pyo.value(rest)
+        for e, (shape, e_expr, kept) in figures.items():
+            top, down, last = (max((pyo.value(t) for t in shape[p]), default=0.0) for p in ("up", "down", "last"))
+            period[e] = g * top + (g - 1) * down + max(last - pyo.value(shape["dl"]), 0.0) + pyo.value(shape["rest"])
             energy[e] = pyo.value(e_expr)
             for k in np.flatnonzero(cand[a == e].any(axis=0)):
                 at_cloud = not edge_ok[k] or ((e, int(k)) in model.c and (model.c[e, int(k)].value or 0.0) > 0.5)
                 tier[e, k] = EDGE if local[k] or not at_cloud else CLOUD
+                if int(k) in kept and (kept[int(k)].value or 0.0) > 0.5:
+                    tier[e, k] = AGG
         utility = float((value * train)[np.isin(a, edges)].sum())
         return {"train": train, "tier": tier, "period_s": period, "energy_j": energy, "utility": utility}
 
@@ -408,9 +437,11 @@ def build_f4_placement(scenario: Scenario, plan, budget_s: float, *, edges=None,
                      families=families, labels=labels, data={"cand": cand, "value": value, "edge_ok": edge_ok})
 
 
-def _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, free_x, shannon_rate):
-    """The D2D cluster's rows of :func:`build_f4_placement`: (period less backhaul and downlink, energy less them,
-    (g, up-phase terms, down-phase terms, the aggregator's upload))."""
+def _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, kept, free_x, shannon_rate):
+    """The D2D cluster's rows of :func:`build_f4_placement`: (period less backhaul, edge downlink and the last
+    round's extra, energy less the backhaul and the edge downlink, figures: "up", "down" and "last" terms (the
+    last-round broadcast of the modules ``kept`` (k -> binary) at the aggregator to each member), "rest" the
+    aggregator's upload)."""
     dev, n0, bw, g = scenario.devices, scenario.noise_psd_w_per_hz, scenario.d2d.bandwidth_hz, int(plan.e_agg)
     s_k = scenario.module_arrays["update_bits"]
     par, root = plan.parent, int(plan.aggregator[e])
@@ -422,26 +453,33 @@ def _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, f
             v = int(par[v])
         path[int(u)] = hops
     sub = {int(v): [u for u in path if v in path[u]] for v in members if v != root}
-    hop, down, e_link = {}, {}, 0.0
+    hop, down, last, e_link = {}, {}, {}, 0.0
     for v, below in sub.items():
         gain_up = scenario.d2d.gain[scenario.link_lookup([v], [par[v]])[0]]
         gain_dn = scenario.d2d.gain[scenario.link_lookup([par[v]], [v])[0]]
         r_up = float(shannon_rate(bw, plan.d2d_power_w[v], gain_up, n0))
         r_dn = float(shannon_rate(bw, plan.d2d_down_power_w[v], gain_dn, n0))
         ks = sorted({k for u in below for k in has[u]})
-        h = {}
+        h, hk = {}, {}  # the subtree trains k; and keeps it at the aggregator
         for k in ks:
             h[k] = m.r["h", v, k] if free_x else 1.0
-            if free_x:
-                for u in below:
-                    if k in has[u]:
-                        m.rows.add(h[k] - m.x[u, k] >= 0)
+            if k in kept:
+                hk[k] = m.r["l", v, k] if free_x else kept[k]
+            for u in below:
+                if free_x and k in has[u]:
+                    m.rows.add(h[k] - m.x[u, k] >= 0)
+                    if k in kept:
+                        m.rows.add(hk[k] - m.x[u, k] - kept[k] >= -1)
         bits_or = sum(s_k[k] * h[k] for k in ks)
         bits_up = bits_or if plan.relay_mode == "aggregate" else sum(s_k[k] * X(u, k) for u in below for k in has[u])
         hop[v], down[v] = bits_up / r_up, bits_or / r_dn
         e_link = e_link + g * plan.d2d_power_w[v] * hop[v] + (g - 1) * plan.d2d_down_power_w[v] * down[v]
+        if hk:
+            last[v] = sum(s_k[k] * hk[k] for k in hk) / r_dn
+            e_link = e_link + plan.d2d_down_power_w[v] * last[v]
     up_terms = [comp[int(u)] + sum(hop[v] for v in path[int(u)]) for u in members]
     down_terms = [sum(down[v] for v in path[int(u)]) for u in members] if g > 1 else []
+    last_terms = [sum(last[v] for v in path[int(u)] if v in last) for u in members] if last else []
     for term in up_terms:
         m.rows.add(m.r["U", e] - term >= 0)
     for term in down_terms:
@@ -450,4 +488,4 @@ def _tree_rows(scenario, plan, m, e, members, has, comp, e_comp, X, edge_bits, f
     t_agg = edge_bits / rate_root
     period = g * m.r["U", e] + ((g - 1) * m.r["D", e] if g > 1 else 0.0) + t_agg
     energy = g * e_comp + e_link + plan.power_w[root] * t_agg
-    return period, energy, (g, up_terms, down_terms, t_agg)
+    return period, energy, {"up": up_terms, "down": down_terms, "last": last_terms, "rest": t_agg}

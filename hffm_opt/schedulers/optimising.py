@@ -53,6 +53,9 @@ def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_lat
         check_full_options(**full)
     except ConfigError as exc:
         raise SchedulerError(str(exc)) from None
+    if objective != "energy" and full.get("w_U", 0.0) > 0:
+        raise SchedulerError(f"w_U = {full['w_U']!r}: only with the energy objective (objective = {objective!r} "
+                             "compares latency and energy alone)")
     plans = {name: schedule(scenario, name, e_agg=int(e_agg), seed=seed, local_steps=local_steps,
                             batch_size=batch_size) for name in START_SCHEDULERS}
     latency = {name: evaluate(scenario, plan).latency_s for name, plan in plans.items()}
@@ -91,10 +94,12 @@ def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency
     ``solver``: ``"highs"`` or ``"gurobi"`` (small clusters also get the F2 relay-tree MILP on that backend; F1 and
     the association MILP run there) or ``"fast"`` (no F2 MILP; F1 and association on HiGHS).
 
-    Full F4 (energy objective; :mod:`hffm_opt.solvers.f4.alternation`): ``coverage`` ``"full"`` (default: every
+    Full F4 (:mod:`hffm_opt.solvers.f4.alternation`; with the latency or weighted objective, at each target they
+    solve, without a proven bound): ``coverage`` ``"full"`` (default: every
     trainable module a device needs is trained, as the baselines do, so comparisons are fair) or ``"cluster"``
     (each module needed in a cluster trained by at least ``min_trainers`` of its devices; with ``w_U`` > 0, J per
-    unit of utility, a module is dropped where the energy saved exceeds ``w_U`` x the utility lost);
+    unit of utility, energy objective only, a module is dropped where the energy saved exceeds ``w_U`` x the utility
+    lost);
     ``edge_tiers`` (default False: only cluster-local modules stay at the edge; True: any module may, saving its
     backhaul, but such a module is then averaged inside its cluster only and never leaves it, so the clusters'
     copies drift apart); ``association`` ``"fixed"`` (default: the start's association, which keeps the proven
@@ -153,8 +158,8 @@ def optimal_exact(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_l
                   assoc_candidates: int = 3) -> Plan:
     """The certified optimum of F4's problem for ``objective`` by enumeration (refuses large instances with the
     count). The full-F4 options are those of ``optimal``; with any of them freeing placement, tiers or association
-    (energy objective), every association over the candidates and every module assignment within the coverage is
-    enumerated too (:mod:`hffm_opt.solvers.f4.enumeration`). ``association`` defaults to ``"fixed"`` here (the
+    (energy objective only; the other objectives are refused then), every association over the candidates and every
+    module assignment within the coverage is enumerated too (:mod:`hffm_opt.solvers.f4.enumeration`). ``association`` defaults to ``"fixed"`` here (the
     enumeration of associations multiplies the count): pass ``"optimise"`` to certify ``optimal``'s default."""
     model = joint_model(scenario, e_agg=e_agg, seed=seed, target_latency_s=target_latency_s, target_from=target_from,
                         objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy,

@@ -120,3 +120,30 @@ def test_coverage_rule_is_checked_per_cluster():
     train = model.start.train.copy()
     train[:2, k] = False  # nobody in the first cluster trains the expert
     assert meets_coverage(model, model.start) and not meets_coverage(model, model.start.replace(train=train))
+
+
+def test_f1_keeps_modules_at_the_aggregator_without_enumeration():
+    """Weak uplinks, strong D2D links: with the enumeration switched off, F1 puts the modules at the aggregator tier
+    (its figures reproduced by ``evaluate``), and the result scores no worse than with the enumeration on."""
+    sc = two_modules(tiny_scenario((3, 3), gains=1e-11, d2d_gain=1e-8))
+    model = joint_model(sc, e_agg=2, target_from="hierarchical", edge_tiers=True)
+    off, on = alternate(model, cluster_choices_limit=0), alternate(model)
+    assert off.stats.get("clusters_enumerated", 0) == 0 and on.stats["start_clusters_enumerated"] == sc.n_edges
+    assert off.stats["f1_solves"] > 0 and off.stats["f1_agrees"]
+    assert off.stats["aggregator_tier_modules"] > 0 and (off.plan.tier[off.plan.uses_d2d] == AGG).any()
+    assert score(sc, off.plan, 0.0) <= score(sc, on.plan, 0.0) * (1 + 1e-6)
+    m = evaluate(sc, off.plan)
+    assert m.latency_s <= model.target_latency_s * (1 + 1e-6) and m.energy_j == pytest.approx(off.objective, rel=1e-9)
+
+
+def test_direct_structure_sends_aggregator_tier_modules_to_the_edge():
+    sc = two_modules(tiny_scenario((3,), gains=1e-11, d2d_gain=1e-8))
+    start = schedule(sc, "hierarchical", e_agg=2)
+    members = np.arange(3)
+    tier = start.tier.copy()
+    tier[0, sc.module_names.index("head:vqa")] = AGG
+    tree = set_structure(start.replace(tier=tier), sc, 0, members, (0, np.array([-1, 0, 0])))
+    direct = set_structure(tree, sc, 0, members, None)
+    assert (tree.tier == tier).all() and not (direct.tier == AGG).any()
+    assert (direct.tier[tier != AGG] == tier[tier != AGG]).all() and (direct.tier[tier == AGG] == EDGE).all()
+    evaluate(sc, direct)  # a valid plan: no aggregator tier without an aggregator

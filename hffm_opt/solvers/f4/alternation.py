@@ -13,8 +13,10 @@ and repeats
 
 1. **F1** (:func:`placement_step`): the placement MILP over the clusters not enumerated, priced at the incumbent's
    structures and continuous decisions (:func:`~hffm_opt.formulations.placement.build_f4_placement`, exactly the
-   evaluator's accounting); its decision is written into the plan, priced by ``evaluate`` (which must agree with
-   the program's figures), then the clusters whose placement changed get the cluster step again;
+   evaluator's accounting); a module that may stay in its cluster goes to the edge or, in a D2D cluster, the
+   aggregator tier; its decision is written into the plan, priced by ``evaluate`` (which must agree with the
+   program's figures), then the clusters whose placement changed get the cluster step again (a cluster that turns
+   direct there sends its aggregator-tier modules to the edge);
 2. **association** (:func:`association_step`): the association MILP over each device's ``assoc_candidates``
    nearest edges (reserving the bandwidth it prices at) proposes moves; all of them together, else the single
    moves in the order of the program's estimated saving and, when there are few (``MOVE_SEARCH_LIMIT``), every
@@ -48,7 +50,7 @@ from ...formulations.association import build_association
 from ...formulations.joint import JointModel
 from ...formulations.placement import build_f4_placement, module_value
 from ...network.scenario import Scenario
-from ...plan import AGG, CLOUD, EDGE, Plan
+from ...plan import AGG, CLOUD, Plan
 from ..milp import solve_milp
 from ..result import Result, Status
 from .bounds import cluster_bounds, fixed_energy
@@ -191,13 +193,11 @@ def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict, valu
 
 
 def _reset(plan: Plan, scenario: Scenario, edges) -> Plan:
-    """``plan`` with the clusters ``edges`` uploading straight to their edge (no D2D structure, no aggregator tier)."""
-    tier = plan.tier.copy()
+    """``plan`` with the clusters ``edges`` uploading straight to their edge (no D2D structure, no aggregator tier:
+    :func:`.structures.set_structure`)."""
     for e in edges:
-        members = np.flatnonzero(plan.association == e)
-        plan = set_structure(plan, scenario, e, members, None)
-        tier[e] = np.where(tier[e] == AGG, EDGE, tier[e])
-    return plan.replace(tier=tier)
+        plan = set_structure(plan, scenario, e, np.flatnonzero(plan.association == e), None)
+    return plan
 
 
 def move(model: JointModel, plan: Plan, devices, to, inner: Inner, budget: float, value: np.ndarray,

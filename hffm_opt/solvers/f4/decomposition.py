@@ -23,6 +23,7 @@ proven gap; clusters are shared among ``workers`` forked processes.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -184,9 +185,14 @@ def _pool(workers: int, job: tuple):
 def optimise(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
              exact_limit: int = EXACT_LIMIT, exact_cluster_limit: float = EXACT_CLUSTER_LIMIT, progress=None,
              milp_solver: str | None = None, milp_time_limit: float = 60.0, milp_gap: float = 1e-2,
-             workers: int = WORKERS, known: dict | None = None) -> Result:
+             workers: int = WORKERS, known: dict | None = None, energy_solver=None) -> Result:
     """Run F4 (or the exact enumeration) on ``model`` for its objective: :func:`optimise_energy` for ``energy``,
-    else :mod:`.objectives` over energy solves at chosen targets (which share their priced structures)."""
+    else :mod:`.objectives` over energy solves at chosen targets (which share their priced structures), each by
+    ``energy_solver`` (default :func:`optimise_energy`; the registry passes full F4's alternation,
+    :func:`.alternation.alternate`, when the model has the full-F4 options,
+    :attr:`~hffm_opt.formulations.joint.JointModel.alternates`). With those options the least latency searched is
+    the start's placement's and no bound is claimed (free placement, tiers or association may reach below the
+    start's floors): status ``feasible``."""
     options = {"exact": exact, "local_search": local_search, "local_search_max_n": local_search_max_n,
                "exact_limit": exact_limit, "exact_cluster_limit": exact_cluster_limit, "progress": progress,
                "milp_solver": milp_solver, "milp_time_limit": milp_time_limit, "milp_gap": milp_gap,
@@ -200,10 +206,14 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
         if at.precheck_message:
             return Result(status=Status.INFEASIBLE, backend="f4", stats={"target_latency_s": target},
                           message=f"infeasible: {at.precheck_message}")
-        return optimise_energy(at, known=known, **options)
+        return (energy_solver or optimise_energy)(at, known=known, **options)
 
     search = minimise_latency if model.objective == "latency" else minimise_weighted
-    return search(model, solve_at, exact_limit if exact else exact_cluster_limit)
+    res = search(model, solve_at, exact_limit if exact else exact_cluster_limit)
+    if model.alternates and res.ok:
+        return dataclasses.replace(res, bound=None, status=Status.FEASIBLE,
+                                   message=res.message + "; full F4 at each target: no bound is claimed")
+    return res
 
 
 def optimise_energy(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,

@@ -9,6 +9,8 @@ is the energy per edge round and whose bound is proven); this module only choose
   relaxation of :func:`~.bounds.cluster_lower_bound` is finite (bisection), a proven lower bound. The plan is the
   least-energy plan at that latency (a relative margin above it, :data:`MARGINS`, for the inner solvers'
   tolerances). The Result's objective and bound are latencies per edge round (s).
+- With the full-F4 options each target's solve is the alternation, and the start's floors (latency floor, energy
+  relaxation) no longer bound the problem: :func:`~.decomposition.optimise` then claims no bound.
 - With an energy budget: the least target whose least energy fits the budget, by bisection on the target
   (energy never rises with the target); a target whose proven energy bound exceeds the budget is proven too
   fast, so the bound is the largest such target (or the latency floor).
@@ -118,7 +120,7 @@ def minimise_latency(model: JointModel, solve_at, exact_cluster_limit: float) ->
         latency = res.metrics.latency_s if res.ok else None
         return _result(model, res, latency, floor.lower, t0, "latency_s", what, floor.certified,
                        {"latency_floor_s": floor.lower})
-    if lower_bound(model.scenario, model.start, INFINITE_BUDGET_S) > budget:
+    if not model.alternates and lower_bound(model.scenario, model.start, INFINITE_BUDGET_S) > budget:
         return _infeasible(model, t0, f"energy_budget_j = {budget:.6g}: below the proven least energy per edge round "
                                       "at any latency")
     proven_lo = floor.lower if res.bound is None or res.bound <= budget else floor.upper
@@ -166,7 +168,8 @@ def minimise_weighted(model: JointModel, solve_at, exact_cluster_limit: float) -
     if not first.ok:
         return _result(model, first, None, None, t0, "weighted", first.message, False)
     w_l, w_e = model.w_latency, model.w_energy
-    e_inf = lower_bound(model.scenario, model.start, INFINITE_BUDGET_S)
+    # the least energy at any latency: the start's relaxation, or 0 when placement, tiers or association are free
+    e_inf = 0.0 if model.alternates else lower_bound(model.scenario, model.start, INFINITE_BUDGET_S)
     far = (_weighted(model, first) - w_e * e_inf) / w_l  # beyond this target latency alone costs more
     solved = {first.stats["target_latency_s"]: first}
     if far > floor.upper * (1 + 1e-6):

@@ -14,7 +14,7 @@ from ...formulations.relay_tree import build_relay_tree
 from ...network.channel import link_energy, transmit_time
 from ...network.scenario import Scenario
 from ...network.topology import cluster_links, distances_to, usable_links
-from ...plan import Plan
+from ...plan import AGG, EDGE, Plan
 from ..fast.arborescence import min_arborescence
 from ..milp import solve_milp
 
@@ -22,20 +22,23 @@ F2_MAX_N = 12  # clusters up to this size also get the F2 relay-tree MILP's tree
 
 
 def set_structure(plan: Plan, scenario: Scenario, e: int, members: np.ndarray, structure) -> Plan:
-    """``plan`` with cluster ``e`` direct (structure None) or rooted at (root, parent over members)."""
+    """``plan`` with cluster ``e`` direct (structure None; its aggregator-tier modules then go to the edge tier) or
+    rooted at (root, parent over members)."""
     aggregator = plan.aggregator.copy()
     parent = plan.parent.copy()
     down = plan.d2d_down_power_w.copy()
+    tier = plan.tier.copy()
     if structure is None:
         aggregator[e] = -1
         parent[members] = -1
+        tier[e, tier[e] == AGG] = EDGE
     else:
         root, par = structure
         aggregator[e] = root
         parent[members] = par
         has = par >= 0
         down[members[has]] = scenario.devices.pmax_w[par[has]]
-    return plan.replace(aggregator=aggregator, parent=parent, d2d_down_power_w=down)
+    return plan.replace(aggregator=aggregator, parent=parent, d2d_down_power_w=down, tier=tier)
 
 
 def _link_costs(scenario: Scenario, members: np.ndarray, bits: float, t_ref: float) -> tuple[np.ndarray, np.ndarray]:
