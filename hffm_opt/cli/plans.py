@@ -77,12 +77,19 @@ def _cell_counter(enabled: bool):
     return lambda total: tqdm(total=total, desc="cells", unit="cell", file=sys.stderr, leave=False).update
 
 
+OBJECTIVE_LABELS = {"energy": ("energy per edge round", " J"), "latency": ("latency per edge round", " s"),
+                    "weighted": ("w_latency x latency + w_energy x energy per edge round", "")}
+
+
 def _cmd_optimize(args) -> int:
     from ..schedulers.optimising import joint_model
     from ..solvers import solve
 
     model = joint_model(load_scenario(args.scenario), e_agg=args.e_agg, target_latency_s=args.target_latency,
-                        seed=args.seed, target_from=args.target_from)
+                        seed=args.seed, target_from=args.target_from, objective=args.objective,
+                        energy_budget_j=args.energy_budget, w_latency=args.w_latency, w_energy=args.w_energy,
+                        coverage=args.coverage, w_U=args.w_u, edge_tiers=args.edge_tiers,
+                        association=args.association)
     res = solve(model, "exact" if args.exact else args.solver, time_limit=args.time_limit,
                 progress=_progress(not args.json))
     out = {**res.summary(), "solve_s": res.runtime_s}  # the Result at top level, then the plan's metrics
@@ -94,8 +101,10 @@ def _cmd_optimize(args) -> int:
         print(dumps_json(out, indent=1))
     else:
         gap = "-" if res.gap is None else f"{res.gap:.3%}"
-        print(f"{res.status} ({res.backend}, {res.runtime_s:.2f} s): energy per edge round {res.objective} J, proven "
-              f"bound {res.bound} J, gap {gap}" + (f"; {res.message}" if res.message else ""))
+        what, unit = OBJECTIVE_LABELS[args.objective]
+        bound = "none" if res.bound is None else f"{res.bound}{unit}"
+        print(f"{res.status} ({res.backend}, {res.runtime_s:.2f} s): {what} {res.objective}{unit}, proven "
+              f"bound {bound}, gap {gap}" + (f"; {res.message}" if res.message else ""))
         if res.ok:
             m = out["metrics"]
             print(f"latency {m['latency_s']:.6g} s, access energy {m['access_energy_j']:.6g} J, backhaul energy "
@@ -248,6 +257,21 @@ def add_commands(sub) -> None:
                    help="F4 with F2 MILPs on HiGHS/Gurobi in small clusters, F4 without MILPs, or exact enumeration")
     p.add_argument("--time-limit", type=real(0.0, 1e7), default=60.0, help="time limit of each MILP solve (s)")
     p.add_argument("--exact", action="store_true", help="same as --solver exact (small instances only)")
+    p.add_argument("--objective", default="energy", choices=["energy", "latency", "weighted"],
+                   help="least energy per edge round at the target (default), least latency per edge round "
+                        "(within --energy-budget if given) or --w-latency x latency + --w-energy x energy")
+    p.add_argument("--energy-budget", type=real(0.0, 1e12), help="J per edge round not to exceed (latency only)")
+    p.add_argument("--w-latency", type=real(0.0, 1e12), help="weight per s of latency (weighted only)")
+    p.add_argument("--w-energy", type=real(0.0, 1e12), help="weight per J of energy (weighted only)")
+    p.add_argument("--coverage", default="full", choices=["full", "cluster"],
+                   help="full F4: every module a device needs is trained (default) or each cluster's modules by at "
+                        "least one of its devices")
+    p.add_argument("--w-u", type=real(0.0, 1e12, open_low=False), default=0.0,
+                   help="J per unit of training utility (energy objective, --coverage cluster; default 0)")
+    p.add_argument("--edge-tiers", action="store_true",
+                   help="full F4: any module may stay in its cluster (edge or D2D aggregator tier)")
+    p.add_argument("--association", default="fixed", choices=["fixed", "optimise"],
+                   help="full F4: keep the start's device-edge association (default) or optimise it")
     p.add_argument("--json", action="store_true", help="print the SolveResult and the metrics as JSON")
     p.add_argument("--out", type=out_path("file"), help="write the plan as JSON here")
     p.set_defaults(func=_cmd_optimize)

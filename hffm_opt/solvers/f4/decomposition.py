@@ -212,7 +212,8 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
     res = search(model, solve_at, exact_limit if exact else exact_cluster_limit)
     if model.alternates and res.ok:
         return dataclasses.replace(res, bound=None, status=Status.FEASIBLE,
-                                   message=res.message + "; full F4 at each target: no bound is claimed")
+                                   message=res.message + " (of the start's placement); full F4 at each target: no "
+                                   "bound is claimed")
     return res
 
 
