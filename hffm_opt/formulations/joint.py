@@ -8,8 +8,10 @@ Problem (section 4; consistent accounting): per cluster choose direct uploads or
 - ``"weighted"``: least ``w_latency * latency_s + w_energy * energy_j`` (weights per s and per J, both > 0).
 
 By default module assignment, tiers, association and ``e_agg`` are those of the ``start`` plan, which the search
-also starts from; the full-F4 options (:func:`check_full_options`) free placement, tiers and association (the optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The
-builder runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
+also starts from; the full-F4 options (:func:`check_full_options`) free placement, tiers and association (the
+optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The builder runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
+The full-F4 options' data live here too: the modules that may stay in their cluster (:func:`edge_allowed`), each
+device's candidate edges (:func:`candidate_edges`) and the coverage rule (:func:`covers`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,43 @@ class JointModel:
         """The energy-at-target model of the same start with ``target_latency_s`` (s per edge round), pre-checked."""
         return dataclasses.replace(build_joint(self.scenario, self.start, target_latency_s, self.start_name),
                                    **{f: getattr(self, f) for f in FULL_OPTIONS})
+
+
+def edge_allowed(scenario: Scenario, edge_tiers: bool) -> np.ndarray:
+    """(K,) modules that may stay in their cluster (edge or aggregator tier): the cluster-local ones, or every
+    module with ``edge_tiers``."""
+    local = scenario.module_arrays["cluster_local"]
+    return np.ones_like(local) if edge_tiers else local.copy()
+
+
+def candidate_edges(scenario: Scenario, k: int) -> np.ndarray:
+    """(U, E) bool: each device's ``k`` nearest edges with a finite uplink gain (ties by edge index), the edges
+    ``association="optimise"`` may move it to."""
+    dev, edges = scenario.devices, scenario.edges
+    dist = np.linalg.norm(dev.position_m[:, None, :] - edges.position_m[None, :, :], axis=2)
+    dist = np.where(np.isfinite(dev.uplink_gain), dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    out = np.zeros(dist.shape, bool)
+    np.put_along_axis(out, order, True, axis=1)
+    return out & np.isfinite(dist)
+
+
+def covers(scenario: Scenario, devices, cluster, train, min_trainers: int) -> bool:
+    """Coverage ``"cluster"``: in each cluster, every trainable module some of its ``devices`` need is trained by
+    at least ``min(min_trainers, devices able to)`` of them (able: the module's training state fits the device's
+    memory beside what it holds), the rule F1 keeps. ``devices`` (n,) indices, ``cluster`` (n,) their clusters,
+    ``train`` (n, K) bool what they train."""
+    mods = scenario.module_arrays
+    devices = np.asarray(devices, dtype=np.int64)
+    cand = scenario.need[devices] & mods["trainable"][None, :]
+    free = scenario.devices.memory_bytes[devices] - scenario.need[devices] @ mods["memory_bytes"]
+    able = cand & (mods["train_memory_bytes"][None, :] <= free[:, None])
+    ids, inverse = np.unique(np.asarray(cluster), return_inverse=True)
+    trained = np.zeros((len(ids), len(scenario.modules)))
+    can = np.zeros_like(trained)
+    np.add.at(trained, inverse, np.asarray(train, bool) & cand)
+    np.add.at(can, inverse, able)
+    return bool((trained >= np.minimum(min_trainers, can)).all())
 
 
 def _positive(name: str, value, required: bool) -> None:

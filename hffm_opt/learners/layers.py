@@ -205,14 +205,21 @@ class MoE(nn.Module):
             return self._grouped(x, top_i, weights), aux
         return self._blocks(x, top_i, weights), aux
 
+    def _sorted_rows(self, top_i: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The routed (token, choice) rows (N k) sorted by expert: (the sorting order, token order within an
+        expert; the sorted rows' experts; rows per expert (E,))."""
+        expert = top_i.reshape(-1)
+        order = torch.argsort(expert, stable=True)
+        count = (expert[:, None] == torch.arange(len(self.experts), device=top_i.device)).sum(0)
+        return order, expert[order], count
+
     def _grouped(self, x: Tensor, top_i: Tensor, weights: Tensor) -> Tensor:
         """The experts' output (B, L, d) by one grouped matrix product per expert layer."""
         b, n_tok, d = x.shape
-        n, k, n_exp = b * n_tok, self.top_k, len(self.experts)
-        expert = top_i.reshape(n * k)
-        order = torch.argsort(expert, stable=True)  # rows grouped by expert, token order within an expert
-        token, sorted_e = order // k, expert[order]
-        ends = (expert[:, None] == torch.arange(n_exp, device=x.device)).sum(0).cumsum(0).to(torch.int32)
+        n, k = b * n_tok, self.top_k
+        order, sorted_e, count = self._sorted_rows(top_i)
+        token = order // k
+        ends = count.cumsum(0).to(torch.int32)
         w1 = torch.stack([e.fc1.weight for e in self.experts]).transpose(1, 2)  # (E, d, h)
         b1 = torch.stack([e.fc1.bias for e in self.experts])
         w2 = torch.stack([e.fc2.weight for e in self.experts]).transpose(1, 2)  # (E, h, d)
@@ -229,10 +236,7 @@ class MoE(nn.Module):
         bs = self.block_size(a)
         n_blocks = (a + n_exp * (bs - 1)) // bs
         dev = x.device
-        expert = top_i.reshape(a)
-        order = torch.argsort(expert, stable=True)  # rows grouped by expert, token order within an expert
-        sorted_e = expert[order]
-        count = (expert[:, None] == torch.arange(n_exp, device=dev)).sum(0)
+        order, sorted_e, count = self._sorted_rows(top_i)
         padded = (count + bs - 1) // bs * bs
         seg_end = padded.cumsum(0)
         first = count.cumsum(0) - count

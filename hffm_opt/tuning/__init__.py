@@ -6,11 +6,29 @@ dead worker's trial, heartbeats) and :mod:`.report` (summary, ``trials.csv``/``s
 
 from __future__ import annotations
 
-from .objective import (TRIAL_ERRORS, Objective, TrialFailed, build_plan, default_points, rounds_within,
-                        scheduler_points, scoring_data, suggest)
+from .objective import (
+                        TRIAL_ERRORS,
+                        Objective,
+                        TrialFailed,
+                        build_plan,
+                        default_points,
+                        rounds_within,
+                        scheduler_points,
+                        scoring_data,
+                        suggest,
+)
 from .report import IMPORTANCE_MIN_TRIALS, best, counts, dominated_by, pareto_table, save_plots, summary, write_results
-from .settings import (CORE, DEFAULTS, OBJECTIVES, PRUNERS, TuneConfigError, TuneSettings, load_settings,
-                       settings_from_dict, takes_option)
+from .settings import (
+                        CORE,
+                        DEFAULTS,
+                        OBJECTIVES,
+                        PRUNERS,
+                        TuneConfigError,
+                        TuneSettings,
+                        load_settings,
+                        settings_from_dict,
+                        takes_option,
+)
 from .workers import FINISHED, StudyLock, mask_text, mask_url, open_study, prepare, run_trial, run_worker, storage_for
 
 __all__ = [

@@ -47,7 +47,7 @@ import numpy as np
 from ..._version import __version__
 from ...evaluate import evaluate
 from ...formulations.association import build_association
-from ...formulations.joint import JointModel
+from ...formulations.joint import JointModel, candidate_edges, covers, edge_allowed
 from ...formulations.placement import build_f4_placement, module_value
 from ...network.scenario import Scenario
 from ...plan import AGG, CLOUD, Plan
@@ -56,7 +56,7 @@ from ..result import Result, Status
 from .bounds import cluster_bounds, fixed_energy
 from .cluster import apply_allocation
 from .decomposition import best_structure, cluster_costs, optimise_energy
-from .enumeration import best_cluster_choice, candidate_edges, cluster_choice_count, edge_allowed, write_choice
+from .enumeration import best_cluster_choice, cluster_choice_count, write_choice
 from .structures import set_structure
 
 LATENCY_RTOL = 1e-9  # relative: a candidate slower than the target by more is refused
@@ -82,21 +82,12 @@ class Inner:
 
 
 def meets_coverage(model: JointModel, plan: Plan) -> bool:
-    """Whether ``plan`` keeps the coverage rule: with coverage ``"cluster"`` every module some member of a cluster
-    needs is trained there by at least ``min_trainers`` members (or by every member able to hold its training
-    state, when fewer); with ``"full"`` every device trains every trainable module it needs."""
+    """Whether ``plan`` keeps the coverage rule: with ``"full"`` every device trains every trainable module it
+    needs; with ``"cluster"`` :func:`~hffm_opt.formulations.joint.covers` over the plan's clusters."""
     scenario = model.scenario
-    mods = scenario.module_arrays
-    cand = scenario.need & mods["trainable"][None, :]
     if model.coverage == "full":
-        return bool((plan.train == cand).all())
-    able = cand & (mods["train_memory_bytes"][None, :] <= (scenario.devices.memory_bytes
-                                                          - scenario.need @ mods["memory_bytes"])[:, None])
-    n_e, n_k = scenario.n_edges, len(scenario.modules)
-    trained, can = np.zeros((n_e, n_k)), np.zeros((n_e, n_k))
-    np.add.at(trained, plan.association, plan.train & cand)
-    np.add.at(can, plan.association, able)
-    return bool((trained >= np.minimum(model.min_trainers, can)).all())
+        return bool((plan.train == (scenario.need & scenario.module_arrays["trainable"][None, :])).all())
+    return covers(scenario, np.arange(scenario.n_devices), plan.association, plan.train, model.min_trainers)
 
 
 def score(model: JointModel, plan: Plan, value: np.ndarray):

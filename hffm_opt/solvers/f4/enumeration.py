@@ -28,7 +28,7 @@ from ..._version import __version__
 from ...errors import InstanceTooLarge
 from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
-from ...formulations.joint import JointModel
+from ...formulations.joint import JointModel, candidate_edges, covers, edge_allowed
 from ...formulations.placement import module_value
 from ...network.scenario import Scenario
 from ...plan import AGG, CLOUD, EDGE, Plan
@@ -40,24 +40,6 @@ from .structures import cluster_exact_choices, cluster_structures, set_structure
 
 CHOICES_LIMIT = 20_000  # association x assignment combinations the exact mode enumerates at most
 MAX_ENUMERATED_CANDIDATES = 12  # a device with more trainable modules counts 2^n - 1 module sets (no listing)
-
-
-def edge_allowed(scenario: Scenario, edge_tiers: bool) -> np.ndarray:
-    """(K,) modules that may stay in their cluster (edge or aggregator tier): the cluster-local ones, or every
-    module with ``edge_tiers``."""
-    local = scenario.module_arrays["cluster_local"]
-    return np.ones_like(local) if edge_tiers else local.copy()
-
-
-def candidate_edges(scenario: Scenario, k: int) -> np.ndarray:
-    """(U, E) bool: each device's ``k`` nearest edges with a finite uplink gain (ties by edge index)."""
-    dev, edges = scenario.devices, scenario.edges
-    dist = np.linalg.norm(dev.position_m[:, None, :] - edges.position_m[None, :, :], axis=2)
-    dist = np.where(np.isfinite(dev.uplink_gain), dist, np.inf)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    out = np.zeros(dist.shape, bool)
-    np.put_along_axis(out, order, True, axis=1)
-    return out & np.isfinite(dist)
 
 
 def base_tiers(scenario: Scenario, edge_tiers: bool) -> np.ndarray:
@@ -85,17 +67,6 @@ def module_set_count(scenario: Scenario, coverage: str, u: int) -> float:
     if coverage == "full" or n_cand == 0:
         return 1.0
     return 2.0 ** n_cand - 1 if n_cand > MAX_ENUMERATED_CANDIDATES else float(len(module_sets(scenario, coverage, u)))
-
-
-def covered(scenario: Scenario, min_trainers: int, members, sets) -> bool:
-    """Whether the members' module ``sets`` train every module some member needs at least ``min_trainers`` times
-    (or by every member able to, when fewer)."""
-    cand = scenario.need[members] & scenario.module_arrays["trainable"][None, :]
-    trained = np.zeros(cand.shape, bool)
-    for i, s in enumerate(sets):
-        trained[i, list(s)] = True
-    need = np.minimum(min_trainers, cand.sum(axis=0))
-    return bool((trained.sum(axis=0) >= need).all())
 
 
 def cluster_choice_count(scenario: Scenario, model: JointModel, members: np.ndarray, limit: float) -> float:
@@ -159,6 +130,14 @@ def price_cluster(scenario: Scenario, plan: Plan, e: int, budget: float, stay: n
     return best[0], structure, trial.tier[e].copy(), priced, certified
 
 
+def set_rows(sets, n_modules: int) -> np.ndarray:
+    """(n, K) bool training rows of n devices from their module ``sets`` (tuples of module indices)."""
+    rows = np.zeros((len(sets), n_modules), bool)
+    for i, modules in enumerate(sets):
+        rows[i, list(modules)] = True
+    return rows
+
+
 def cluster_plan(scenario: Scenario, plan: Plan, e: int, members, sets, tier_row) -> Plan:
     """``plan`` with cluster ``e`` made of exactly ``members`` (the other devices elsewhere), training ``sets``,
     with ``tier_row`` and without D2D structure."""
@@ -167,9 +146,7 @@ def cluster_plan(scenario: Scenario, plan: Plan, e: int, members, sets, tier_row
     inside[list(members)] = True
     assoc = np.where(inside, e, np.where(plan.association == e, (e + 1) % n_e, plan.association))
     train, tier = plan.train.copy(), plan.tier.copy()
-    for u, s in zip(members, sets):
-        train[u] = False
-        train[u, list(s)] = True
+    train[list(members)] = set_rows(sets, train.shape[1])
     tier[e] = tier_row
     plan = plan.replace(association=assoc, train=train, tier=tier)
     return set_structure(plan, scenario, e, np.asarray(members, dtype=np.int64), None)
@@ -180,7 +157,7 @@ def price_sets(scenario: Scenario, model: JointModel, plan: Plan, e: int, member
     """Cluster ``e`` made of ``members`` training ``sets``, priced by :func:`price_cluster` from the base tiers
     (:func:`base_tiers`): None when the sets miss the coverage rule, a choice of infinite score when nothing meets
     ``budget``."""
-    if not covered(scenario, model.min_trainers, list(members), sets):
+    if not covers(scenario, members, np.zeros(len(members)), set_rows(sets, len(scenario.modules)), model.min_trainers):
         return None
     trial = cluster_plan(scenario, plan, e, members, sets, base_tiers(scenario, model.edge_tiers))
     alloc, structure, tier, priced, certified = price_cluster(scenario, trial, e, budget,
@@ -213,9 +190,7 @@ def write_choice(scenario: Scenario, plan: Plan, e: int, choice: ClusterChoice) 
     """``plan`` with cluster ``e``'s module sets, tier row, structure and continuous decisions from ``choice``."""
     members = np.flatnonzero(plan.association == e)
     train, tier = plan.train.copy(), plan.tier.copy()
-    for u, s in zip(members, choice.sets):
-        train[u] = False
-        train[u, list(s)] = True
+    train[members] = set_rows(choice.sets, train.shape[1])
     tier[e] = choice.tier
     plan = set_structure(plan.replace(train=train, tier=tier), scenario, e, members, choice.structure)
     return apply_allocation(plan, {e: (members, choice.alloc)})
