@@ -25,7 +25,7 @@ from ..evaluate import Metrics, evaluate
 from ..network.scenario import Scenario
 from ..plan import Plan
 from ..schedulers import schedule
-from .settings import CORE, OBJECTIVES, TuneSettings, reject, takes_option
+from .settings import CORE, OBJECTIVES, TuneSettings, option_applies, reject, takes_option
 
 METRIC = "served_accuracy"  # what a trial is scored by, on the validation split
 
@@ -38,10 +38,11 @@ class TrialFailed(RuntimeError):
 
 
 def suggest(trial: optuna.Trial, settings: TuneSettings) -> dict:
-    """Sample the outer choices: the core parameters, then the chosen scheduler's options."""
+    """Sample the outer choices: the core parameters, then the chosen scheduler's options (each that applies given
+    the others, :data:`~.settings.OPTION_REQUIRES`; ``settings.options`` lists the options others need first)."""
     choice = {name: _suggest(trial, name, settings.space[name]) for name in CORE}
     for name in settings.options:
-        if takes_option(choice["scheduler"], name):
+        if takes_option(choice["scheduler"], name) and option_applies(name, choice):
             choice[name] = _suggest(trial, name, settings.space[name])
     return choice
 

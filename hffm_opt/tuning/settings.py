@@ -3,7 +3,8 @@
 A study searches the scheduler among ``search.schedulers``, ``e_agg``, the round deadline as a factor of the plan's
 latency per edge round without a deadline (a factor >= 1 drops nobody), the local learning rate, the local steps tau,
 and each option of ``search.options`` (e.g. objective weights ``w_T``/``w_E``/``w_U``) that the chosen scheduler
-takes as a keyword. ``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules ``energy_j``, at
+takes as a keyword (an option of :data:`OPTION_REQUIRES` only when the option it needs has the value it needs: ``w_U``
+with ``coverage = "cluster"``). By default ``optimal`` is searched with its coverage, ``w_U`` and edge tiers. ``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules ``energy_j``, at
 most ``max_rounds`` edge rounds), ``score.validation_rows`` the seeded subset of the validation split that scores it
 (its served accuracy; the global test set is never seen by a study). ``defaults`` is the default configuration, the
 first trial of every new study. Every error names the field, the value and the rule it breaks
@@ -38,14 +39,26 @@ DEFAULTS: dict = {
     "train": {"personalised": False},  # TrainConfig fields but rounds, lr, local_steps, eval_every
     "budget": {"time_s": 120.0, "max_rounds": 16},  # the priced foundation model: about 5-15 s per edge round
     "score": {"validation_rows": 1000},  # seeded subset of the validation split scoring every trial (0 = all of it)
-    "search": {"schedulers": ["hierarchical", "hierarchical-d2d", "greedy", "edge-only"], "e_agg": [1, 8],
-               "deadline_factor": [0.5, 1.2], "lr": [3e-4, 3e-2], "local_steps": [1, 3], "options": {}},
+    "search": {"schedulers": ["hierarchical", "hierarchical-d2d", "greedy", "edge-only", "optimal"], "e_agg": [1, 8],
+               "deadline_factor": [0.5, 1.2], "lr": [3e-4, 3e-2], "local_steps": [1, 3],
+               # the optimiser's coverage, value of training (J per unit of utility) and edge tiers
+               "options": {"coverage": {"choices": ["full", "cluster"]}, "w_U": [1.0, 1000.0],
+                           "edge_tiers": {"choices": [False, True]}}},
     "defaults": {"scheduler": "hierarchical", "e_agg": 2, "deadline_factor": 1.2, "lr": 3e-3, "local_steps": 1},
     "study": {"seed": 0, "pruner": "median", "pruner_startup": 3, "tpe_startup": 4, "heartbeat_s": 5, "grace_s": 30,
               "torch_threads": 1},
 }
 
 TuneConfigError = ConfigError  # a bad tuning configuration
+
+#: options searched only when another option has a given value (the scheduler refuses them otherwise)
+OPTION_REQUIRES = {"w_U": ("coverage", "cluster")}
+
+
+def option_applies(name: str, choice: dict) -> bool:
+    """Whether option ``name`` is searched given the other choices (:data:`OPTION_REQUIRES`)."""
+    other, value = OPTION_REQUIRES.get(name, (None, None))
+    return other is None or choice.get(other) == value
 
 
 def reject(name: str, value, rule: str) -> NoReturn:
@@ -213,7 +226,12 @@ def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
             space[name] = CategoricalDistribution(tuple(value["choices"]))
         else:
             space[name] = _range(f"search.options.{name}", value, float, None)
-    return space, tuple(search["options"])
+    for name, (other, value) in OPTION_REQUIRES.items():
+        if name in space and not (other in space and isinstance(space[other], CategoricalDistribution)
+                                  and value in space[other].choices):
+            reject(f"search.options.{name}", search["options"][name],
+                   f"needs search.options.{other} with the choice {value!r} (the scheduler takes {name} only then)")
+    return space, tuple(sorted(search["options"], key=lambda n: n in OPTION_REQUIRES))
 
 
 def _contains(dist, value) -> bool:
@@ -236,7 +254,7 @@ def _check_defaults(defaults: dict, space: dict, options: tuple[str, ...]) -> No
         if not _contains(space[name], value):
             reject(f"defaults.{name}", value, f"must lie in the search space {space[name]}")
     sched = defaults["scheduler"]
-    wanted = set(CORE) | {o for o in options if takes_option(sched, o)}
+    wanted = set(CORE) | {o for o in options if takes_option(sched, o) and option_applies(o, defaults)}
     for name in sorted(wanted ^ set(defaults)):
         rule = "missing: the default scheduler takes it" if name in wanted else "the default scheduler does not take it"
         reject(f"defaults.{name}", defaults.get(name), f"{rule} (scheduler {sched!r})")

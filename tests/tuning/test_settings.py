@@ -79,3 +79,30 @@ def test_digest_is_that_of_the_settings_not_of_the_file():
     assert shipped.digest == settings_from_dict({}).digest == load_settings(None).digest
     assert settings_from_dict({"budget": {"max_rounds": 17}}).digest != shipped.digest
     assert settings_from_dict({"study": {"seed": 1}}).digest != shipped.digest
+
+
+def test_w_u_is_searched_only_with_coverage_cluster():
+    import optuna
+
+    from hffm_opt.tuning.objective import suggest
+
+    s = settings_from_dict({})
+    assert "optimal" in s.space["scheduler"].choices and {"coverage", "w_U", "edge_tiers"} <= set(s.space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(60):
+        choice = suggest(study.ask(), s)
+        if choice["scheduler"] == "optimal":
+            assert ("w_U" in choice) == (choice["coverage"] == "cluster"), choice
+            seen.add(choice["coverage"])
+        else:
+            assert not {"coverage", "w_U", "edge_tiers"} & set(choice), choice
+    assert seen == {"full", "cluster"}
+    with pytest.raises(TuneConfigError, match=r"search.options.w_U = \[1.0, 10.0\]: needs search.options.coverage "
+                                              r"with the choice 'cluster'"):
+        settings_from_dict({"search": {"options": {"w_U": [1.0, 10.0], "coverage": {"choices": ["full"]}}}})
+    core = {"e_agg": 2, "deadline_factor": 1.2, "lr": 3e-3, "local_steps": 1}
+    full = settings_from_dict({"defaults": {"scheduler": "optimal", "coverage": "full", "edge_tiers": False, **core}})
+    assert "w_U" not in full.defaults
+    with pytest.raises(TuneConfigError, match=r"defaults.w_U = None: missing"):
+        settings_from_dict({"defaults": {"scheduler": "optimal", "coverage": "cluster", "edge_tiers": False, **core}})
