@@ -43,7 +43,6 @@ from .layers import Adapter, Backbone, Head, ImageEncoder, MoE, VectorEncoder
 from .specs import ModalitySpec, SpecNames, TaskSpec
 
 MODULE_KINDS = ("encoder", "backbone", "adapter", "gate", "expert", "prompt", "head")
-FUSIONS = ("early", "late")  # modality tokens attend to every modality's tokens, or to their own modality's only
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,6 @@ class M3TConfig(SpecNames):
     image_channels: tuple[int, ...] = (16, 32, 64, 64)
     frozen_kinds: tuple[str, ...] = ("encoder", "backbone")
     aux_loss_weight: float = 0.01
-    fusion: str = "early"
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -87,8 +85,6 @@ class M3TConfig(SpecNames):
         bad = set(self.frozen_kinds) - set(MODULE_KINDS)
         if bad:
             raise ConfigError(f"frozen_kinds = {self.frozen_kinds}: unknown kinds {sorted(bad)}; known: {MODULE_KINDS}")
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"fusion = {self.fusion!r}: must be one of {list(FUSIONS)}")
         if len(self.image_channels) != 4:
             raise ConfigError(f"image_channels = {self.image_channels}: the image CNN has 4 layers")
 
@@ -238,8 +234,8 @@ class M3TModel(nn.Module):
     # ------------------------------------------------------------------ forward
     def _modality_tokens(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None,
                          encoded: Mapping[str, Tensor] | None = None):
-        toks, valid, source = [], [], []
-        for j, m in enumerate(self.cfg.modality_names):  # fixed order, whatever the dict order
+        toks, valid = [], []
+        for m in self.cfg.modality_names:  # fixed order, whatever the dict order
             if encoded is not None and m in encoded:
                 t = encoded[m]
             elif m in inputs:
@@ -248,7 +244,6 @@ class M3TModel(nn.Module):
                 continue
             toks.append(t)
             b, n = t.shape[0], t.shape[1]
-            source.append(torch.full((n,), j, device=t.device))
             pm = None if present is None else present.get(m)
             if pm is None:
                 valid.append(torch.ones(b, n, dtype=torch.bool, device=t.device))
@@ -256,18 +251,12 @@ class M3TModel(nn.Module):
                 valid.append(pm.to(torch.bool)[:, None].expand(b, n))
         if not toks:
             raise ConfigError("forward needs at least one modality in inputs")
-        return torch.cat(toks, dim=1), torch.cat(valid, dim=1), torch.cat(source)
-
-    def _modality_mask(self, source: Tensor) -> Tensor:
-        """(n, n) bool: modality token i may attend to modality token j (``cfg.fusion``: any, or same modality)."""
-        if self.cfg.fusion == "late":
-            return source[:, None] == source[None, :]
-        return torch.ones(len(source), len(source), dtype=torch.bool, device=source.device)
+        return torch.cat(toks, dim=1), torch.cat(valid, dim=1)
 
     def _trunk(self, inputs, present, tasks, encoded, adapters: bool) -> tuple[Tensor, Tensor, int]:
         """Tokens ``[prompts of tasks] + [modality tokens]`` through the backbone (and adapters) and its final
         norm: (hidden (B, L, d), token validity (B, L), number of prompt tokens)."""
-        mod_tok, mod_valid, source = self._modality_tokens(inputs, present, encoded)
+        mod_tok, mod_valid = self._modality_tokens(inputs, present, encoded)
         b = mod_tok.shape[0]
         n_prompt = self.cfg.n_prompts * len(tasks)
         if tasks:
@@ -277,12 +266,11 @@ class M3TModel(nn.Module):
             x = mod_tok
         n_tok = x.shape[1]
         # structural mask: prompt i attends to its task's prompts and to modality tokens; modality tokens
-        # attend only to modality tokens (of their own modality with late fusion)
+        # attend only to modality tokens
         group = torch.arange(n_tok, device=x.device)
         group = torch.where(group < n_prompt, group // self.cfg.n_prompts, -1)
         is_mod = group < 0
         struct = ((group[:, None] == group[None, :]) & ~is_mod[:, None]) | is_mod[None, :]
-        struct[n_prompt:, n_prompt:] &= self._modality_mask(source)
         key_ok = torch.cat([torch.ones(b, n_prompt, dtype=torch.bool, device=x.device), mod_valid], dim=1)
         allowed = struct[None] & key_ok[:, None, :]
         for layer, adapter in zip(self.backbone.layers, self.adapters):
@@ -298,7 +286,7 @@ class M3TModel(nn.Module):
         (their outputs are never read). Equal to :meth:`_trunk`'s prompt rows to float rounding; a constant
         modality stream (frozen encoders and first layer) is also left out of the backward pass.
         Returns (normed prompt outputs (B, P, d), P)."""
-        mods, mod_valid, source = self._modality_tokens(inputs, present, encoded)
+        mods, mod_valid = self._modality_tokens(inputs, present, encoded)
         b, n_m = mod_valid.shape
         n_p = self.cfg.n_prompts
         n_prompt = n_p * len(tasks)
@@ -306,7 +294,7 @@ class M3TModel(nn.Module):
         group = torch.arange(n_prompt, device=mods.device) // n_p
         own = (group[:, None] == group[None, :]).expand(b, -1, -1)
         allowed_p = torch.cat([own, mod_valid[:, None, :].expand(b, n_prompt, n_m)], dim=2)
-        allowed_m = mod_valid[:, None, :] & self._modality_mask(source)[None]
+        allowed_m = mod_valid[:, None, :].expand(b, n_m, n_m)
         x = prompts
         n_layers = len(self.backbone.layers)
         for i, (layer, adapter) in enumerate(zip(self.backbone.layers, self.adapters)):

@@ -108,8 +108,6 @@ def test_config_validation():
         M3TConfig(MODS, TASKS, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="frozen_kinds"):
         M3TConfig(MODS, TASKS, frozen_kinds=("decoder",))
-    with pytest.raises(ValueError, match="fusion = 'mid'"):
-        M3TConfig(MODS, TASKS, fusion="mid")
     cfg = M3TConfig(list(MODS), list(TASKS), frozen_kinds=["encoder"])
     assert cfg.modalities == MODS and cfg.frozen_kinds == ("encoder",)  # sequences stored as tuples
     assert cfg.modality_names == ("image", "text", "sensor") and cfg.task_names == ("vqa", "shape", "kind")
@@ -125,12 +123,11 @@ def test_seeded_construction_is_reproducible():
     assert isinstance(a, M3TModel)
 
 
-@pytest.mark.parametrize("fusion", ["early", "late"])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_forward_computes_what_the_full_sequence_computes(fusion, n_layers):
+def test_forward_computes_what_the_full_sequence_computes(n_layers):
     """The forward pass (only what the prompt tokens read) gives the logits of the whole token sequence run
     through every layer (``encode``), with absent modalities and trained adapters."""
-    m = small_model(n_layers=n_layers, fusion=fusion)
+    m = small_model(n_layers=n_layers)
     with torch.no_grad():
         for a in m.adapters:
             for p in a.parameters():
@@ -144,15 +141,3 @@ def test_forward_computes_what_the_full_sequence_computes(fusion, n_layers):
     for i, t in enumerate(tasks):
         torch.testing.assert_close(out[t], m.heads[t](pooled[:, i]), rtol=1e-5, atol=1e-5)
 
-
-def test_late_fusion_keeps_each_modality_stream_to_itself():
-    """With late fusion a modality's frozen features do not depend on another modality's input (early fusion:
-    they do), while the prompts still read every modality."""
-    x = batch()
-    other = dict(x, text=x["text"] + 1.0)
-    d = 32
-    for fusion, separate in (("late", True), ("early", False)):
-        m = small_model(fusion=fusion)
-        f1, f2 = m.features(x), m.features(other)
-        assert torch.equal(f1[:, :d], f2[:, :d]) is separate  # the image's features
-        assert not torch.equal(m(x).logits["shape"], m(other).logits["shape"])  # the prompts attend to the text
