@@ -35,12 +35,18 @@ class Method:
     options: dict = field(default_factory=dict)
 
 
+#: the learning-aware ``optimal``: full F4 with coverage ``cluster``, ``w_U`` (J per unit of training utility) and
+#: edge tiers, so a module leaves its cluster only where the utility of global aggregation is worth its backhaul
+LEARNING_AWARE = {"coverage": "cluster", "w_U": 100.0, "edge_tiers": True}
+
 #: the paper's schemes, ``greedy`` and ``optimal`` (F4 at the latency of the paper's HF-FM+D2D) at E_agg 2 and 8,
-#: and ``optimal`` choosing its own E_agg (the least energy per edge round at HF-FM+D2D's E_agg 8 latency)
+#: ``optimal`` choosing its own E_agg (the least energy per edge round at HF-FM+D2D's E_agg 8 latency) and the
+#: learning-aware ``optimal`` at E_agg 8
 DEFAULT_METHODS = tuple(Method(*row) for row in PAPER_ROWS) + (
     Method("greedy", "Greedy", "greedy", 8), Method("optimal", "Optimal (F4)", "optimal", 2),
     Method("optimal", "Optimal (F4)", "optimal", 8),
-    Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 4, 8, 16)}))
+    Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 4, 8, 16)}),
+    Method("optimal-learning-aware", "Optimal (F4, w_U, edge tiers)", "optimal", 8, LEARNING_AWARE))
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,18 @@ def _mean(values) -> float | None:
     return float(np.mean(x)) if x else None
 
 
-def train_methods(setup, methods, config, *, seed: int, progress=None, part: tuple[int, int] = (0, 1)
-                  ) -> list[MethodRun]:
-    """Plan every method on ``setup.scenario`` for the workload of ``config`` and train it on ``setup.data``
+def plan_methods(setup, methods, config, *, seed: int) -> list:
+    """Every method's plan on ``setup.scenario``, made for the workload of ``config`` (its tau and batch)."""
+    if config.local_steps is None or config.batch_size is None:
+        raise ConfigError("config.local_steps / batch_size = None: the closed loop plans for the workload it "
+                          "trains, so both must be set")
+    return [schedule(setup.scenario, m.scheduler, e_agg=m.e_agg, seed=seed, local_steps=config.local_steps,
+                     batch_size=config.batch_size, **m.options) for m in methods]
+
+
+def train_methods(setup, methods, config, *, seed: int, progress=None, part: tuple[int, int] = (0, 1),
+                  plans: list | None = None) -> list[MethodRun]:
+    """Train every method's plan (``plans``, else :func:`plan_methods`) on ``setup.data``
     (:func:`~hffm_opt.learners.trainer.train_plans`: methods whose plans learn identically, e.g. the same
     aggregation at a D2D aggregator or at the edge, are trained once and each keeps its own clock and energy).
 
@@ -69,11 +84,7 @@ def train_methods(setup, methods, config, *, seed: int, progress=None, part: tup
     tqdm bar), or None."""
     from ..learners.trainer import learning_key, train_plans
 
-    if config.local_steps is None or config.batch_size is None:
-        raise ConfigError("config.local_steps / batch_size = None: the closed loop plans for the workload it "
-                          "trains, so both must be set")
-    plans = [schedule(setup.scenario, m.scheduler, e_agg=m.e_agg, seed=seed, local_steps=config.local_steps,
-                      batch_size=config.batch_size, **m.options) for m in methods]
+    plans = plan_methods(setup, methods, config, seed=seed) if plans is None else plans
     keys = [learning_key(setup.scenario, p, config) or f"#{i}" for i, p in enumerate(plans)]
     groups = list(dict.fromkeys(keys))
     mine = [i for i, k in enumerate(keys) if groups.index(k) % part[1] == part[0]]
@@ -83,29 +94,50 @@ def train_methods(setup, methods, config, *, seed: int, progress=None, part: tup
     return [MethodRun(methods[i], seed, h) for i, h in zip(mine, histories)]
 
 
-def seed_cell(cell: dict) -> dict:
-    """One share of one seed of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`):
-    ``cell`` = ``{"seed", "part": [i, n], "setup": learning_setup keywords, "config": TrainConfig fields,
-    "threads": torch threads}``; returns ``{"methods": indices into DEFAULT_METHODS, "histories": JSON
-    documents}`` of the methods of that share (:func:`seed_runs` reads them back)."""
+def reference(setup, central_epochs: float, seed: int) -> dict:
+    """Central training of the trainable modules (of a copy: the setup's model stays untrained for the federated
+    runs) and the linear probe on the frozen features, on ``setup``'s benchmark: ``{"central_accuracy",
+    "linear_probe_accuracy"}`` (percent)."""
+    import copy
+
+    from ..learners.central import central_vs_linear
+
+    model = copy.deepcopy(setup.data.model)
+    ref = central_vs_linear(setup.benchmark, model=model, epochs=central_epochs, seed=seed)
+    return {"central_accuracy": 100 * ref["mean"]["central"], "linear_probe_accuracy": 100 * ref["mean"]["linear"]}
+
+
+def loop_cell(cell: dict) -> dict:
+    """One cell of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`).
+    ``cell`` = ``{"seed", "setup": learning_setup keywords, "threads": torch threads}`` and one of:
+    ``"central_epochs"``: the :func:`reference` on the seed's setup; ``"config"`` (TrainConfig fields) alone: the
+    seed's plans of DEFAULT_METHODS, ``{"plans": Plan documents}``; ``"config"``, ``"plans"`` and ``"part": [i, n]``:
+    one share of the seed's methods trained, ``{"methods": indices into DEFAULT_METHODS, "histories": JSON
+    documents}`` (:func:`seed_runs` reads them back)."""
     import json
 
     import torch
 
     from ..learners.config import TrainConfig
     from ..learners.setup import learning_setup
+    from ..plan import Plan
 
     torch.set_num_threads(cell["threads"])
     seed = cell["seed"]
     setup = learning_setup(**cell["setup"], seed=seed)
+    if "central_epochs" in cell:
+        return reference(setup, cell["central_epochs"], seed)
     config = TrainConfig(**{**cell["config"], "seed": seed})
-    runs = train_methods(setup, DEFAULT_METHODS, config, seed=seed, part=tuple(cell["part"]))
+    if "plans" not in cell:
+        return {"plans": [p.to_dict() for p in plan_methods(setup, DEFAULT_METHODS, config, seed=seed)]}
+    plans = [Plan.from_dict(p) for p in cell["plans"]]
+    runs = train_methods(setup, DEFAULT_METHODS, config, seed=seed, part=tuple(cell["part"]), plans=plans)
     return {"methods": [DEFAULT_METHODS.index(r.method) for r in runs],
             "histories": [json.loads(r.history.to_json()) for r in runs]}
 
 
 def seed_runs(seed: int, shares: list[dict]) -> list[MethodRun]:
-    """The :class:`MethodRun` s of one seed from its shares (:func:`seed_cell`'s results), in the methods' order."""
+    """The :class:`MethodRun` s of one seed from its shares (:func:`loop_cell`'s results), in the methods' order."""
     from ..learners.history import History
 
     found = {i: h for share in shares for i, h in zip(share["methods"], share["histories"])}

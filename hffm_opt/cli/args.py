@@ -206,6 +206,7 @@ FLAG_RULES = {  # the rule of a number flag of any command, by its destination
     "rounds": count(1, MAX_ROUNDS), "e_agg": count(1, MAX_E_AGG), "seed": seed, "seeds": count(1, 10_000),
     "n_edges": count(1, MAX_DEVICES), "devices_per_edge": count(1, MAX_DEVICES),
     "local_steps": count(1, MAX_LOCAL_STEPS), "batch_size": count(1, 1_000_000), "eval_every": count(0, MAX_ROUNDS),
+    "eval_rows": count(0, 100_000_000),
     "threads": count(1, 1024), "lr": real(0.0, 1e3), "target": real(0.0, 100.0), "trials": count(1, 1_000_000),
     "workers": count(1, 256), "timeout": real(0.0, 1e9), "central_epochs": real(0.0, 1e3),
     "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9), "prox_mu": real(0.0, 1e6, open_low=False),

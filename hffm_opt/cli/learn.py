@@ -17,6 +17,7 @@ from pathlib import Path
 from hffm_opt._io import dumps_json
 
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
+RUN_EVAL_ROWS = 4000  # test rows `run` scores before the last round (easy-VQA's test set has about 10,600)
 
 
 def _setup(args, seed: int | None = None):
@@ -42,8 +43,8 @@ def _config(args):
     from ..learners.trainer import TrainConfig
 
     return TrainConfig(rounds=args.rounds, lr=args.lr, local_steps=args.local_steps, batch_size=args.batch_size,
-                       seed=args.seed, eval_every=args.eval_every, device=args.torch_device, prox_mu=args.prox_mu,
-                       edge_optimizer=args.edge_optimizer, cloud_optimizer=args.cloud_optimizer,
+                       seed=args.seed, eval_every=args.eval_every, eval_rows=args.eval_rows, device=args.torch_device,
+                       prox_mu=args.prox_mu, edge_optimizer=args.edge_optimizer, cloud_optimizer=args.cloud_optimizer,
                        server_lr=args.server_lr, fading=args.fading, availability=args.availability,
                        availability_trace=args.availability_trace, participation=args.participation)
 
@@ -118,18 +119,6 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _reference(setup, args) -> dict:
-    """Central training of the trainable modules (of a copy: the setup's model stays untrained for the federated
-    runs) and the linear probe, on the first seed's data (percent)."""
-    import copy
-
-    from ..learners.central import central_vs_linear
-
-    model = copy.deepcopy(setup.data.model)
-    ref = central_vs_linear(setup.benchmark, model=model, epochs=args.central_epochs, seed=args.seed)
-    return {"central_accuracy": 100 * ref["mean"]["central"], "linear_probe_accuracy": 100 * ref["mean"]["linear"]}
-
-
 def _cmd_run(args) -> int:
     from dataclasses import asdict, replace
 
@@ -140,19 +129,26 @@ def _cmd_run(args) -> int:
     config = _config(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     setup = _setup(args, seeds[0])  # pre-trains the foundation model (cached) before any worker starts
-    reference = _reference(setup, args)
-    if args.workers > 1:  # each seed's methods in args.workers shares, the shares on local processes
+    if args.workers > 1:  # the reference, then each seed's methods in args.workers shares, on local processes
         from tqdm import tqdm
 
         from ..analysis.sweep import run_cells
 
-        cells = [{"seed": s, "part": [i, args.workers], "setup": _setup_kwargs(args), "config": asdict(config),
-                  "threads": args.threads} for s in seeds for i in range(args.workers)]
-        done, _ = run_cells(closed_loop.seed_cell, cells, workers=args.workers, progress=None if args.json else
-                            lambda n: tqdm(total=n, desc="shares", unit="share", file=sys.stderr, leave=False).update)
+        common = {"setup": _setup_kwargs(args), "threads": args.threads, "config": asdict(config)}
+        def bar(desc):  # a progress callback for run_cells, none with --json
+            return None if args.json else lambda n: tqdm(total=n, desc=desc, file=sys.stderr, leave=False).update
+
+        first = [{"seed": seeds[0], "central_epochs": args.central_epochs, **common}]
+        first += [{"seed": s, **common} for s in seeds]  # each seed's plans, made once
+        done, _ = run_cells(closed_loop.loop_cell, first, workers=args.workers, progress=bar("reference, plans"))
+        reference, plans = done[0], {c["seed"]: d["plans"] for c, d in zip(first[1:], done[1:])}
+        cells = [{"seed": s, "part": [i, args.workers], "plans": plans[s], **common}
+                 for s in seeds for i in range(args.workers)]
+        done, _ = run_cells(closed_loop.loop_cell, cells, workers=args.workers, progress=bar("shares"))
         runs = [run for s in seeds
                 for run in closed_loop.seed_runs(s, [d for c, d in zip(cells, done) if c["seed"] == s])]
     else:
+        reference = closed_loop.reference(setup, args.central_epochs, args.seed)
         runs, bar = [], None if args.json else (lambda label: _bar(True, label))
         for seed in seeds:
             setup = setup if seed == seeds[0] else _setup(args, seed)
@@ -171,7 +167,7 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser, rounds: int) -> None:
+def _common(p: argparse.ArgumentParser, rounds: int, eval_rows: int) -> None:
     p.add_argument("--scenario", default="paper",
                    help="'paper' (embedded), 'clustered' (with --n-edges/--devices-per-edge) or a scenario file")
     p.add_argument("--benchmark", default="easy_vqa", choices=("easy_vqa", "digits", "synthetic"))
@@ -182,6 +178,9 @@ def _common(p: argparse.ArgumentParser, rounds: int) -> None:
     p.add_argument("--local-steps", type=int, default=5, help="tau, local steps per edge round (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per local step (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=4, help="evaluate every N edge rounds (default: %(default)s)")
+    p.add_argument("--eval-rows", type=int, default=eval_rows,
+                   help="evaluations before the last round score a seeded subset of this many test rows, the last "
+                        "round all of them (0 = all every time; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default %(default)s: the model's operations are small, more threads "
@@ -214,7 +213,7 @@ def add_commands(sub) -> None:
     from hffm_opt.schedulers import available
 
     p = sub.add_parser("train", help="train the M3T model federatedly under one scheduler's plan")
-    _common(p, rounds=DEFAULT_ROUNDS)
+    _common(p, rounds=DEFAULT_ROUNDS, eval_rows=0)
     p.add_argument("--scheduler", default="hierarchical", choices=available())
     p.add_argument("--e-agg", type=int, default=2, help="edge rounds per global round (default: %(default)s)")
     p.add_argument("--restart", action="store_true", help="discard the checkpoint in --out and train from round 0 "
@@ -223,7 +222,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("run", help="the main job: paper schedulers and 'optimal' trained on easy-VQA, one table "
                                    "and plots")
-    _common(p, rounds=DEFAULT_ROUNDS)
+    _common(p, rounds=DEFAULT_ROUNDS, eval_rows=RUN_EVAL_ROWS)
     p.add_argument("--target", type=float, help="target served accuracy (%%) for time/energy-to-accuracy "
                                                 "(default: 95%% of central training's accuracy)")
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "

@@ -47,7 +47,9 @@ class TrainConfig:
     - ``eval_every`` (1): evaluate every this many edge rounds and at the last one (0 = never, for benchmarks);
       ``personalised`` (True): also evaluate each device's cluster model on its local test rows (test split only);
       ``eval_split`` (``"test"``): score on ``data.global_test``, or on ``data.validation`` with ``"validation"``
-      (tuning and early stopping never touch the test set).
+      (tuning and early stopping never touch the test set); ``eval_rows`` (0 = all): the evaluations before the
+      last round score a seeded random subset of this many rows of that split (the same rows every time, drawn
+      with ``seed``), the last round always every row.
     - ``eval_batch`` (2048): rows per evaluation forward pass; ``devices_per_call`` (None = automatic: 256 on a
       CPU, on a GPU as many as fit in half its free memory): most devices one local-training call trains.
     - ``device`` (``"cpu"``): the torch device every tensor of training, aggregation and evaluation lives on:
@@ -80,6 +82,7 @@ class TrainConfig:
     availability_trace: str | None = None
     participation: float = 1.0
     eval_split: str = "test"
+    eval_rows: int = 0
 
     def __post_init__(self):
         for name in ("rounds", "eval_batch"):
@@ -90,6 +93,8 @@ class TrainConfig:
             _require(v is None or (_is_int(v) and v >= 1), name, v, "must be None or an integer >= 1")
         _require(_is_int(self.eval_every) and self.eval_every >= 0, "eval_every", self.eval_every,
                  "must be an integer >= 0 (0 = never evaluate)")
+        _require(_is_int(self.eval_rows) and self.eval_rows >= 0, "eval_rows", self.eval_rows,
+                 "must be an integer >= 0 (0 = every row of the evaluation split)")
         _require(_finite(self.lr) and self.lr > 0, "lr", self.lr, "must be a finite number > 0")
         _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"must be one of {OPTIMIZERS}")
         _require(_finite(self.momentum) and _finite(self.weight_decay) and self.momentum >= 0

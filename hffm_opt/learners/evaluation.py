@@ -64,6 +64,14 @@ def correct(model: M3TModel, params: Mapping[str, Tensor], table: MultiModalTabl
     return ok, labelled
 
 
+def seeded_rows(n: int, k: int, seed) -> np.ndarray:
+    """A seeded random subset of ``k`` of the rows ``0..n-1``, sorted (all of them when ``k`` is 0 or >= ``n``);
+    ``seed`` is anything :func:`numpy.random.default_rng` takes."""
+    if not 0 < k < n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
 def accuracy(ok: np.ndarray, labelled: np.ndarray) -> np.ndarray:
     """(C, T) fraction of the labelled rows each model gets right (NaN where no row is labelled)."""
     with np.errstate(invalid="ignore", divide="ignore"):

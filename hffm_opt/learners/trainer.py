@@ -65,7 +65,7 @@ from hffm_opt.plan import CLOUD, Plan
 from .config import FederatedData, TrainConfig, _require
 from .device import devices_per_call, resolve_device
 from .dynamics import RoundPricer
-from .evaluation import accuracy, correct, device_accuracy, distinct, served_accuracy
+from .evaluation import accuracy, correct, device_accuracy, distinct, seeded_rows, served_accuracy
 from .history import History
 from .local import local_train
 from .packed import PackedTables
@@ -77,6 +77,7 @@ __all__ = ["CHECKPOINT", "FederatedData", "History", "TrainConfig", "learning_ke
            "training_calls"]
 
 CHECKPOINT = "checkpoint.pt"
+EVAL_SUBSET_STREAM = 7  # the random stream (with the config's seed) that draws the ``eval_rows`` subset
 
 
 # --------------------------------------------------------------------------- the run
@@ -176,6 +177,7 @@ class _Run:
         self._eval_sizes = np.bincount(self.assoc, minlength=self.n_edges).astype(float)
         self._weights_t = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
         self._eval_table: MultiModalTable | None = None
+        self._eval_subset: MultiModalTable | None = None
         self._tests: PackedTables | None = None
         # devices with the same modalities and tasks train in one vmapped call per chunk
         has = np.concatenate([self.train_data.modality_counts() > 0, n_task > 0], axis=1)
@@ -295,23 +297,28 @@ class _Run:
                   "accuracy_by_task": None, "served_accuracy": None, "served_accuracy_by_task": None,
                   "personalised_accuracy": None}
         if evaluated:
-            record.update(self._evaluate())
+            record.update(self._evaluate(last=r == c.rounds))
         return record
 
-    def _evaluate(self) -> dict:
-        """Accuracy of the cluster models on the evaluation split (all distinct clusters in one vmapped pass), the
-        served accuracy of every device and, if configured (test split), each device's cluster model on its own
-        test rows."""
+    def _evaluate(self, last: bool) -> dict:
+        """Accuracy of the cluster models on the evaluation split (all distinct clusters in one vmapped pass; before
+        the ``last`` round on the ``eval_rows`` subset when configured), the served accuracy of every device and, if
+        configured (test split), each device's cluster model on its own test rows."""
         tasks = self.model.task_names
-        personalised = self.config.personalised and self.config.eval_split == "test"
+        c = self.config
+        personalised = c.personalised and c.eval_split == "test"
         if self._eval_table is None:  # moved to the run's device at the first evaluation
-            table = self.data.validation if self.config.eval_split == "validation" else self.data.global_test
+            table = self.data.validation if c.eval_split == "validation" else self.data.global_test
             self._eval_table = table.to(self.device)
+            self._eval_subset = self._eval_table
+            if 0 < c.eval_rows < len(table):
+                rows = seeded_rows(len(table), c.eval_rows, (c.seed, EVAL_SUBSET_STREAM))
+                self._eval_subset = table.subset(rows, f"{table.name}/subset").to(self.device)
             self._tests = PackedTables.from_tables(self.data.test).to(self.device) if personalised else None
         first, which = distinct(self.clusters)
         pick = torch.from_numpy(first).to(self.device)
         models = {n: x.index_select(0, pick) for n, x in self.clusters.items()}
-        ok, labelled = correct(self.model, models, self._eval_table, self.config.eval_batch)
+        ok, labelled = correct(self.model, models, self._eval_table if last else self._eval_subset, c.eval_batch)
         acc = accuracy(ok, labelled)[which]  # (E, T)
         size = self._eval_sizes
         by_task = {t: _pct((acc[:, j] * size).sum() / size.sum()) if np.isfinite(acc[:, j]).all() else None

@@ -22,6 +22,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from ..errors import ConfigError, PlanError
 from ..evaluate import Metrics, evaluate
+from ..learners.evaluation import seeded_rows
 from ..network.scenario import Scenario
 from ..plan import Plan
 from ..schedulers import schedule
@@ -108,8 +109,7 @@ def scoring_data(data, validation_rows: int, seed: int):
     n = len(data.validation)
     valid = data.validation
     if 0 < validation_rows < n:
-        rows = np.sort(np.random.default_rng(seed).choice(n, validation_rows, replace=False))
-        valid = valid.subset(rows, f"{valid.name}/score")
+        valid = valid.subset(seeded_rows(n, validation_rows, seed), f"{valid.name}/score")
     return dataclasses.replace(data, validation=valid, global_test=valid)
 
 

@@ -47,13 +47,16 @@ def test_run_json_and_files(capsys, tmp_path):
     assert main(["run", *TINY, "--seeds", "2", "--central-epochs", "0.2", "--json", "--out", str(tmp_path)]) == 0
     doc = json.loads(capsys.readouterr().out)
     res = doc["results"]
-    assert [(r["method"], r["e_agg"]) for r in res[:-1]] == [
+    assert [(r["method"], r["e_agg"]) for r in res[:-2]] == [
         ("star", 1), ("hier", 2), ("hier", 8), ("edge", 200), ("hier-d2d", 2), ("hier-d2d", 8), ("edge-d2d", 200),
         ("greedy", 8), ("optimal", 2), ("optimal", 8)]
     # optimal choosing its E_agg among 2, 4, 8, 16 at the same latency target: never more energy than at E_agg 8
-    own = res[-1]
+    own, aware = res[-2:]
     assert own["method"] == "optimal-own-e-agg" and own["e_agg"] in (2, 4, 8, 16)
-    assert own["energy_j"] <= res[-2]["energy_j"] * (1 + 1e-9)
+    assert own["energy_j"] <= res[-3]["energy_j"] * (1 + 1e-9)
+    # the learning-aware optimal may keep modules in their clusters: never more energy than optimal at E_agg 8
+    assert aware["method"] == "optimal-learning-aware" and aware["e_agg"] == 8
+    assert aware["energy_j"] <= res[-3]["energy_j"] * (1 + 1e-9)
     assert all(RUN_KEYS <= set(r) and r["n_seeds"] == 2 for r in res)
     # every plan is made for and priced with the workload that trains (mean over the two seeds' networks)
     hier = [_priced("hierarchical", 2, seed).latency_s for seed in (0, 1)]

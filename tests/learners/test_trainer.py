@@ -245,3 +245,26 @@ def test_plans_that_learn_alike_are_trained_once_and_keep_their_own_clock(setup)
     assert shared[0].records[-1]["time_s"] != shared[1].records[-1]["time_s"]
     dynamic = dataclasses.replace(config, participation=0.5)
     assert learning_key(s, plans[0], dynamic) is None  # sampled rounds depend on each plan's own price
+
+
+def test_eval_rows_scores_the_seeded_subset_before_the_last_round(setup):
+    """Before the last round the evaluation scores the ``eval_rows`` subset (the same as a run whose whole test set
+    is that subset), the last round the whole test set (the same as without a subset)."""
+    from hffm_opt.learners.evaluation import seeded_rows
+    from hffm_opt.learners.trainer import EVAL_SUBSET_STREAM
+
+    s, data = setup.scenario, setup.data
+    plan = schedule(s, "hierarchical", e_agg=2, local_steps=2, batch_size=8)
+    k = len(data.global_test) // 3
+    config = dataclasses.replace(CFG, rounds=3, eval_every=1)
+    sub = data.global_test.subset(seeded_rows(len(data.global_test), k, (config.seed, EVAL_SUBSET_STREAM)), "sub")
+    with_subset = train(s, plan, data, dataclasses.replace(config, eval_rows=k)).records
+    full = train(s, plan, data, config).records
+    on_subset = train(s, plan, dataclasses.replace(data, global_test=sub), config).records
+    keys = ("accuracy", "served_accuracy", "accuracy_by_task")
+    for r in (0, 1):
+        assert {x: with_subset[r][x] for x in keys} == {x: on_subset[r][x] for x in keys}
+    assert {x: with_subset[2][x] for x in keys} == {x: full[2][x] for x in keys}
+    assert with_subset[0]["served_accuracy"] != full[0]["served_accuracy"]  # the subset is not the whole set
+    with pytest.raises(ValueError, match="eval_rows = -1"):
+        dataclasses.replace(CFG, eval_rows=-1)
