@@ -46,7 +46,7 @@ DEFAULT_METHODS = tuple(Method(*row) for row in PAPER_ROWS) + (
     Method("greedy", "Greedy", "greedy", 8), Method("optimal", "Optimal (F4)", "optimal", 2),
     Method("optimal", "Optimal (F4)", "optimal", 8),
     Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 4, 8, 16)}),
-    Method("optimal-learning-aware", "Optimal (F4, w_U, edge tiers)", "optimal", 8, LEARNING_AWARE))
+    Method("optimal-learning-aware", "Optimal (F4, w_U)", "optimal", 8, LEARNING_AWARE))
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def _cmd_run(args) -> int:
     config = _config(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     setup = _setup(args, seeds[0])  # pre-trains the foundation model (cached) before any worker starts
-    if args.workers > 1:  # the reference, then each seed's methods in args.workers shares, on local processes
+    if args.workers > 1:  # the plans, then the reference and each seed's methods in shares, on local processes
         from tqdm import tqdm
 
         from ..analysis.sweep import run_cells
@@ -138,15 +138,16 @@ def _cmd_run(args) -> int:
         def bar(desc):  # a progress callback for run_cells, none with --json
             return None if args.json else lambda n: tqdm(total=n, desc=desc, file=sys.stderr, leave=False).update
 
-        first = [{"seed": seeds[0], "central_epochs": args.central_epochs, **common}]
-        first += [{"seed": s, **common} for s in seeds]  # each seed's plans, made once
-        done, _ = run_cells(closed_loop.loop_cell, first, workers=args.workers, progress=bar("reference, plans"))
-        reference, plans = done[0], {c["seed"]: d["plans"] for c, d in zip(first[1:], done[1:])}
-        cells = [{"seed": s, "part": [i, args.workers], "plans": plans[s], **common}
-                 for s in seeds for i in range(args.workers)]
-        done, _ = run_cells(closed_loop.loop_cell, cells, workers=args.workers, progress=bar("shares"))
+        done, _ = run_cells(closed_loop.loop_cell, [{"seed": s, **common} for s in seeds], workers=args.workers,
+                            progress=bar("plans"))  # each seed's plans, made once
+        plans = dict(zip(seeds, (d["plans"] for d in done)))
+        cells = [{"seed": seeds[0], "central_epochs": args.central_epochs, **common}]
+        cells += [{"seed": s, "part": [i, args.workers], "plans": plans[s], **common}
+                  for s in seeds for i in range(args.workers)]
+        done, _ = run_cells(closed_loop.loop_cell, cells, workers=args.workers, progress=bar("reference, shares"))
+        reference, shares = done[0], list(zip(cells[1:], done[1:]))
         runs = [run for s in seeds
-                for run in closed_loop.seed_runs(s, [d for c, d in zip(cells, done) if c["seed"] == s])]
+                for run in closed_loop.seed_runs(s, [d for c, d in shares if c["seed"] == s])]
     else:
         reference = closed_loop.reference(setup, args.central_epochs, args.seed)
         runs, bar = [], None if args.json else (lambda label: _bar(True, label))
