@@ -17,7 +17,7 @@ from pathlib import Path
 from hffm_opt._io import dumps_json
 
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
-RUN_EVAL_ROWS = 4000  # test rows `run` scores before the last round (easy-VQA's test set has about 10,600)
+RUN_EVAL_ROWS = 2500  # test rows `run` scores before the last round (easy-VQA's test set has about 10,600)
 
 
 def _setup(args, seed: int | None = None):
@@ -142,8 +142,9 @@ def _cmd_run(args) -> int:
                             progress=bar("plans"))  # each seed's plans, made once
         plans = dict(zip(seeds, (d["plans"] for d in done)))
         cells = [{"seed": seeds[0], "central_epochs": args.central_epochs, **common}]
-        cells += [{"seed": s, "part": [i, args.workers], "plans": plans[s], **common}
-                  for s in seeds for i in range(args.workers)]
+        n_shares = 2 * args.workers  # smaller cells: the processes end closer together
+        cells += [{"seed": s, "part": [i, n_shares], "plans": plans[s], **common}
+                  for s in seeds for i in range(n_shares)]
         done, _ = run_cells(closed_loop.loop_cell, cells, workers=args.workers, progress=bar("reference, shares"))
         reference, shares = done[0], list(zip(cells[1:], done[1:]))
         runs = [run for s in seeds
@@ -228,8 +229,8 @@ def add_commands(sub) -> None:
                                                 "(default: 95%% of central training's accuracy)")
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "
                    "each seed draws the network, the data partition and the model's trainable modules")
-    p.add_argument("--workers", type=int, default=2, help="local processes; each seed's methods are split in this "
-                   "many shares (methods that learn identically stay together) trained in parallel (default: "
+    p.add_argument("--workers", type=int, default=2, help="local processes; each seed's methods are split in twice "
+                   "this many shares (methods that learn identically stay together) trained in parallel (default: "
                    "%(default)s, the machine's two cores)")
     p.add_argument("--central-epochs", type=float, default=1.0,
                    help="epochs of the central-training reference (default: %(default)s)")
