@@ -107,6 +107,9 @@ def reference(setup, central_epochs: float, seed: int) -> dict:
     return {"central_accuracy": 100 * ref["mean"]["central"], "linear_probe_accuracy": 100 * ref["mean"]["linear"]}
 
 
+_LAST_SETUP: list = [None, None]  # (key, learning setup) of this process's last cell: training leaves it unchanged
+
+
 def loop_cell(cell: dict) -> dict:
     """One cell of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`).
     ``cell`` = ``{"seed", "setup": learning_setup keywords, "threads": torch threads}`` and one of:
@@ -124,7 +127,10 @@ def loop_cell(cell: dict) -> dict:
 
     torch.set_num_threads(cell["threads"])
     seed = cell["seed"]
-    setup = learning_setup(**cell["setup"], seed=seed)
+    key = json.dumps([cell["setup"], seed], sort_keys=True)
+    if _LAST_SETUP[0] != key:  # a process often runs several cells of one seed: build its setup once
+        _LAST_SETUP[:] = [key, learning_setup(**cell["setup"], seed=seed)]
+    setup = _LAST_SETUP[1]
     if "central_epochs" in cell:
         return reference(setup, cell["central_epochs"], seed)
     config = TrainConfig(**{**cell["config"], "seed": seed})
