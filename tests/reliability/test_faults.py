@@ -252,7 +252,9 @@ def test_ctrl_c_while_writing_exits_130_with_one_line_and_no_partial_file(files,
 
 
 def test_a_real_sigint_exits_130_with_one_line(tmp_path):
-    script = ("import sys, time\nimport hffm_opt.cli.plans as p\n"
+    # the default Ctrl-C handler, as in a terminal (a child of a background job inherits SIGINT ignored)
+    script = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "import hffm_opt.cli.plans as p\n"
               "def slow(*a, **k):\n    print('ready', file=sys.stderr, flush=True)\n    time.sleep(60)\n"
               "p.load_scenario = slow\nfrom hffm_opt.cli import main\nsys.exit(main(['schedule']))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
