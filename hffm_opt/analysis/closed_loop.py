@@ -110,32 +110,47 @@ def reference(setup, central_epochs: float, seed: int) -> dict:
 _LAST_SETUP: list = [None, None]  # (key, learning setup) of this process's last cell: training leaves it unchanged
 
 
-def loop_cell(cell: dict) -> dict:
-    """One cell of the loop, in whatever process runs it (a cell of :func:`~.sweep.run_cells`).
-    ``cell`` = ``{"seed", "setup": learning_setup keywords, "threads": torch threads}`` and one of:
-    ``"central_epochs"``: the :func:`reference` on the seed's setup; ``"config"`` (TrainConfig fields) alone: the
-    seed's plans of DEFAULT_METHODS, ``{"plans": Plan documents}``; ``"config"``, ``"plans"`` and ``"part": [i, n]``:
-    one share of the seed's methods trained, ``{"methods": indices into DEFAULT_METHODS, "histories": JSON
-    documents}`` (:func:`seed_runs` reads them back)."""
+def _cell_setup(cell: dict):
+    """The learning setup of a cell's seed (``cell["setup"]`` keywords), built once per process and seed, with the
+    cell's torch threads set."""
     import json
 
     import torch
 
-    from ..learners.config import TrainConfig
     from ..learners.setup import learning_setup
-    from ..plan import Plan
 
     torch.set_num_threads(cell["threads"])
-    seed = cell["seed"]
-    key = json.dumps([cell["setup"], seed], sort_keys=True)
-    if _LAST_SETUP[0] != key:  # a process often runs several cells of one seed: build its setup once
-        _LAST_SETUP[:] = [key, learning_setup(**cell["setup"], seed=seed)]
-    setup = _LAST_SETUP[1]
+    key = json.dumps([cell["setup"], cell["seed"]], sort_keys=True)
+    if _LAST_SETUP[0] != key:  # a process often runs several cells of one seed
+        _LAST_SETUP[:] = [key, learning_setup(**cell["setup"], seed=cell["seed"])]
+    return _LAST_SETUP[1]
+
+
+def plans_cell(cell: dict) -> dict:
+    """A seed's plans of DEFAULT_METHODS, in whatever process runs it (a cell of :func:`~.sweep.run_cells`):
+    ``cell`` = ``{"seed", "setup": learning_setup keywords, "threads", "config": TrainConfig fields}`` ->
+    ``{"plans": Plan documents}``."""
+    from ..learners.config import TrainConfig
+
+    config = TrainConfig(**{**cell["config"], "seed": cell["seed"]})
+    return {"plans": [p.to_dict() for p in plan_methods(_cell_setup(cell), DEFAULT_METHODS, config,
+                                                        seed=cell["seed"])]}
+
+
+def train_cell(cell: dict) -> dict:
+    """Training in whatever process runs it: with ``cell["central_epochs"]`` the seed's :func:`reference`, else one
+    share (``"part": [i, n]``) of the seed's methods trained from ``cell["plans"]`` (:func:`plans_cell`), returned as
+    ``{"methods": indices into DEFAULT_METHODS, "histories": JSON documents}`` (:func:`seed_runs` reads them back).
+    The other keys are those of :func:`plans_cell`'s cells."""
+    import json
+
+    from ..learners.config import TrainConfig
+    from ..plan import Plan
+
+    setup, seed = _cell_setup(cell), cell["seed"]
     if "central_epochs" in cell:
         return reference(setup, cell["central_epochs"], seed)
     config = TrainConfig(**{**cell["config"], "seed": seed})
-    if "plans" not in cell:
-        return {"plans": [p.to_dict() for p in plan_methods(setup, DEFAULT_METHODS, config, seed=seed)]}
     plans = [Plan.from_dict(p) for p in cell["plans"]]
     runs = train_methods(setup, DEFAULT_METHODS, config, seed=seed, part=tuple(cell["part"]), plans=plans)
     return {"methods": [DEFAULT_METHODS.index(r.method) for r in runs],
@@ -143,7 +158,7 @@ def loop_cell(cell: dict) -> dict:
 
 
 def seed_runs(seed: int, shares: list[dict]) -> list[MethodRun]:
-    """The :class:`MethodRun` s of one seed from its shares (:func:`loop_cell`'s results), in the methods' order."""
+    """The :class:`MethodRun` s of one seed from its shares (:func:`train_cell`'s results), in the methods' order."""
     from ..learners.history import History
 
     found = {i: h for share in shares for i, h in zip(share["methods"], share["histories"])}

@@ -135,17 +135,18 @@ def _cmd_run(args) -> int:
         from ..analysis.sweep import run_cells
 
         common = {"setup": _setup_kwargs(args), "threads": args.threads, "config": asdict(config)}
+
         def bar(desc):  # a progress callback for run_cells, none with --json
             return None if args.json else lambda n: tqdm(total=n, desc=desc, file=sys.stderr, leave=False).update
 
-        done, _ = run_cells(closed_loop.loop_cell, [{"seed": s, **common} for s in seeds], workers=args.workers,
+        done, _ = run_cells(closed_loop.plans_cell, [{"seed": s, **common} for s in seeds], workers=args.workers,
                             progress=bar("plans"))  # each seed's plans, made once
         plans = dict(zip(seeds, (d["plans"] for d in done)))
         cells = [{"seed": seeds[0], "central_epochs": args.central_epochs, **common}]
         n_shares = 2 * args.workers  # smaller cells: the processes end closer together
         cells += [{"seed": s, "part": [i, n_shares], "plans": plans[s], **common}
                   for s in seeds for i in range(n_shares)]
-        done, _ = run_cells(closed_loop.loop_cell, cells, workers=args.workers, progress=bar("reference, shares"))
+        done, _ = run_cells(closed_loop.train_cell, cells, workers=args.workers, progress=bar("reference, shares"))
         reference, shares = done[0], list(zip(cells[1:], done[1:]))
         runs = [run for s in seeds
                 for run in closed_loop.seed_runs(s, [d for c, d in shares if c["seed"] == s])]

@@ -9,7 +9,8 @@ Problem (section 4; consistent accounting): per cluster choose direct uploads or
 
 By default module assignment, tiers, association and ``e_agg`` are those of the ``start`` plan, which the search
 also starts from; the full-F4 options (:func:`check_full_options`) free placement, tiers and association (the
-optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The builder runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
+optimising schedulers pick it and the target: :func:`hffm_opt.schedulers.optimising.joint_model`). The builder
+runs a pre-check of capacities and (given a target) deadlines that names the responsible device or edge.
 The full-F4 options' data live here too: the modules that may stay in their cluster (:func:`edge_allowed`), each
 device's candidate edges (:func:`candidate_edges`) and the coverage rule (:func:`covers`).
 """

@@ -95,11 +95,10 @@ def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency
     the association MILP run there) or ``"fast"`` (no F2 MILP; F1 and association on HiGHS).
 
     Full F4 (:mod:`hffm_opt.solvers.f4.alternation`; with the latency or weighted objective, at each target they
-    solve, without a proven bound): ``coverage`` ``"full"`` (default: every
-    trainable module a device needs is trained, as the baselines do, so comparisons are fair) or ``"cluster"``
-    (each module needed in a cluster trained by at least ``min_trainers`` of its devices; with ``w_U`` > 0, J per
-    unit of utility, energy objective only, a module is dropped where the energy saved exceeds ``w_U`` x the utility
-    lost);
+    solve, without a proven bound): ``coverage`` ``"full"`` (default: every trainable module a device needs is
+    trained, as the baselines do, so comparisons are fair) or ``"cluster"`` (each module needed in a cluster
+    trained by at least ``min_trainers`` of its devices; with ``w_U`` > 0, J per unit of utility, energy objective
+    only, a module is dropped where the energy saved exceeds ``w_U`` x the utility lost);
     ``edge_tiers`` (default False: only cluster-local modules stay at the edge; True: any module may, saving its
     backhaul, but such a module is then averaged inside its cluster only and never leaves it, so the clusters'
     copies drift apart); ``association`` ``"fixed"`` (default: the start's association, which keeps the proven
@@ -159,8 +158,8 @@ def optimal_exact(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_l
     """The certified optimum of F4's problem for ``objective`` by enumeration (refuses large instances with the
     count). The full-F4 options are those of ``optimal``; with any of them freeing placement, tiers or association
     (energy objective only; the other objectives are refused then), every association over the candidates and every
-    module assignment within the coverage is enumerated too (:mod:`hffm_opt.solvers.f4.enumeration`). ``association`` defaults to ``"fixed"`` here (the
-    enumeration of associations multiplies the count): pass ``"optimise"`` to certify ``optimal``'s default."""
+    module assignment within the coverage is enumerated too (:mod:`hffm_opt.solvers.f4.enumeration`).
+    ``association`` defaults to ``"fixed"`` here (the enumeration of associations multiplies the count): pass ``"optimise"`` to certify ``optimal``'s default."""
     model = joint_model(scenario, e_agg=e_agg, seed=seed, target_latency_s=target_latency_s, target_from=target_from,
                         objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy,
                         local_steps=local_steps, batch_size=batch_size, coverage=coverage, min_trainers=min_trainers,

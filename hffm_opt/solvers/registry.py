@@ -75,11 +75,8 @@ def _solve_joint(model, family: str, time_limit: float, mip_gap: float, progress
                       build_s=model.build_s, message=f"infeasible: {model.precheck_message}")
     if family == "local-search":
         return improve(model)
-    if getattr(model, "alternates", False) and family == "exact" and model.objective != "energy":
-        return Result(status=Status.ERROR, backend="f4:exact", backend_version=__version__, build_s=model.build_s,
-                      message=f"objective = {model.objective!r}: the exact mode of full F4 (coverage, edge_tiers or "
-                              "association free) solves the energy objective only; use 'optimal'")
-    if getattr(model, "alternates", False) and model.objective == "energy":  # full F4: placement, tiers, association
+    full = getattr(model, "alternates", False)  # full F4: placement, tiers and association too
+    if full and model.objective == "energy":
         if family == "exact":
             from .f4.enumeration import exact_full
 
@@ -88,8 +85,12 @@ def _solve_joint(model, family: str, time_limit: float, mip_gap: float, progress
 
         return alternate(model, milp_solver=family if family in ("highs", "gurobi") else None,
                          milp_time_limit=time_limit, milp_gap=mip_gap, progress=progress)
+    if full and family == "exact":
+        return Result(status=Status.ERROR, backend="f4:exact", backend_version=__version__, build_s=model.build_s,
+                      message=f"objective = {model.objective!r}: the exact mode of full F4 (coverage, edge_tiers or "
+                              "association free) solves the energy objective only; use 'optimal'")
     energy_solver = None
-    if getattr(model, "alternates", False):  # latency or weighted objective: full F4 at each target
+    if full:  # latency or weighted objective: full F4 at each target
         from .f4.alternation import alternate as energy_solver
     return optimise(model, exact=family == "exact", milp_solver=family if family in ("highs", "gurobi") else None,
                     milp_time_limit=time_limit, milp_gap=mip_gap, progress=progress, energy_solver=energy_solver)

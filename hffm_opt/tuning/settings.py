@@ -4,8 +4,9 @@ A study searches the scheduler among ``search.schedulers``, ``e_agg``, the round
 latency per edge round without a deadline (a factor >= 1 drops nobody), the local learning rate, the local steps tau,
 and each option of ``search.options`` (e.g. objective weights ``w_T``/``w_E``/``w_U``) that the chosen scheduler
 takes as a keyword (an option of :data:`OPTION_REQUIRES` only when the option it needs has the value it needs: ``w_U``
-with ``coverage = "cluster"``). By default ``optimal`` is searched with its coverage, ``w_U`` and edge tiers. ``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules ``energy_j``, at
-most ``max_rounds`` edge rounds), ``score.validation_rows`` the seeded subset of the validation split that scores it
+with ``coverage = "cluster"``). By default ``optimal`` is searched with its coverage, ``w_U`` and edge tiers.
+``budget`` bounds a trial's training (simulated seconds ``time_s`` and/or joules ``energy_j``, at most
+``max_rounds`` edge rounds), ``score.validation_rows`` the seeded subset of the validation split that scores it
 (its served accuracy; the global test set is never seen by a study). ``defaults`` is the default configuration, the
 first trial of every new study. Every error names the field, the value and the rule it breaks
 (:class:`TuneConfigError`).
