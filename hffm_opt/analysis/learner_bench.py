@@ -10,17 +10,19 @@ process and on one torch device (``cpu``, ``cuda`` or ``auto``):
   local steps of ``batch`` samples per device, no evaluation), measured after a warm-up edge round of the same
   run; ``fl_samples_per_s`` = the samples of that round / ``round_s``;
 - ``central_samples_per_s``: one model (Adam, the same learning rate) trained on the same samples with the
-  same number of optimiser steps at the same compute batch (the trainer's devices per call x ``batch`` samples
-  a step: what one vmapped call computes), after a warm-up step; at most ``central_budget_s`` wall seconds of
-  it are run (``central_steps`` says how many); ``ratio`` = FL / central;
+  same number of optimiser steps at the same compute batch (the samples of a step of one wave of the trainer's
+  calls: on a CPU one call per torch thread runs at once, each on one thread; central training runs each step on
+  all those samples with every thread), after a warm-up step; at most ``central_budget_s`` wall seconds of it are
+  run (``central_steps`` says how many); ``ratio`` = FL / central;
 - ``reference_samples_per_s``: :func:`~hffm_opt.learners.local.local_train_reference` (one device after the
   other, plain autograd) on the first ``reference_devices`` participants (a subset for large ``n``),
   ``speedup_vs_reference`` = FL / reference;
 - ``peak_mem_mb``: the process's peak resident memory on the CPU, the peak allocated GPU memory on CUDA;
 - ``cpu_time_ratio`` (CPU only): the ratio in process CPU seconds (all threads) instead of wall seconds, which
   other processes sharing the cores disturb much less;
-- and what the rows were made of: ``benchmark``, ``n_edges``, ``devices_per_call``, ``compute_batch``,
-  ``central_steps`` (of ``central_steps_planned``), ``reference_devices``, ``threads``.
+- and what the rows were made of: ``benchmark``, ``n_edges``, ``devices_per_call`` (of the first call),
+  ``calls_at_once``, ``compute_batch``, ``central_steps`` (of ``central_steps_planned``), ``reference_devices``,
+  ``threads``.
 
 Units: seconds, samples per second, MiB.
 """
@@ -79,10 +81,11 @@ def _peak_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _central(model, data, rows: list[np.ndarray], per_call: int, lr: float, device, budget_s: float
+def _central(model, data, rows: list[np.ndarray], waves: list[np.ndarray], lr: float, device, budget_s: float
              ) -> tuple[float, float, int]:
     """(samples per wall second, per CPU second, steps) of central Adam training on ``rows`` (per edge round (D, tau,
-    B)): for each call of ``per_call`` devices and each local step, one step on all their samples of that step."""
+    B)): for each wave of calls (``waves``: positions of its devices) and each local step, one step on all the
+    wave's samples of that step."""
     import torch
 
     from ..learners.model import task_loss
@@ -91,8 +94,7 @@ def _central(model, data, rows: list[np.ndarray], per_call: int, lr: float, devi
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     tasks, cols = model.task_names, list(range(len(model.task_names)))
-    steps = [r[c:c + per_call, s].reshape(1, 1, -1) for r in rows for c in range(0, len(r), per_call)
-             for s in range(r.shape[1])]
+    steps = [r[w, s].reshape(1, 1, -1) for r in rows for w in waves for s in range(r.shape[1])]
     mods = [m for m in model.modality_names if m in data.modality_names]
 
     def step(sel):
@@ -183,10 +185,11 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
         fl = participants * local_steps * batch_size * g / round_s
         fl_cpu = participants * local_steps * batch_size * g / (cpu_marks[g] - cpu_marks[0])
         # the run's own data, participants and calls, to give central training the same work
-        data, devs, per_call = training_calls(setup.scenario, plan, setup.data, config)
+        data, devs, waves = training_calls(setup.scenario, plan, setup.data, config)
+        positions = [np.arange(len(devs))[w[0].start:w[-1].stop] for w in waves]
         rng = np.random.default_rng(seed)  # the trainer's draws of the first g edge rounds
         drawn = [data.sample(devs, local_steps, batch_size, rng) for _ in range(g)]
-        central, central_cpu, steps = _central(setup.data.model, data, drawn, per_call, config.lr, dev,
+        central, central_cpu, steps = _central(setup.data.model, data, drawn, positions, config.lr, dev,
                                                central_budget_s)
         ref_n = min(reference_devices, len(devs))
         reference = _reference(setup.data.model, data, drawn[0], ref_n, local_steps, config.lr, dev)
@@ -194,9 +197,9 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
             "n_devices": setup.scenario.n_devices, "device": str(dev), "round_s": round_s, "fl_samples_per_s": fl,
             "central_samples_per_s": central, "reference_samples_per_s": reference, "ratio": fl / central,
             "speedup_vs_reference": fl / reference, "peak_mem_mb": _peak_mb(dev), "benchmark": name,
-            "n_edges": setup.scenario.n_edges, "devices_per_call": int(per_call),
-            "compute_batch": int(min(per_call, len(devs)) * batch_size), "central_steps": steps,
-            "central_steps_planned": -(-len(devs) // per_call) * local_steps * g,
+            "n_edges": setup.scenario.n_edges, "devices_per_call": int(waves[0][0].stop - waves[0][0].start),
+            "calls_at_once": len(waves[0]), "compute_batch": int(len(positions[0]) * batch_size),
+            "central_steps": steps, "central_steps_planned": len(waves) * local_steps * g,
             "reference_devices": ref_n, "threads": torch.get_num_threads(),
             "cpu_time_ratio": fl_cpu / central_cpu if dev.type == "cpu" else None})
     return rows_out
@@ -242,6 +245,6 @@ def cmd_bench_learner(args, sizes) -> int:
     if r is not None:
         print(f"(device {r['device']}; one global round = 2 edge rounds of the hierarchical plan, 5 local steps of 16 "
               f"samples per device, after a warm-up edge round; central = one model, the same samples, the same "
-              f"number of steps at the same compute batch ({r['compute_batch']} samples = {r['devices_per_call']} "
-              f"devices per call x 16); reference = per-device loop on {r['reference_devices']} devices)")
+              f"number of steps at the same compute batch ({r['compute_batch']} samples = {r['calls_at_once']} calls "
+              f"at once of {r['devices_per_call']} devices x 16); reference = per-device loop on {r['reference_devices']} devices)")
     return 0

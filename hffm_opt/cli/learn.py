@@ -28,8 +28,18 @@ def _setup(args, seed: int | None = None):
 
     resolve_device(args.torch_device)  # CUDA asked for where there is none: ConfigError before any work
     keep_freed_memory()  # no page faults for every large temporary tensor of training
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(_threads(args))
     return learning_setup(**_setup_kwargs(args), seed=args.seed if seed is None else seed, progress=not args.json)
+
+
+def _threads(args) -> int:
+    """Torch threads of this process: ``--threads``, else every core it may use, or one per process when ``run``
+    spreads its cells over ``--workers`` processes (on a CPU, local training runs one call per thread at once)."""
+    import os
+
+    if args.threads is not None:
+        return args.threads
+    return 1 if getattr(args, "workers", 1) > 1 else len(os.sched_getaffinity(0))
 
 
 def _setup_kwargs(args) -> dict:
@@ -134,7 +144,7 @@ def _cmd_run(args) -> int:
 
         from ..analysis.sweep import run_cells
 
-        common = {"setup": _setup_kwargs(args), "threads": args.threads, "config": asdict(config)}
+        common = {"setup": _setup_kwargs(args), "threads": _threads(args), "config": asdict(config)}
 
         def bar(desc):  # a progress callback for run_cells, none with --json
             return None if args.json else lambda n: tqdm(total=n, desc=desc, file=sys.stderr, leave=False).update
@@ -185,9 +195,9 @@ def _common(p: argparse.ArgumentParser, rounds: int, eval_rows: int) -> None:
                    help="evaluations before the last round score a seeded subset of this many test rows, the last "
                         "round all of them (0 = all every time; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default %(default)s: the model's operations are small, more threads "
-                        "rarely help and slow down a shared machine)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads; on a CPU local training runs one vectorised call per thread at once (default: "
+                        "every core, or 1 per process when run uses --workers > 1)")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="torch device of training and evaluation (auto = cuda if available; default: %(default)s)")
     p.add_argument("--pricing", default="foundation", choices=("foundation", "proxy"),

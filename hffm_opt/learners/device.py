@@ -2,10 +2,15 @@
 
 ``"cpu"`` (the default everywhere), ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (CUDA when available, else the CPU).
 Asking for CUDA where there is none is a :class:`~hffm_opt.errors.ConfigError` (exit 2 at the command line).
-Units: bytes for memory.
+On a CPU the calls of an edge round share the cores: :func:`cpu_calls` splits the devices into balanced calls and
+:func:`on_cores` runs one call per core at once, each on one torch thread (a device's result does not depend on which
+call holds it or on how many cores there are). Units: bytes for memory.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -56,9 +61,9 @@ def devices_per_call(device: torch.device, tokens: int, batch_size: int, d_model
 
 
 def keep_freed_memory() -> bool:
-    """Linux with glibc: keep freed memory inside the process (no ``mmap`` for large blocks, no trimming), so the
-    many large temporary tensors of vectorised training reuse pages instead of faulting fresh zero pages in at every
-    step (on a 2-core CPU a fifth of a round went to the kernel's page faults). Process-wide and harmless elsewhere;
+    """Linux with glibc: keep freed memory inside the process (no ``mmap`` for large blocks, no trimming, one arena
+    for every thread), so the many large temporary tensors of vectorised training reuse pages instead of faulting
+    fresh zero pages in at every step (on a 2-core CPU a fifth of a round went to the kernel's page faults). Process-wide and harmless elsewhere;
     returns whether it applied. Call it once, before the heavy work (the commands do)."""
     import ctypes
     import sys
@@ -69,5 +74,44 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc
         return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+    # one arena: the threads of on_cores would otherwise get arenas of their own, whose heaps fault pages in anew
+    return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+            and bool(libc.mallopt(m_arena_max, 1)))
+
+
+def cpu_calls(n_devices: int, per_call: int, workers: int) -> list[slice]:
+    """Consecutive slices of ``n_devices`` devices, each at most ``per_call`` long, as even as possible and as many
+    as a multiple of ``workers`` allows (so every core gets a call): e.g. 1,000 devices, 256 per call, 2 workers ->
+    4 calls of 250."""
+    if n_devices <= 0:
+        return []
+    n_calls = -(-n_devices // per_call)
+    n_calls = min(n_devices, -(-n_calls // workers) * workers)
+    size = -(-n_devices // n_calls)
+    return [slice(a, min(a + size, n_devices)) for a in range(0, n_devices, size)]
+
+
+def on_cores(fn: Callable, items: Sequence, workers: int) -> list:
+    """``[fn(item) for item in items]``, up to ``workers`` at once on threads of this process, each running on one
+    torch intra-op thread (torch's kernels release the GIL, so a 2-core CPU runs two calls in the time of one); the
+    caller's thread count is restored afterwards. With one worker or one item: in this thread, on one torch thread."""
+    threads = torch.get_num_threads()
+
+    def one(item):
+        torch.set_num_threads(1)
+        return fn(item)
+
+    try:
+        if workers <= 1 or len(items) <= 1:
+            return [one(item) for item in items]
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            futures = [pool.submit(one, item) for item in items]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:  # Ctrl-C or a failed call: drop what has not started
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        torch.set_num_threads(threads)

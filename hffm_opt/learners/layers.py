@@ -16,6 +16,7 @@ from .grouped import grouped_available, grouped_mm
 from .specs import ModalitySpec
 
 _MASKED = -1e9  # score of a masked attention entry: exp underflows to exactly 0 in float32
+EXPERT_BIAS_COLUMNS = 4  # a grouped expert product's bias column and its zero padding (16-byte rows for the kernel)
 
 
 def _groups(channels: int) -> int:
@@ -217,16 +218,22 @@ class MoE(nn.Module):
         """The experts' output (B, L, d) by one grouped matrix product per expert layer."""
         b, n_tok, d = x.shape
         n, k = b * n_tok, self.top_k
-        order, sorted_e, count = self._sorted_rows(top_i)
+        order, _, count = self._sorted_rows(top_i)
         token = order // k
         ends = count.cumsum(0).to(torch.int32)
-        w1 = torch.stack([e.fc1.weight for e in self.experts]).transpose(1, 2)  # (E, d, h)
-        b1 = torch.stack([e.fc1.bias for e in self.experts])
+        # the first layer's bias rides in the product (a column of ones times a bias row, padded to 4 columns: the
+        # kernel wants 16-byte strides); the second layer's biases, weighted by the gates, add up per token to one
+        # small product (N, E) x (E, d)
+        pad = x.new_zeros(len(self.experts[0].fc1.bias), EXPERT_BIAS_COLUMNS - 1)
+        w1 = torch.stack([torch.cat([e.fc1.weight, e.fc1.bias[:, None], pad], dim=1) for e in self.experts])
         w2 = torch.stack([e.fc2.weight for e in self.experts]).transpose(1, 2)  # (E, h, d)
         b2 = torch.stack([e.fc2.bias for e in self.experts])
-        h = F.gelu(grouped_mm(x.reshape(n, d)[token], w1, ends) + b1[sorted_e])
-        out = (grouped_mm(h, w2, ends) + b2[sorted_e]) * weights.reshape(n * k)[order][:, None]
-        return x.new_zeros(n, d).index_add(0, token, out).view(b, n_tok, d)
+        ones = F.pad(x.new_ones(n, 1), (0, EXPERT_BIAS_COLUMNS - 1))
+        h = F.gelu(grouped_mm(torch.cat([x.reshape(n, d), ones], dim=1)[token], w1.transpose(1, 2), ends))
+        out = grouped_mm(h, w2, ends) * weights.reshape(n * k)[order][:, None]
+        gates = torch.zeros(n, len(self.experts), dtype=x.dtype, device=x.device).scatter(1, top_i.reshape(n, k),
+                                                                                           weights.reshape(n, k))
+        return (gates @ b2).index_add(0, token, out).view(b, n_tok, d)
 
     def _blocks(self, x: Tensor, top_i: Tensor, weights: Tensor) -> Tensor:
         """The experts' output (B, L, d) by blocks of rows, each with its expert's weights gathered."""

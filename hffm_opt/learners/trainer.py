@@ -63,11 +63,11 @@ from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
 from .config import FederatedData, TrainConfig, _require
-from .device import devices_per_call, resolve_device
+from .device import cpu_calls, devices_per_call, on_cores, resolve_device
 from .dynamics import RoundPricer
 from .evaluation import accuracy, correct, device_accuracy, distinct, seeded_rows, served_accuracy
 from .history import History
-from .local import local_train
+from .local import LocalResult, local_train
 from .packed import PackedTables
 from .participation import Participation
 from .server import server_optimizer
@@ -106,12 +106,13 @@ def train(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConf
 
 
 def training_calls(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConfig = TrainConfig()
-                   ) -> tuple[PackedTables, np.ndarray, int]:
+                   ) -> tuple[PackedTables, np.ndarray, list[list[slice]]]:
     """What an edge round of :func:`train` works on: every device's training rows (packed, on the run's device),
-    the participating devices in the order they are trained (by cluster), and the devices per vectorised call."""
+    the participating devices in the order they are trained (by cluster), and the waves of vectorised calls (slices
+    of those devices; the calls of a wave run at once, one per CPU core)."""
     run = _Run(scenario, plan, data, config)
     devs = np.flatnonzero(run.participants)
-    return run.train_data, devs[np.argsort(run.assoc[devs], kind="stable")], int(run.chunk)
+    return run.train_data, devs[np.argsort(run.assoc[devs], kind="stable")], run.waves(devs.size)
 
 
 class _Run:
@@ -187,6 +188,10 @@ class _Run:
         tokens = cfg.n_prompts * len(cfg.tasks) + sum(m.n_tokens for m in cfg.modalities)
         self.chunk = config.devices_per_call or devices_per_call(
             self.device, tokens, self.batch, cfg.d_model, sum(p.numel() for p in model.parameters() if p.requires_grad))
+        # a CPU runs one call per torch thread at once, each on one thread (device.on_cores) and its own copy of the
+        # model (functional_call swaps a module's parameters while it runs)
+        self.workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        self._replicas = [self.model] + [copy.deepcopy(self.model) for _ in range(self.workers - 1)]
 
     # ------------------------------------------------------------------ one edge round
     def edge_round(self, r: int) -> dict:
@@ -222,34 +227,55 @@ class _Run:
         rows = self.train_data.sample(devs, self.tau, self.batch, self.rng)  # every minibatch of the round
         num = {n: torch.zeros_like(x) for n, x in self.clusters.items()}
         den = {n: torch.zeros(self.n_edges, dtype=x.dtype, device=self.device) for n, x in self.clusters.items()}
-        start = 0
-        while start < devs.size:
-            size = self.chunk
-            try:
-                self._train_chunk(devs[start:start + size], rows[start:start + size], num, den)
-            except torch.cuda.OutOfMemoryError:
-                if self.chunk <= 1:
-                    raise
-                torch.cuda.empty_cache()
-                self.chunk = max(1, self.chunk // 2)  # retry the same devices in smaller calls
-                continue
-            start += size
+        if self.device.type == "cpu":
+            for wave in self.waves(devs.size):  # the calls of a wave on the cores at once, summed in call order
+                results = on_cores(lambda c: self._local(devs[c[0]], rows[c[0]], c[1]), list(zip(wave, self._replicas)),
+                                   self.workers)
+                for s, res in zip(wave, results):
+                    self._add_to_clusters(devs[s], res, num, den)
+        else:
+            start = 0
+            while start < devs.size:
+                size = self.chunk
+                idx = devs[start:start + size]
+                try:
+                    self._add_to_clusters(idx, self._local(idx, rows[start:start + size], self.model), num, den)
+                except torch.cuda.OutOfMemoryError:
+                    if self.chunk <= 1:
+                        raise
+                    torch.cuda.empty_cache()
+                    self.chunk = max(1, self.chunk // 2)  # retry the same devices in smaller calls
+                    continue
+                start += size
         for n in self.param_names:  # the edge tier's server optimiser on the clusters that aggregated n
             d = den[n].view(-1, *([1] * (num[n].dim() - 1)))
             mean = num[n] / d.clamp(min=1e-30)
             self.clusters[n] = self.edge_opt.step(self.clusters[n], mean, self.server_state["edge"][n], den[n] > 0)
 
-    def _train_chunk(self, idx: np.ndarray, rows: np.ndarray, num: dict, den: dict) -> None:
-        """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows``, then their
-        weighted copies added into the clusters' sums ``num``/``den`` (a matmul per parameter: deterministic)."""
+    def waves(self, n: int) -> list[list[slice]]:
+        """The vectorised calls of an edge round of ``n`` participants (slices of them, in training order), grouped
+        in waves that run at once: on a CPU :func:`~.device.cpu_calls` split among the workers, elsewhere one call
+        of up to ``self.chunk`` devices per wave."""
+        if self.device.type == "cpu":
+            calls = cpu_calls(n, self.chunk, self.workers)
+            return [calls[i:i + self.workers] for i in range(0, len(calls), self.workers)]
+        return [[slice(a, min(a + self.chunk, n))] for a in range(0, n, self.chunk)]
+
+    def _local(self, idx: np.ndarray, rows: np.ndarray, model) -> LocalResult:
+        """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows``, from their clusters'
+        copies, with ``model`` (the run's model or a copy of it) for the frozen parts."""
         c = self.config
-        home = self.assoc[idx]
-        home_t = torch.from_numpy(home).to(self.device)
+        home_t = torch.from_numpy(self.assoc[idx]).to(self.device)
         stacked = {n: x.index_select(0, home_t) for n, x in self.clusters.items()}
         batches = self.train_data.gather(rows, self._mods)
-        res = local_train(self.model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
-                          optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
-                          prox_mu=c.prox_mu, module_names=self.scenario.module_names, groups=self._groups[idx])
+        return local_train(model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
+                           optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
+                           prox_mu=c.prox_mu, module_names=self.scenario.module_names, groups=self._groups[idx])
+
+    def _add_to_clusters(self, idx: np.ndarray, res: LocalResult, num: dict, den: dict) -> None:
+        """The weighted copies of devices ``idx`` (sorted by cluster) added into the clusters' sums ``num``/``den``
+        (a matmul per parameter: deterministic)."""
+        home = self.assoc[idx]
         homes, inverse = np.unique(home, return_inverse=True)
         onehot = torch.zeros(len(homes), len(idx), dtype=torch.float32, device=self.device)
         onehot[torch.from_numpy(inverse.reshape(-1)).to(self.device), torch.arange(len(idx), device=self.device)] = 1

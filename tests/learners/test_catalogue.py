@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from hffm_opt.learners.catalogue import catalogue_summary, forward_flops, module_catalogue, module_param_counts
+from hffm_opt.learners.layers import EXPERT_BIAS_COLUMNS
 from hffm_opt.learners.model import build_model
 from hffm_opt.learners.specs import ModalitySpec, TaskSpec
 from hffm_opt.network.scenario import MODULE_KINDS, ModuleSpec
@@ -119,7 +120,8 @@ def _matmul_flops(fn) -> tuple[float, dict]:
 def test_experts_run_their_catalogue_flops_plus_only_block_padding(model, block):
     """FlopCounterMode on the MoE layer: the experts' matmuls run ``N top_k`` rows plus the padding of whole blocks
     (at most ``E (block - 1)``), so they are the catalogue's top_k/E share of the dense cost up to that padding; on
-    a CPU without a given block (grouped products) exactly ``N top_k`` rows."""
+    a CPU without a given block (grouped products) exactly ``N top_k`` rows, the biases inside the products (at most
+    ``c / 2d + E / 2kh`` more than the catalogue's multiply-adds)."""
     import torch
 
     cfg = model.cfg
@@ -133,12 +135,18 @@ def test_experts_run_their_catalogue_flops_plus_only_block_padding(model, block)
         gate = 2.0 * b * n_tok * d * e
         experts = total - gate
         rows = b * n_tok * k
-        bs = moe.block_size(rows) if block is not None else 1  # grouped: no padding
-        n_blocks = (rows + e * (bs - 1)) // bs
-        assert experts == 2.0 * 2.0 * d * h * n_blocks * bs  # the blocks that ran, both layers, nothing else
         f, _ = forward_flops(model)
         catalogue = b * sum(f[f"expert:{j}"] for j in range(e))  # per sample, with the bias adds
         matmuls = catalogue * (4.0 * d * h) / (4.0 * d * h + h + d)  # the catalogue's multiply-adds alone
+        if block is None:  # grouped: exactly N top_k rows; the first layer's bias as padded input columns, the
+            # second's as the gate-weighted (N, E) x (E, d) product
+            c = EXPERT_BIAS_COLUMNS
+            assert experts == 2.0 * rows * ((d + c) * h + h * d) + 2.0 * b * n_tok * e * d
+            assert matmuls < experts <= matmuls * (1 + c / (2 * d) + e / (2 * k * h))
+            return
+        bs = moe.block_size(rows)
+        n_blocks = (rows + e * (bs - 1)) // bs
+        assert experts == 2.0 * 2.0 * d * h * n_blocks * bs  # the blocks that ran, both layers, nothing else
         assert experts == pytest.approx(matmuls * n_blocks * bs / rows)
         assert matmuls <= experts <= matmuls * (1 + e * (bs - 1) / rows)
     finally:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hffm_opt.errors import ConfigError
-from hffm_opt.learners.device import check_device_name, devices_per_call, resolve_device
+from hffm_opt.learners.device import check_device_name, cpu_calls, devices_per_call, on_cores, resolve_device
 from hffm_opt.learners.local import local_train, stack_params
 from hffm_opt.learners.packed import PackedTables
 from hffm_opt.learners.setup import learning_setup
@@ -36,6 +36,49 @@ def test_device_names_and_the_missing_cuda_error():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             train(*_small()[:2], _small()[2], dataclasses.replace(CFG, device="cuda"))
     assert devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000) == 256
+
+
+@pytest.mark.parametrize("n,per_call,workers", [(1000, 256, 2), (400, 256, 2), (40, 256, 2), (1, 256, 4),
+                                                 (7, 3, 1), (1000, 256, 3), (513, 256, 1), (0, 256, 2)])
+def test_cpu_calls_cover_every_device_once_in_balanced_calls(n, per_call, workers):
+    calls = cpu_calls(n, per_call, workers)
+    assert [i for c in calls for i in range(n)[c]] == list(range(n))  # every device once, in order
+    sizes = [c.stop - c.start for c in calls]
+    assert all(1 <= s <= per_call for s in sizes) and (not sizes or max(sizes) - min(sizes) <= max(sizes) // 2 + 1)
+    if n >= workers:  # every core gets a call: the number of calls is a multiple of the workers, or one per device
+        assert len(calls) % workers == 0 or len(calls) == n
+    assert len(calls) <= max(-(-n // per_call), 1) + workers  # no more calls than the cores need
+
+
+def test_on_cores_keeps_the_order_runs_each_item_on_one_torch_thread_and_restores_the_caller():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = on_cores(lambda i: (i * i, torch.get_num_threads()), list(range(7)), workers=2)
+        assert [v for v, _ in seen] == [i * i for i in range(7)] and {t for _, t in seen} == {1}
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ZeroDivisionError):
+            on_cores(lambda i: 1 // (i - 3), list(range(6)), workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_on_two_cores_is_deterministic_and_agrees_with_one_core():
+    """Two torch threads: the calls of an edge round run two at once (device.on_cores), each on its own model copy;
+    the result does not depend on which finishes first, and equals the one-thread run to float rounding."""
+    scenario, plan, data = _small()
+    config = dataclasses.replace(CFG, devices_per_call=2)  # 6 devices: 3 calls, two of them at once
+    torch.set_num_threads(2)
+    try:
+        runs = [train(scenario, plan, data, config) for _ in range(2)]
+    finally:
+        torch.set_num_threads(1)
+    one = train(scenario, plan, data, config)
+    assert runs[0].records == runs[1].records
+    for r, s in zip(runs[0].records, one.records):
+        assert r["time_s"] == s["time_s"] and r["participants"] == s["participants"]
+        assert r["accuracy"] == pytest.approx(s["accuracy"], abs=1.0)  # percent; a near tie may flip a prediction
 
 
 _SETUP = {}
