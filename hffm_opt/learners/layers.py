@@ -86,15 +86,16 @@ class Attention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, allowed: Tensor, context: Tensor | None = None) -> Tensor:
-        """``x`` (B, n, d), ``context`` (B, m, d) or None, ``allowed`` (B, n, n + m) -> (B, n, d)."""
+        """``x`` (B, n, d), ``context`` (B, m, d) or None, ``allowed`` (B, n, n + m) -> (B, n, d). With a context,
+        ``x`` may be (1, n, d): tokens shared by the batch (e.g. prompts before the first layer), projected once."""
         b, n, d = x.shape
         h = self.n_heads
         q, k, v = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, L, dh)
         if context is not None:
-            m = context.shape[1]
+            b, m = context.shape[:2]
             kv = F.linear(context, self.qkv.weight[d:], self.qkv.bias[d:])
             kc, vc = kv.reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
-            k, v = torch.cat([k, kc], dim=2), torch.cat([v, vc], dim=2)
+            k, v = torch.cat([k.expand(b, -1, -1, -1), kc], dim=2), torch.cat([v.expand(b, -1, -1, -1), vc], dim=2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
         scores = scores.masked_fill(~allowed[:, None], _MASKED)
         att = scores.softmax(dim=-1)
@@ -104,7 +105,7 @@ class Attention(nn.Module):
 
 class Block(nn.Module):
     """Pre-LN transformer layer; with ``context`` (pre-norm tokens that ``x`` may also attend to, see
-    :class:`Attention`) only the outputs of ``x`` are computed."""
+    :class:`Attention`; ``x`` may then be (1, n, d), shared by the batch) only the outputs of ``x`` are computed."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int):
         super().__init__()

@@ -283,19 +283,19 @@ class M3TModel(nn.Module):
         """The prompt tokens' outputs of :meth:`_trunk` (with adapters), computing only what they depend on: the
         modality tokens' stream apart from the prompts (modality tokens attend only to modality tokens), with
         the prompts attending to it as context, and, in the last layer, only the modality tokens' keys and values
-        (their outputs are never read). Equal to :meth:`_trunk`'s prompt rows to float rounding; a constant
-        modality stream (frozen encoders and first layer) is also left out of the backward pass.
+        (their outputs are never read); the prompts, the same for every sample, enter the first layer once. Equal
+        to :meth:`_trunk`'s prompt rows to float rounding; a constant modality stream (frozen encoders and first
+        layer) is also left out of the backward pass.
         Returns (normed prompt outputs (B, P, d), P)."""
         mods, mod_valid = self._modality_tokens(inputs, present, encoded)
         b, n_m = mod_valid.shape
         n_p = self.cfg.n_prompts
         n_prompt = n_p * len(tasks)
-        prompts = torch.cat([self.prompts[t] for t in tasks], dim=0).expand(b, -1, -1)
         group = torch.arange(n_prompt, device=mods.device) // n_p
         own = (group[:, None] == group[None, :]).expand(b, -1, -1)
         allowed_p = torch.cat([own, mod_valid[:, None, :].expand(b, n_prompt, n_m)], dim=2)
         allowed_m = mod_valid[:, None, :].expand(b, n_m, n_m)
-        x = prompts
+        x = torch.cat([self.prompts[t] for t in tasks], dim=0)[None]  # (1, P, d): the first layer projects it once
         n_layers = len(self.backbone.layers)
         for i, (layer, adapter) in enumerate(zip(self.backbone.layers, self.adapters)):
             x_next = layer(x, allowed_p, context=mods)
