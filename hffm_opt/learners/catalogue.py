@@ -10,10 +10,13 @@ same modules. Units: bits, FLOP per sample, bytes.
   present and every task's prompts in the sequence, the largest sample): 2 FLOP per multiply-add of linear and
   convolution layers (+1 per bias element), 5 per element of a normalisation, and the two attention products
   (2 n (n + m) d each for n queries over n + m keys) plus softmax (5 per score), counted on what the forward pass
-  runs (the prompts attend to the modality tokens as context; the last layer computes only the prompts' outputs). Element-wise activations are not counted. Experts are priced as the sparse
+  runs (the prompts attend to the modality tokens as context; the last layer computes only the prompts' outputs; a
+  sample alone: a batch projects the prompts into the first layer once for all its samples, a little less per sample).
+  Element-wise activations are not counted. Experts are priced as the sparse
   layer they are: an expert's forward is its dense cost times top_k/E (the expected share of tokens routed to it
   under balanced routing), which is what the sparse dispatch of :class:`~hffm_opt.learners.layers.MoE` runs (exactly,
-  by grouped products on a CPU; plus at most ``E x (block - 1)`` padding rows per call with blocks). Costs are *additive*: each module carries the cost of its own
+  by grouped products on a CPU, whose first layer carries its bias as 4 input columns; plus at most
+  ``E x (block - 1)`` padding rows per call with blocks). Costs are *additive*: each module carries the cost of its own
   layers, so the per-sample training cost of a device is the sum over its Need set: ``3 x forward`` for a trained
   module (forward, activation gradient, weight gradient), ``2 x forward`` for a frozen module that gradients pass
   through (a trainable module sits upstream, e.g. the frozen backbone below trained prompts and adapters),
