@@ -3,8 +3,9 @@ flag rules (:mod:`.args`) and one error boundary, :func:`main`.
 
 Exit codes: 0 success; 1 the solver found no feasible plan (``optimize``), or an internal error (a bug: its
 traceback is shown after a line saying so); 2 bad input: a bad flag value, a bad scenario, plan, config or
-checkpoint, an output that cannot be written, a file-system error; 130 interrupted (Ctrl-C). Every error of kind 2
-is one line on stderr naming the input, the field, the value and the rule; stdout stays empty.
+checkpoint, an output that cannot be written, a file-system error, or an interrupt (Ctrl-C: the line
+``hffm-opt CMD: interrupted``). Every error of kind 2 is one line on stderr naming the input, the field, the value
+and the rule; stdout stays empty.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import HffmError
 from . import args as flag_rules
 from . import learn, pareto, plans, plot, tune
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 1, 2, 130
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 1, 2, 2
 
 
 def build_parser() -> flag_rules.Parser:

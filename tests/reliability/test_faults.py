@@ -1,6 +1,6 @@
 """One test per fault found by the bad-input hunt of the reliability issue: each is now exit code 2 with one line
 on stderr naming the input, the field, the value and the rule (never a traceback, never a silent change of the
-result, never a partial or stray file); an interrupt exits 130 and a bug says it is one."""
+result, never a partial or stray file); an interrupt exits 2 with one line and a bug says it is one."""
 
 from __future__ import annotations
 
@@ -239,19 +239,19 @@ def test_a_bug_says_it_is_one_and_shows_its_traceback(files, monkeypatch, capsys
     assert "ZeroDivisionError: a bug" in captured.err
 
 
-def test_ctrl_c_while_writing_exits_130_with_one_line_and_no_partial_file(files, monkeypatch, capsys, tmp_path):
+def test_ctrl_c_while_writing_exits_2_with_one_line_and_no_partial_file(files, monkeypatch, capsys, tmp_path):
     import hffm_opt._io
 
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(hffm_opt._io.os, "replace", interrupted)
-    assert cli.main(["schedule", "--scenario", str(files / "s.json"), "--out", str(tmp_path / "plan.json")]) == 130
+    assert cli.main(["schedule", "--scenario", str(files / "s.json"), "--out", str(tmp_path / "plan.json")]) == 2
     assert capsys.readouterr().err == "hffm-opt schedule: interrupted\n"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_real_sigint_exits_130_with_one_line(tmp_path):
+def test_a_real_sigint_exits_2_with_one_line(tmp_path):
     # the default Ctrl-C handler, as in a terminal (a child of a background job inherits SIGINT ignored)
     script = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "import hffm_opt.cli.plans as p\n"
@@ -262,7 +262,7 @@ def test_a_real_sigint_exits_130_with_one_line(tmp_path):
     assert proc.stderr.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and out == "" and err == "hffm-opt schedule: interrupted\n"
+    assert proc.returncode == 2 and out == "" and err == "hffm-opt schedule: interrupted\n"
 
 
 def test_the_console_command_exits_2_with_one_line():
