@@ -80,6 +80,14 @@ def keep_freed_memory() -> bool:
             and bool(libc.mallopt(m_arena_max, 1)))
 
 
+def cpu_workers() -> int:
+    """Calls a CPU runs at once: torch's threads, at most the cores this process may use."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores))
+
+
 def cpu_calls(n_devices: int, per_call: int, workers: int) -> list[slice]:
     """Consecutive slices of ``n_devices`` devices, each at most ``per_call`` long, as even as possible and as many
     as a multiple of ``workers`` allows (so every core gets a call): e.g. 1,000 devices, 256 per call, 2 workers ->

@@ -63,7 +63,7 @@ from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
 from .config import FederatedData, TrainConfig, _require
-from .device import cpu_calls, devices_per_call, on_cores, resolve_device
+from .device import cpu_calls, cpu_workers, devices_per_call, on_cores, resolve_device
 from .dynamics import RoundPricer
 from .evaluation import accuracy, correct, device_accuracy, distinct, seeded_rows, served_accuracy
 from .history import History
@@ -188,9 +188,9 @@ class _Run:
         tokens = cfg.n_prompts * len(cfg.tasks) + sum(m.n_tokens for m in cfg.modalities)
         self.chunk = config.devices_per_call or devices_per_call(
             self.device, tokens, self.batch, cfg.d_model, sum(p.numel() for p in model.parameters() if p.requires_grad))
-        # a CPU runs one call per torch thread at once, each on one thread (device.on_cores) and its own copy of the
-        # model (functional_call swaps a module's parameters while it runs)
-        self.workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        # a CPU runs one call per torch thread at once (at most one per core), each on one thread (device.on_cores)
+        # and its own copy of the model (functional_call swaps a module's parameters while it runs)
+        self.workers = cpu_workers() if self.device.type == "cpu" else 1
         self._replicas = [self.model] + [copy.deepcopy(self.model) for _ in range(self.workers - 1)]
 
     # ------------------------------------------------------------------ one edge round
