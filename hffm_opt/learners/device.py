@@ -63,8 +63,9 @@ def devices_per_call(device: torch.device, tokens: int, batch_size: int, d_model
 def keep_freed_memory() -> bool:
     """Linux with glibc: keep freed memory inside the process (no ``mmap`` for large blocks, no trimming, one arena
     for every thread), so the many large temporary tensors of vectorised training reuse pages instead of faulting
-    fresh zero pages in at every step (on a 2-core CPU a fifth of a round went to the kernel's page faults). Process-wide and harmless elsewhere;
-    returns whether it applied. Call it once, before the heavy work (the commands do)."""
+    fresh zero pages in at every step (on a 2-core CPU a fifth of a round went to the kernel's page faults).
+    Process-wide and harmless elsewhere; returns whether it applied. Call it once, before the heavy work (the
+    commands do)."""
     import ctypes
     import sys
 
@@ -98,6 +99,13 @@ def cpu_calls(n_devices: int, per_call: int, workers: int) -> list[slice]:
     n_calls = min(n_devices, -(-n_calls // workers) * workers)
     size = -(-n_devices // n_calls)
     return [slice(a, min(a + size, n_devices)) for a in range(0, n_devices, size)]
+
+
+def waves(n_devices: int, per_call: int, workers: int) -> list[list[slice]]:
+    """The calls of an edge round of ``n_devices`` participants (slices, in training order) in waves of ``workers``
+    calls that run at once (:func:`cpu_calls`; one worker, e.g. a GPU: one call of at most ``per_call`` a wave)."""
+    calls = cpu_calls(n_devices, per_call, workers)
+    return [calls[i:i + workers] for i in range(0, len(calls), workers)]
 
 
 def on_cores(fn: Callable, items: Sequence, workers: int) -> list:

@@ -63,7 +63,7 @@ from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
 from .config import FederatedData, TrainConfig, _require
-from .device import cpu_calls, cpu_workers, devices_per_call, on_cores, resolve_device
+from .device import cpu_workers, devices_per_call, on_cores, resolve_device, waves
 from .dynamics import RoundPricer
 from .evaluation import accuracy, correct, device_accuracy, distinct, seeded_rows, served_accuracy
 from .history import History
@@ -112,7 +112,8 @@ def training_calls(scenario: Scenario, plan: Plan, data: FederatedData, config: 
     of those devices; the calls of a wave run at once, one per CPU core)."""
     run = _Run(scenario, plan, data, config)
     devs = np.flatnonzero(run.participants)
-    return run.train_data, devs[np.argsort(run.assoc[devs], kind="stable")], run.waves(devs.size)
+    order = devs[np.argsort(run.assoc[devs], kind="stable")]
+    return run.train_data, order, waves(devs.size, run.chunk, run.workers)
 
 
 class _Run:
@@ -228,7 +229,7 @@ class _Run:
         num = {n: torch.zeros_like(x) for n, x in self.clusters.items()}
         den = {n: torch.zeros(self.n_edges, dtype=x.dtype, device=self.device) for n, x in self.clusters.items()}
         if self.device.type == "cpu":
-            for wave in self.waves(devs.size):  # the calls of a wave on the cores at once, summed in call order
+            for wave in waves(devs.size, self.chunk, self.workers):  # on the cores at once, summed in order
                 results = on_cores(lambda c: self._local(devs[c[0]], rows[c[0]], c[1]), list(zip(wave, self._replicas)),
                                    self.workers)
                 for s, res in zip(wave, results):
@@ -251,15 +252,6 @@ class _Run:
             d = den[n].view(-1, *([1] * (num[n].dim() - 1)))
             mean = num[n] / d.clamp(min=1e-30)
             self.clusters[n] = self.edge_opt.step(self.clusters[n], mean, self.server_state["edge"][n], den[n] > 0)
-
-    def waves(self, n: int) -> list[list[slice]]:
-        """The vectorised calls of an edge round of ``n`` participants (slices of them, in training order), grouped
-        in waves that run at once: on a CPU :func:`~.device.cpu_calls` split among the workers, elsewhere one call
-        of up to ``self.chunk`` devices per wave."""
-        if self.device.type == "cpu":
-            calls = cpu_calls(n, self.chunk, self.workers)
-            return [calls[i:i + self.workers] for i in range(0, len(calls), self.workers)]
-        return [[slice(a, min(a + self.chunk, n))] for a in range(0, n, self.chunk)]
 
     def _local(self, idx: np.ndarray, rows: np.ndarray, model) -> LocalResult:
         """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows``, from their clusters'
