@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hffm_opt.errors import ConfigError
-from hffm_opt.learners.device import check_device_name, cpu_calls, devices_per_call, on_cores, resolve_device
+from hffm_opt.learners.device import check_device_name, cpu_calls, devices_per_call, on_cores, resolve_device, waves
 from hffm_opt.learners.local import local_train, stack_params
 from hffm_opt.learners.packed import PackedTables
 from hffm_opt.learners.setup import learning_setup
@@ -48,6 +48,8 @@ def test_cpu_calls_cover_every_device_once_in_balanced_calls(n, per_call, worker
     if n >= workers:  # every core gets a call: the number of calls is a multiple of the workers, or one per device
         assert len(calls) % workers == 0 or len(calls) == n
     assert len(calls) <= max(-(-n // per_call), 1) + workers  # no more calls than the cores need
+    grouped = waves(n, per_call, workers)  # the same calls, at most one per core in each wave
+    assert [c for w in grouped for c in w] == calls and all(1 <= len(w) <= workers for w in grouped)
 
 
 def test_on_cores_keeps_the_order_runs_each_item_on_one_torch_thread_and_restores_the_caller():
