@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import resource
 import sys
 import time
@@ -226,12 +225,12 @@ def cmd_bench_learner(args, sizes) -> int:
     ``args.torch_device``; ``args.threads`` torch threads on a CPU, default every core the process may use)."""
     import torch
 
-    from ..learners.device import keep_freed_memory, resolve_device
+    from ..learners.device import cpu_cores, keep_freed_memory, resolve_device
 
     device = resolve_device(getattr(args, "torch_device", "cpu"))  # a bad device fails before any work
     keep_freed_memory()  # both sides reuse freed pages (no page fault per large temporary tensor)
     if device.type == "cpu":
-        torch.set_num_threads(getattr(args, "threads", None) or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(getattr(args, "threads", None) or cpu_cores())
     progress = None
     if not args.json:
         from tqdm import tqdm

@@ -35,11 +35,11 @@ def _setup(args, seed: int | None = None):
 def _threads(args) -> int:
     """Torch threads of this process: ``--threads``, else every core it may use, or one per process when ``run``
     spreads its cells over ``--workers`` processes (on a CPU, local training runs one call per thread at once)."""
-    import os
+    from ..learners.device import cpu_cores
 
     if args.threads is not None:
         return args.threads
-    return 1 if getattr(args, "workers", 1) > 1 else len(os.sched_getaffinity(0))
+    return 1 if getattr(args, "workers", 1) > 1 else cpu_cores()
 
 
 def _setup_kwargs(args) -> dict:

@@ -81,12 +81,16 @@ def keep_freed_memory() -> bool:
             and bool(libc.mallopt(m_arena_max, 1)))
 
 
-def cpu_workers() -> int:
-    """Calls a CPU runs at once: torch's threads, at most the cores this process may use."""
+def cpu_cores() -> int:
+    """The CPU cores this process may use (its affinity where the OS tells it, else every core)."""
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_workers() -> int:
+    """Calls a CPU runs at once: torch's threads, at most :func:`cpu_cores`."""
+    return max(1, min(torch.get_num_threads(), cpu_cores()))
 
 
 def cpu_calls(n_devices: int, per_call: int, workers: int) -> list[slice]:

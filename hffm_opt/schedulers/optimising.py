@@ -159,7 +159,8 @@ def optimal_exact(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_l
     count). The full-F4 options are those of ``optimal``; with any of them freeing placement, tiers or association
     (energy objective only; the other objectives are refused then), every association over the candidates and every
     module assignment within the coverage is enumerated too (:mod:`hffm_opt.solvers.f4.enumeration`).
-    ``association`` defaults to ``"fixed"`` here (the enumeration of associations multiplies the count): pass ``"optimise"`` to certify ``optimal``'s default."""
+    ``association`` defaults to ``"fixed"`` here (the enumeration of associations multiplies the count): pass
+    ``"optimise"`` to certify ``optimal``'s default."""
     model = joint_model(scenario, e_agg=e_agg, seed=seed, target_latency_s=target_latency_s, target_from=target_from,
                         objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy,
                         local_steps=local_steps, batch_size=batch_size, coverage=coverage, min_trainers=min_trainers,

@@ -34,7 +34,8 @@ from .settings import (
 from .workers import FINISHED, StudyLock, mask_text, mask_url, open_study, prepare, run_trial, run_worker, storage_for
 
 __all__ = [
-    "CORE", "DEFAULTS", "FINISHED", "IMPORTANCE_MIN_TRIALS", "OBJECTIVES", "OPTION_REQUIRES", "PRUNERS", "TRIAL_ERRORS", "Objective",
+    "CORE", "DEFAULTS", "FINISHED", "IMPORTANCE_MIN_TRIALS", "OBJECTIVES", "OPTION_REQUIRES", "PRUNERS",
+    "TRIAL_ERRORS", "Objective",
     "StudyLock", "TrialFailed", "TuneConfigError", "TuneSettings", "best", "build_plan", "counts", "default_points",
     "dominated_by", "load_settings", "option_applies", "scheduler_points",
     "mask_text", "mask_url", "open_study", "pareto_table", "prepare", "rounds_within", "run_trial", "run_worker",
