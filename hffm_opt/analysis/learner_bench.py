@@ -102,9 +102,10 @@ def _central(model, data, rows: list[np.ndarray], waves: list[np.ndarray], lr: f
         inputs = {m: x[0, 0] for m, x in b.inputs.items()}
         present = {m: x[0, 0] for m, x in b.present.items()}
         encoded = {m: x[0, 0] for m, x in b.encoded.items()}
+        stream = {m: x[0, 0] for m, x in b.stream.items()}  # the trainer's cached first-layer stream, if it has one
         labels = b.labels[0, 0]
         out = model(inputs, present, tasks=tasks, task_valid={t: labels[:, j] >= 0 for t, j in zip(tasks, cols)},
-                    encoded=encoded or None)
+                    encoded=encoded or None, stream=stream or None)
         loss = task_loss(model, out, labels, tasks, cols, model.cfg.aux_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

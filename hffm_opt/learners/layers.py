@@ -76,8 +76,8 @@ class VectorEncoder(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head attention with an explicit boolean mask (True = may attend): the tokens ``x`` attend to
-    themselves and, when given, to the ``context`` tokens after them (keys and values only: the context's queries
-    and outputs are not computed)."""
+    themselves and, when given, to context tokens after them, given by their keys and values
+    (:meth:`project_context`: the context's queries and outputs are not computed)."""
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -85,16 +85,21 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, allowed: Tensor, context: Tensor | None = None) -> Tensor:
-        """``x`` (B, n, d), ``context`` (B, m, d) or None, ``allowed`` (B, n, n + m) -> (B, n, d). With a context,
-        ``x`` may be (1, n, d): tokens shared by the batch (e.g. prompts before the first layer), projected once."""
+    def project_context(self, context: Tensor) -> Tensor:
+        """Keys and values (B, m, 2 d) of the context tokens (B, m, d), keys first."""
+        d = context.shape[-1]
+        return F.linear(context, self.qkv.weight[d:], self.qkv.bias[d:])
+
+    def forward(self, x: Tensor, allowed: Tensor, context_kv: Tensor | None = None) -> Tensor:
+        """``x`` (B, n, d), ``context_kv`` (B, m, 2 d) or None, ``allowed`` (B, n, n + m) -> (B, n, d). With a
+        context, ``x`` may be (1, n, d): tokens shared by the batch (e.g. prompts before the first layer), projected
+        once."""
         b, n, d = x.shape
         h = self.n_heads
         q, k, v = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, L, dh)
-        if context is not None:
-            b, m = context.shape[:2]
-            kv = F.linear(context, self.qkv.weight[d:], self.qkv.bias[d:])
-            kc, vc = kv.reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        if context_kv is not None:
+            b, m = context_kv.shape[:2]
+            kc, vc = context_kv.reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
             k, v = torch.cat([k.expand(b, -1, -1, -1), kc], dim=2), torch.cat([v.expand(b, -1, -1, -1), vc], dim=2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
         scores = scores.masked_fill(~allowed[:, None], _MASKED)
@@ -104,8 +109,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer layer; with ``context`` (pre-norm tokens that ``x`` may also attend to, see
-    :class:`Attention`; ``x`` may then be (1, n, d), shared by the batch) only the outputs of ``x`` are computed."""
+    """Pre-LN transformer layer; with a context (pre-norm tokens that ``x`` may also attend to, or their keys and
+    values from :meth:`context_kv`; ``x`` may then be (1, n, d), shared by the batch) only the outputs of ``x`` are
+    computed."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int):
         super().__init__()
@@ -115,8 +121,15 @@ class Block(nn.Module):
         self.ff1 = nn.Linear(d_model, d_ff)
         self.ff2 = nn.Linear(d_ff, d_model)
 
-    def forward(self, x: Tensor, allowed: Tensor, context: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), allowed, None if context is None else self.norm1(context))
+    def context_kv(self, context: Tensor) -> Tensor:
+        """Keys and values (B, m, 2 d) this layer's attention reads from the pre-norm context tokens (B, m, d)."""
+        return self.attn.project_context(self.norm1(context))
+
+    def forward(self, x: Tensor, allowed: Tensor, context: Tensor | None = None,
+                context_kv: Tensor | None = None) -> Tensor:
+        if context is not None:
+            context_kv = self.context_kv(context)
+        x = x + self.attn(self.norm1(x), allowed, context_kv)
         return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
 
 

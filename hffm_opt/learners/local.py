@@ -167,6 +167,8 @@ def _check(model: M3TModel, stacked, batches: DeviceBatches, tau: int, optimizer
     for m in batches.encoded:
         if any(model.module_of(n) == f"encoder:{m}" for n in stacked):
             raise ValueError(f"batches carry cached tokens of modality {m!r} but encoder:{m} is being trained")
+    if batches.stream and any(model.module_kind(model.module_of(n)) in ("encoder", "backbone") for n in stacked):
+        raise ValueError("batches carry the cached first-layer stream but an encoder or the backbone is being trained")
     for n, x in stacked.items():
         if n not in params:
             raise ValueError(f"stacked[{n!r}]: not a parameter of the model")
@@ -255,10 +257,11 @@ class _Optim:
 def _loss_fn(model: M3TModel, mods: tuple[str, ...], tasks: tuple[str, ...], aux_weight: float):
     task_index = [model.task_names.index(t) for t in tasks]
 
-    def loss(diff: dict[str, Tensor], fixed: dict[str, Tensor], inputs, present, labels, encoded) -> Tensor:
+    def loss(diff: dict[str, Tensor], fixed: dict[str, Tensor], inputs, present, labels, encoded, stream) -> Tensor:
         task_valid = {t: labels[..., j] >= 0 for t, j in zip(tasks, task_index)}
         out = functional_call(model, {**fixed, **diff}, (inputs, present),
-                              {"tasks": tasks, "task_valid": task_valid, "encoded": encoded}, strict=False)
+                              {"tasks": tasks, "task_valid": task_valid, "encoded": encoded, "stream": stream},
+                              strict=False)
         return task_loss(model, out, labels, tasks, task_index, aux_weight)
 
     return loss
@@ -327,16 +330,20 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
                  if not hmask[n][devs].all()}
         gb = batches if whole else batches.select(idx)
         # encoders that are the model's own (not stacked) are the same for every device: run them once, batched
-        shared = [m for m in mods if not any(model.module_of(n) == f"encoder:{m}" for n in stacked)]
+        # (or not at all, with the rows' cached first-layer stream)
+        stream = {m: gb.stream[m] for m in mods if m in gb.stream}
+        shared = [m for m in mods if not any(model.module_of(n) == f"encoder:{m}" for n in stacked) or m in stream]
         encoded = {m: gb.encoded[m] for m in shared if m in gb.encoded}
-        encoded.update(_shared_tokens(model, gb, [m for m in shared if m not in encoded], tau, encoder_chunk))
+        encoded.update(_shared_tokens(model, gb, [m for m in shared if m not in encoded and m not in stream], tau,
+                                      encoder_chunk))
         grad_fn = vmap(grad(_loss_fn(model, mods, tasks, aux_weight)), in_dims=0, chunk_size=chunk_size)
         opt = _Optim(optimizer, lr, momentum, weight_decay, betas, eps)
         for s in range(tau):
             inputs = {m: gb.inputs[m][:, s] for m in mods if m not in shared}
             present = {m: gb.present[m][:, s] for m in mods}
-            enc_s = {m: encoded[m][:, s] for m in shared}
-            grads = grad_fn(diff, fixed, inputs, present, gb.labels[:, s], enc_s)
+            enc_s = {m: encoded[m][:, s] for m in shared if m in encoded}
+            grads = grad_fn(diff, fixed, inputs, present, gb.labels[:, s], enc_s,
+                            {m: x[:, s] for m, x in stream.items()})
             diff = opt.step(diff, proximal(grads, diff, centre, prox_mu), dmask)
         for n, x in diff.items():
             if whole:
@@ -372,8 +379,7 @@ def local_train_reference(model: M3TModel, stacked: Mapping[str, Tensor], masks,
             b = batches.step(d, s, mods)
             leaves = {n: params[n].detach().requires_grad_(n in diff_names) for n in params}
             task_valid = {t: b.labels[:, j] >= 0 for t, j in zip(tasks, task_index)}
-            res = functional_call(model, leaves, (b.inputs, b.present),
-                                  {"tasks": tasks, "task_valid": task_valid, "encoded": b.encoded or None},
+            res = functional_call(model, leaves, (), {"tasks": tasks, "task_valid": task_valid, **b.model_kwargs()},
                                   strict=False)
             loss = task_loss(model, res, b.labels, tasks, task_index, aux_weight)
             if prox_mu:

@@ -279,15 +279,19 @@ class M3TModel(nn.Module):
                 x = adapter(x)
         return self.backbone.norm(x), key_ok, n_prompt
 
-    def _prompt_trunk(self, inputs, present, tasks, encoded) -> tuple[Tensor, int]:
+    def _prompt_trunk(self, inputs, present, tasks, encoded, stream=None) -> tuple[Tensor, int]:
         """The prompt tokens' outputs of :meth:`_trunk` (with adapters), computing only what they depend on: the
         modality tokens' stream apart from the prompts (modality tokens attend only to modality tokens), with
         the prompts attending to it as context, and, in the last layer, only the modality tokens' keys and values
         (their outputs are never read); the prompts, the same for every sample, enter the first layer once. Equal
         to :meth:`_trunk`'s prompt rows to float rounding; a constant modality stream (frozen encoders and first
-        layer) is also left out of the backward pass.
+        layer) is also left out of the backward pass, and with ``stream`` (:meth:`first_layer_stream`) the
+        encoders and the first layer's work on the modality tokens are not run at all.
         Returns (normed prompt outputs (B, P, d), P)."""
-        mods, mod_valid = self._modality_tokens(inputs, present, encoded)
+        if stream is None:
+            mods, mod_valid = self._modality_tokens(inputs, present, encoded)
+        else:
+            mods, mod_valid = self._stream_tokens(stream, present)
         b, n_m = mod_valid.shape
         n_p = self.cfg.n_prompts
         n_prompt = n_p * len(tasks)
@@ -298,11 +302,47 @@ class M3TModel(nn.Module):
         x = torch.cat([self.prompts[t] for t in tasks], dim=0)[None]  # (1, P, d): the first layer projects it once
         n_layers = len(self.backbone.layers)
         for i, (layer, adapter) in enumerate(zip(self.backbone.layers, self.adapters)):
-            x_next = layer(x, allowed_p, context=mods)
+            if i == 0 and stream is not None:
+                kv, out = mods.split([2 * self.cfg.d_model, self.cfg.d_model], dim=-1)
+            else:
+                kv = layer.context_kv(mods)
+                out = layer(mods, allowed_m) if i < n_layers - 1 else None
+            x_next = layer(x, allowed_p, context_kv=kv)
             if i < n_layers - 1:
-                mods = adapter(layer(mods, allowed_m))
+                mods = adapter(out)
             x = adapter(x_next)
         return self.backbone.norm(x), n_prompt
+
+    def _stream_tokens(self, stream: Mapping[str, Tensor], present: Mapping[str, Tensor] | None
+                       ) -> tuple[Tensor, Tensor]:
+        """:meth:`first_layer_stream`'s tokens of the modalities in ``stream``, in model order, and their validity."""
+        names = [m for m in self.cfg.modality_names if m in stream]
+        if not names:
+            raise ConfigError("forward needs at least one modality in stream")
+        b = stream[names[0]].shape[0]
+        valid = [(torch.ones(b, dtype=torch.bool, device=stream[m].device) if present is None or m not in present
+                  else present[m].to(torch.bool))[:, None].expand(b, stream[m].shape[1]) for m in names]
+        return torch.cat([stream[m] for m in names], dim=1), torch.cat(valid, dim=1)
+
+    def stream_is_fixed(self) -> bool:
+        """True when :meth:`first_layer_stream` depends on the row only (the backbone and every encoder frozen),
+        so it may be computed once per row and cached."""
+        return self.is_frozen("backbone") and all(self.is_frozen(f"encoder:{m}") for m in self.modality_names)
+
+    @torch.no_grad()
+    def first_layer_stream(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                           encoded: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The first layer's work on the modality tokens (the modalities of ``inputs`` / ``encoded``), which the
+        prompts of every task read: {m: (B, n_tokens, 3 d_model)}, per token the keys and values the prompts attend
+        to (2 d) and the layer's output (d). ``forward(..., stream=...)`` takes it instead of the inputs; valid while
+        :meth:`stream_is_fixed`."""
+        mods, mod_valid = self._modality_tokens(inputs, present, encoded)
+        layer = self.backbone.layers[0]
+        allowed = mod_valid[:, None, :].expand(-1, mods.shape[1], -1)
+        both = torch.cat([layer.context_kv(mods), layer(mods, allowed)], dim=-1)
+        names = [m for m in self.cfg.modality_names if m in inputs or (encoded is not None and m in encoded)]
+        sizes = [self.cfg.modalities[self.cfg.modality_names.index(m)].n_tokens for m in names]
+        return dict(zip(names, both.split(sizes, dim=1)))
 
     def _moe(self, prompt_x: Tensor, tasks, task_valid) -> tuple[Tensor, Tensor]:
         """The MoE on the prompt tokens (the only ones read out): (prompt tokens + expert output, aux loss)."""
@@ -329,7 +369,8 @@ class M3TModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 tasks: Sequence[str] | None = None, task_valid: Mapping[str, Tensor] | None = None,
-                encoded: Mapping[str, Tensor] | None = None) -> ForwardOutput:
+                encoded: Mapping[str, Tensor] | None = None, stream: Mapping[str, Tensor] | None = None
+                ) -> ForwardOutput:
         """Logits of ``tasks`` (default all) for a batch.
 
         ``inputs[m]`` (B, *shape) for the modalities the batch has (others: leave them out, their encoders are
@@ -337,12 +378,14 @@ class M3TModel(nn.Module):
         ``task_valid[t]`` (B,) bool marks the samples whose task-``t`` prompt tokens count in the MoE balance
         loss (default: all; training passes ``label >= 0``); ``encoded[m]`` (B, n_tokens, d_model) are tokens
         already computed by encoder ``m`` (used instead of running it, e.g. a frozen encoder evaluated once
-        for many devices).
+        for many devices); ``stream[m]`` (B, n_tokens, 3 d_model) is :meth:`first_layer_stream` of the batch's
+        rows, cached: then ``inputs`` and ``encoded`` are not read and the modalities are those of ``stream``.
         """
         tasks = self.cfg.task_names if tasks is None else tuple(tasks)
         if not tasks:
-            return ForwardOutput({}, self._modality_tokens(inputs, present, encoded)[0].new_zeros(()))
-        x, n_prompt = self._prompt_trunk(inputs, present, tasks, encoded)
+            some = next(iter(stream.values())) if stream else self._modality_tokens(inputs, present, encoded)[0]
+            return ForwardOutput({}, some.new_zeros(()))
+        x, n_prompt = self._prompt_trunk(inputs, present, tasks, encoded, stream or None)
         x, aux = self._moe(x[:, :n_prompt], tasks, task_valid)
         n_p = self.cfg.n_prompts
         pooled = x.unflatten(1, (len(tasks), n_p)).mean(dim=2)  # (B, tasks, d): mean of each task's prompts

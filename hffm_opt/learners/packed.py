@@ -31,13 +31,15 @@ from .table import Batch, MultiModalTable
 class DeviceBatches:
     """Minibatches of D devices for S steps: ``inputs[m]`` (D, S, B, *shape), ``present[m]`` (D, S, B) bool,
     ``labels`` (D, S, B, T) int64 (-1 = no label), and ``encoded[m]`` (D, S, B, n_tokens, d_model) for the
-    modalities of pre-encoded tables (:meth:`MultiModalTable.with_encoded`). A device lacking modality ``m``
-    has ``present[m]`` all False (and zeros in ``inputs[m]``, never used)."""
+    modalities of pre-encoded tables (:meth:`MultiModalTable.with_encoded`), or, from tables with a cached stream
+    (:meth:`PackedTables.with_stream`), ``stream[m]`` (D, S, B, n_tokens, 3 d_model) instead of both. A device
+    lacking modality ``m`` has ``present[m]`` all False (and zeros in ``inputs[m]``, never used)."""
 
     inputs: dict[str, Tensor]
     present: dict[str, Tensor]
     labels: Tensor
     encoded: dict[str, Tensor] = field(default_factory=dict)
+    stream: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def n_devices(self) -> int:
@@ -59,7 +61,8 @@ class DeviceBatches:
         keys = list(self.present) if modalities is None else list(modalities)
         return Batch({m: self.inputs[m][d, s] for m in keys if m in self.inputs},
                      {m: self.present[m][d, s] for m in keys}, self.labels[d, s],
-                     {m: self.encoded[m][d, s] for m in keys if m in self.encoded})
+                     {m: self.encoded[m][d, s] for m in keys if m in self.encoded},
+                     {m: self.stream[m][d, s] for m in keys if m in self.stream})
 
     def select(self, devices) -> "DeviceBatches":
         """The batches of a subset of devices (index array or tensor)."""
@@ -67,21 +70,28 @@ class DeviceBatches:
         idx = idx.to(self.labels.device)
         return DeviceBatches({m: x[idx] for m, x in self.inputs.items()},
                              {m: p[idx] for m, p in self.present.items()}, self.labels[idx],
-                             {m: x[idx] for m, x in self.encoded.items()})
+                             {m: x[idx] for m, x in self.encoded.items()}, {m: x[idx] for m, x in self.stream.items()})
 
 
 class PackedTables(SpecNames, Sequence):
     """U device tables in contiguous tensors (see the module docstring).
 
     ``sources[m]`` (n_items_m, ...) shared by all devices; ``index`` (R, M) int64 (-1 = row lacks the modality);
-    ``labels`` (R, T) int64 (-1 = no label); ``offsets`` (U + 1,) int64 row ranges (numpy, on the host).
+    ``labels`` (R, T) int64 (-1 = no label); ``offsets`` (U + 1,) int64 row ranges (numpy, on the host);
+    ``stream`` {m: (n_distinct, n_tokens, 3 d_model)} the cached first-layer stream of the distinct rows and
+    ``stream_rows`` (R,) int64 each row's entry in it (:meth:`with_stream`; empty / None without a cache).
     """
 
     def __init__(self, name: str, modalities, tasks, sources: dict[str, Tensor], index: Tensor, labels: Tensor,
-                 offsets, encoded: Sequence[str] = ()):
+                 offsets, encoded: Sequence[str] = (), stream: dict[str, Tensor] | None = None,
+                 stream_rows: Tensor | None = None):
         self.name = name
         self.modalities, self.tasks, self.encoded = tuple(modalities), tuple(tasks), tuple(encoded)
         self.sources, self.index, self.labels = dict(sources), index, labels
+        self.stream, self.stream_rows = dict(stream or {}), stream_rows
+        if bool(self.stream) != (stream_rows is not None) or (stream_rows is not None and
+                                                              stream_rows.shape != (len(index),)):
+            raise ConfigError(f"{name}: stream and stream_rows ({len(index)} rows) go together")
         self.offsets = np.asarray(offsets, dtype=np.int64)
         if self.offsets.ndim != 1 or self.offsets[0] != 0 or self.offsets[-1] != len(index) or \
                 (np.diff(self.offsets) < 0).any():
@@ -132,7 +142,29 @@ class PackedTables(SpecNames, Sequence):
         if self.index.device == device:
             return self
         return PackedTables(self.name, self.modalities, self.tasks, {m: s.to(device) for m, s in self.sources.items()},
-                            self.index.to(device), self.labels.to(device), self.offsets, self.encoded)
+                            self.index.to(device), self.labels.to(device), self.offsets, self.encoded,
+                            {m: x.to(device) for m, x in self.stream.items()},
+                            None if self.stream_rows is None else self.stream_rows.to(device))
+
+    @torch.no_grad()
+    def with_stream(self, model, chunk: int = 4096) -> "PackedTables":
+        """These tables with each distinct row's first-layer stream (:meth:`M3TModel.first_layer_stream`: the
+        frozen first layer's work on the modality tokens, which every training step would otherwise compute
+        again) computed once, ``chunk`` rows at a time, and cached: :meth:`gather` then returns it instead of the
+        inputs. ``self`` when already cached or when the stream is not fixed (a trained encoder or backbone)."""
+        if self.stream or not model.stream_is_fixed() or not len(self.index):
+            return self
+        distinct, rows = np.unique(self.index.cpu().numpy(), axis=0, return_inverse=True)
+        mods = [m for j, m in enumerate(self.modality_names) if (distinct[:, j] >= 0).any()]
+        dev = self.index.device
+        parts: dict[str, list[Tensor]] = {m: [] for m in mods}
+        for s in range(0, len(distinct), chunk):
+            inputs, present, encoded = self._columns(torch.from_numpy(distinct[s:s + chunk]).to(dev), mods)
+            for m, x in model.first_layer_stream(inputs, present, encoded).items():
+                parts[m].append(x)
+        return PackedTables(self.name, self.modalities, self.tasks, self.sources, self.index, self.labels,
+                            self.offsets, self.encoded, {m: torch.cat(x) for m, x in parts.items()},
+                            torch.from_numpy(rows.reshape(-1)).to(dev))
 
     # ------------------------------------------------------------------ the sequence of tables
     def __len__(self) -> int:
@@ -156,7 +188,8 @@ class PackedTables(SpecNames, Sequence):
         lengths = self.row_counts()[devices]
         r = torch.from_numpy(rows).to(self.index.device)
         return PackedTables(self.name, self.modalities, self.tasks, self.sources, self.index[r], self.labels[r],
-                            np.concatenate([[0], np.cumsum(lengths)]), self.encoded)
+                            np.concatenate([[0], np.cumsum(lengths)]), self.encoded, self.stream,
+                            None if self.stream_rows is None else self.stream_rows[r])
 
     # ------------------------------------------------------------------ per-device summaries (numpy, host)
     def row_counts(self) -> np.ndarray:
@@ -213,13 +246,32 @@ class PackedTables(SpecNames, Sequence):
         return rows.reshape(len(devices), steps, batch_size)
 
     def gather(self, rows, modalities: Sequence[str] | None = None):
-        """:class:`DeviceBatches` of ``rows`` (D, S, B) on the tensors' device.
+        """:class:`DeviceBatches` of ``rows`` (D, S, B) on the tensors' device (the cached stream instead of the
+        inputs when there is one, :meth:`with_stream`).
         ``modalities`` fixes the keys (default: those some drawn row has); absent entries hold zeros."""
         dev = self.index.device
         rows = torch.as_tensor(np.asarray(rows, np.int64)).to(dev)
         shape = tuple(rows.shape)
         flat = rows.reshape(-1)
-        idx = self.index[flat]
+        if self.stream:
+            keep = [m for m in self.stream if modalities is None or m in modalities]
+            present = {m: (self.index[flat, self.modality_names.index(m)] >= 0) for m in keep}
+            if modalities is None:
+                keep = [m for m in keep if bool(present[m].any())]
+            srows = self.stream_rows[flat]
+            stream = {m: self.stream[m][srows].reshape(*shape, *self.stream[m].shape[1:]) for m in keep}
+            return DeviceBatches({}, {m: present[m].reshape(shape) for m in keep},
+                                 self.labels[flat].reshape(*shape, -1), stream=stream)
+        inputs, present, encoded = self._columns(self.index[flat], modalities)
+
+        def lead(xs: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {m: x.reshape(*shape, *x.shape[1:]) for m, x in xs.items()}
+
+        return DeviceBatches(lead(inputs), lead(present), self.labels[flat].reshape(*shape, -1), lead(encoded))
+
+    def _columns(self, idx: Tensor, modalities: Sequence[str] | None):
+        """(inputs, present, encoded) of the rows whose item indices are ``idx`` (N, M), as flat (N, ...) tensors;
+        ``modalities`` as in :meth:`gather`."""
         inputs, present, encoded = {}, {}, {}
         for j, m in enumerate(self.modality_names):
             if modalities is not None and m not in modalities:
@@ -230,9 +282,9 @@ class PackedTables(SpecNames, Sequence):
                 continue
             x = self.sources[m][col.clamp(min=0)]
             x = x * has.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)  # placeholder zeros, masked by present
-            (encoded if m in self.encoded else inputs)[m] = x.reshape(*shape, *x.shape[1:])
-            present[m] = has.reshape(shape)
-        return DeviceBatches(inputs, present, self.labels[flat].reshape(*shape, -1), encoded)
+            (encoded if m in self.encoded else inputs)[m] = x
+            present[m] = has
+        return inputs, present, encoded
 
     def __repr__(self):
         return f"PackedTables({self.name!r}, devices={len(self)}, rows={len(self.index)})"

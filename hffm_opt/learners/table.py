@@ -38,8 +38,10 @@ class MultiModalDataset(Protocol):
 
 
 class Batch(NamedTuple):
-    """A collated batch: ``inputs[m]`` (B, *shape), ``present[m]`` (B,) bool, ``labels`` (B, T) int64, and
-    ``encoded[m]`` (B, n_tokens, d_model) for the modalities of a pre-encoded table (then not in ``inputs``).
+    """A collated batch: ``inputs[m]`` (B, *shape), ``present[m]`` (B,) bool, ``labels`` (B, T) int64,
+    ``encoded[m]`` (B, n_tokens, d_model) for the modalities of a pre-encoded table (then not in ``inputs``), and
+    ``stream[m]`` (B, n_tokens, 3 d_model), the rows' cached first-layer stream
+    (:meth:`~hffm_opt.learners.packed.PackedTables.with_stream`; then neither inputs nor encoded tokens are needed).
 
     Rows lacking modality ``m`` hold zeros in ``inputs[m]`` that the model masks out of attention
     (``present[m]`` False); a modality no row has is left out of ``inputs`` altogether."""
@@ -48,10 +50,12 @@ class Batch(NamedTuple):
     present: dict[str, Tensor]
     labels: Tensor
     encoded: dict[str, Tensor] | None = None
+    stream: dict[str, Tensor] | None = None
 
     def model_kwargs(self) -> dict:
-        """Keyword arguments of :meth:`M3TModel.forward` for this batch (inputs, present, encoded)."""
-        return {"inputs": self.inputs, "present": self.present, "encoded": self.encoded or None}
+        """Keyword arguments of :meth:`M3TModel.forward` for this batch (inputs, present, encoded; stream if cached)."""
+        kwargs = {"inputs": self.inputs, "present": self.present, "encoded": self.encoded or None}
+        return {**kwargs, "stream": self.stream} if self.stream else kwargs
 
 
 class MultiModalTable(SpecNames, Dataset):

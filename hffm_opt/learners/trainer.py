@@ -141,7 +141,7 @@ class _Run:
         self.device = resolve_device(config.device)
         # the model's frozen parts and every device's rows live on the run's device, in contiguous tensors
         self.model = model if self.device.type == "cpu" else copy.deepcopy(model).to(self.device)
-        self.train_data = PackedTables.from_tables(data.train).to(self.device)
+        self.train_data = PackedTables.from_tables(data.train).to(self.device).with_stream(self.model)
         self.assoc = plan.association.astype(np.int64)
         self.n_edges = scenario.n_edges
         self.param_names = model.trainable_names()

@@ -140,4 +140,23 @@ def test_forward_computes_what_the_full_sequence_computes(n_layers):
     pooled = hidden[:, :n_p * len(tasks)].unflatten(1, (len(tasks), n_p)).mean(dim=2)
     for i, t in enumerate(tasks):
         torch.testing.assert_close(out[t], m.heads[t](pooled[:, i]), rtol=1e-5, atol=1e-5)
+    # the first layer's work on the modality tokens, computed once and passed as the cached stream, gives the same
+    stream = m.first_layer_stream(x, present)
+    assert {k: v.shape for k, v in stream.items()} == {k: (6, s.n_tokens, 3 * m.cfg.d_model)
+                                                       for k, s in zip(m.modality_names, m.cfg.modalities)}
+    cached = m({}, present, stream=stream).logits
+    for t in tasks:
+        torch.testing.assert_close(cached[t], out[t], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the stream is what the first layer computes: change that layer, the logits move
+        m.backbone.layers[0].ff2.bias.add_(1.0)
+    assert not torch.allclose(m(x, present).logits[tasks[0]], cached[tasks[0]], atol=1e-3)
+
+
+def test_the_stream_is_fixed_only_while_encoders_and_backbone_are_frozen():
+    m = small_model()
+    assert m.stream_is_fixed()
+    m.apply_freeze(("encoder",))
+    assert not m.stream_is_fixed()
+    m.apply_freeze(("backbone",))  # the image encoder trains
+    assert not m.stream_is_fixed()
 

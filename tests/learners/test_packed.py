@@ -87,3 +87,27 @@ def test_gathered_batches_equal_the_tables_batches(tables):
         empty = PackedTables(packed.name, packed.modalities, packed.tasks, packed.sources, packed.index,
                              packed.labels, np.concatenate([[0, 0], packed.offsets[1:]]))
         empty.sample([0], 1, 1, np.random.default_rng(0))
+
+
+def test_the_cached_stream_of_gathered_rows_is_their_first_layer_stream(tables):
+    """with_stream computes each distinct row once; gathering any rows returns exactly what the model computes
+    for those rows, absent modalities included (present False)."""
+    from hffm_opt.learners.model import M3TModel
+
+    bench, _, _, _, train, _ = tables
+    model = M3TModel(bench.model_config(d_model=16, d_ff=16, d_expert=16), seed=0)
+    packed = PackedTables.from_tables(list(train) + list(train)[:2])  # two devices hold the same rows as two others
+    cached = packed.with_stream(model)
+    assert len(cached.stream["m0"]) == len(PackedTables.from_tables(train).index) < len(packed.index)
+    rows = packed.sample(np.arange(len(packed)), 2, 4, np.random.default_rng(0))
+    got = cached.gather(rows)
+    raw = packed.gather(rows)
+    flat = {m: x.flatten(0, 2) for m, x in raw.inputs.items()}
+    present = {m: p.flatten(0, 2) for m, p in raw.present.items()}
+    want = model.first_layer_stream(flat, present)
+    assert set(got.stream) == set(want) and not got.inputs
+    for m in want:
+        assert torch.equal(got.present[m], raw.present[m])
+        has = present[m]
+        torch.testing.assert_close(got.stream[m].flatten(0, 2)[has], want[m][has], rtol=1e-5, atol=1e-6)
+    assert torch.equal(got.labels, raw.labels)
