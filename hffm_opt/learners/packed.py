@@ -8,6 +8,8 @@ wherever a tuple of device tables is expected, while the trainer works on the wh
 :meth:`PackedTables.sample` draws the rows of every device's minibatches with one sort (no per-device Python
 work) and :meth:`PackedTables.gather` turns them into :class:`DeviceBatches` (the minibatches of many devices for
 many steps, what :func:`~hffm_opt.learners.local.local_train` trains on) on the tensors' device.
+:meth:`PackedTables.with_stream` caches what the frozen first layer computes on each distinct row's modality
+tokens, which the steps then gather instead of the inputs (the trainer does this when a run starts).
 Units: row and element counts.
 """
 
