@@ -9,6 +9,7 @@ call holds it or on how many cores there are). Units: bytes for memory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,6 +59,21 @@ def devices_per_call(device: torch.device, tokens: int, batch_size: int, d_model
     free, _ = torch.cuda.mem_get_info(device)
     per_client = 4 * (ACTIVATION_COPIES * batch_size * tokens * d_model + PARAMETER_COPIES * n_params)
     return int(min(32768, max(256, free // 2 // per_client // 256 * 256)))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: a GPU's free memory; on a CPU the host's available memory (Linux's
+    ``MemAvailable``, else its free physical pages)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def keep_freed_memory() -> bool:

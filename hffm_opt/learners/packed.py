@@ -25,6 +25,7 @@ from torch import Tensor
 
 from hffm_opt.errors import ConfigError
 
+from .device import free_memory
 from .specs import SpecNames
 from .table import Batch, MultiModalTable
 
@@ -149,16 +150,22 @@ class PackedTables(SpecNames, Sequence):
                             None if self.stream_rows is None else self.stream_rows.to(device))
 
     @torch.no_grad()
-    def with_stream(self, model, chunk: int = 4096) -> "PackedTables":
+    def with_stream(self, model, chunk: int = 4096, max_bytes: int | None = None) -> "PackedTables":
         """These tables with each distinct row's first-layer stream (:meth:`M3TModel.first_layer_stream`: the
         frozen first layer's work on the modality tokens, which every training step would otherwise compute
         again) computed once, ``chunk`` rows at a time, and cached: :meth:`gather` then returns it instead of the
-        inputs. ``self`` when already cached or when the stream is not fixed (a trained encoder or backbone)."""
+        inputs. ``self`` (the steps compute it, the same result) when already cached, when the stream is not fixed
+        (a trained encoder or backbone) or when the cache would take more than ``max_bytes`` (default: a quarter
+        of the memory free on the tables' device, :func:`~hffm_opt.learners.device.free_memory`)."""
         if self.stream or not model.stream_is_fixed() or not len(self.index):
             return self
         distinct, rows = np.unique(self.index.cpu().numpy(), axis=0, return_inverse=True)
         mods = [m for j, m in enumerate(self.modality_names) if (distinct[:, j] >= 0).any()]
         dev = self.index.device
+        tokens = sum(spec.n_tokens for spec in model.cfg.modalities if spec.name in mods)
+        need = len(distinct) * tokens * 3 * model.cfg.d_model * 4  # float32
+        if need > (free_memory(dev) // 4 if max_bytes is None else max_bytes):
+            return self
         parts: dict[str, list[Tensor]] = {m: [] for m in mods}
         for s in range(0, len(distinct), chunk):
             inputs, present, encoded = self._columns(torch.from_numpy(distinct[s:s + chunk]).to(dev), mods)

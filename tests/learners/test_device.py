@@ -3,13 +3,22 @@ where CUDA exists; skipped with its reason elsewhere)."""
 
 import copy
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from hffm_opt.errors import ConfigError
-from hffm_opt.learners.device import check_device_name, cpu_calls, devices_per_call, on_cores, resolve_device, waves
+from hffm_opt.learners.device import (
+    check_device_name,
+    cpu_calls,
+    devices_per_call,
+    free_memory,
+    on_cores,
+    resolve_device,
+    waves,
+)
 from hffm_opt.learners.local import local_train, stack_params
 from hffm_opt.learners.packed import PackedTables
 from hffm_opt.learners.setup import learning_setup
@@ -127,3 +136,8 @@ def test_training_on_cuda_agrees_with_the_cpu(tmp_path):
         assert r["time_s"] == s["time_s"] and r["participants"] == s["participants"]
         assert r["accuracy"] == pytest.approx(s["accuracy"], abs=1.0)  # percent; a near tie may flip a prediction
     assert data.model.backbone.norm.weight.device.type == "cpu"  # the caller's model is never moved
+
+
+def test_free_host_memory_is_within_the_physical_memory():
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < free_memory(torch.device("cpu")) <= total

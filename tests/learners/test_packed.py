@@ -99,6 +99,11 @@ def test_the_cached_stream_of_gathered_rows_is_their_first_layer_stream(tables):
     packed = PackedTables.from_tables(list(train) + list(train)[:2])  # two devices hold the same rows as two others
     cached = packed.with_stream(model)
     assert len(cached.stream["m0"]) == len(PackedTables.from_tables(train).index) < len(packed.index)
+    entries = len(cached.stream["m0"])
+    size = entries * sum(s.n_tokens for s in model.cfg.modalities) * 3 * model.cfg.d_model * 4  # bytes
+    assert sum(x.numel() * x.element_size() for x in cached.stream.values()) == size
+    assert packed.with_stream(model, max_bytes=size).stream  # fits exactly
+    assert packed.with_stream(model, max_bytes=size - 1) is packed  # too large: the steps compute it instead
     rows = packed.sample(np.arange(len(packed)), 2, 4, np.random.default_rng(0))
     got = cached.gather(rows)
     raw = packed.gather(rows)
