@@ -1,4 +1,5 @@
-"""Which torch device the learners run on, and how many devices (clients) one vectorised call trains there.
+"""Which torch device the learners run on, how much memory is free there, and how many devices (clients) one
+vectorised call trains there.
 
 ``"cpu"`` (the default everywhere), ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (CUDA when available, else the CPU).
 Asking for CUDA where there is none is a :class:`~hffm_opt.errors.ConfigError` (exit 2 at the command line).
@@ -99,8 +100,6 @@ def keep_freed_memory() -> bool:
 
 def cpu_cores() -> int:
     """The CPU cores this process may use (its affinity where the OS tells it, else every core)."""
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

@@ -138,6 +138,7 @@ def test_training_on_cuda_agrees_with_the_cpu(tmp_path):
     assert data.model.backbone.norm.weight.device.type == "cpu"  # the caller's model is never moved
 
 
-def test_free_host_memory_is_within_the_physical_memory():
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert 0 < free_memory(torch.device("cpu")) <= total
+def test_free_host_memory_is_in_bytes_within_the_physical_memory():
+    page = os.sysconf("SC_PAGE_SIZE")
+    free_pages = os.sysconf("SC_AVPHYS_PAGES") * page  # memory no one uses: available memory is about it or more
+    assert free_pages / 2 <= free_memory(torch.device("cpu")) <= os.sysconf("SC_PHYS_PAGES") * page
