@@ -1,2 +1,3 @@
 """F4, the joint plan: cluster decomposition (:mod:`.decomposition`), cluster structures (:mod:`.structures`), the
-continuous inner problem per cluster (:mod:`.cluster`) and the proven lower bound (:mod:`.bounds`)."""
+re-parenting descent of large relay trees (:mod:`.descent`), the continuous inner problem per cluster
+(:mod:`.cluster`) and the proven lower bound (:mod:`.bounds`)."""

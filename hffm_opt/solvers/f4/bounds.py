@@ -35,20 +35,27 @@ ZOOM_LEVELS = 4  # zoom levels of that grid at most
 ZOOM_RTOL = 1e-3  # zooming stops when the least cell bound is this close to the grid's best point (relative)
 
 
-def split_energy(bits, band_hz, gain, pmax, noise, cycles, kappa, fmax, round_s) -> np.ndarray:
-    """(n,) least energy (J) of computing ``cycles`` and sending ``bits`` within ``round_s`` (s; one for all or one
-    per device) per device (inf where impossible, the round is not positive or the gain is not finite)."""
+def best_split(bits, band_hz, gain, pmax, noise, cycles, kappa, fmax, round_s) -> tuple:
+    """Per device, the least energy (J) of computing ``cycles`` and sending ``bits`` within ``round_s`` (s; one for
+    all or one per device) and its compute and send times (s): ((n,) energy, inf where impossible, the round is not
+    positive or the gain is not finite; (n,) compute time; (n,) send time)."""
     n = len(bits)
     rounds = np.broadcast_to(np.asarray(round_s, dtype=float), (n,))
     usable = np.isfinite(gain) & (gain > 0) & (rounds > 0)
     if n == 0 or not usable.any():
-        return np.full(n, np.inf)
+        return np.full(n, np.inf), np.zeros(n), np.zeros(n)
     link = AllocationData.create(bits, np.where(usable, gain, 1.0), pmax, noise, float(np.max(band_hz)))
-    block = CpuBlockData.create(link, np.broadcast_to(band_hz, (n,)), cycles, kappa, fmax, np.where(usable, rounds, 1.0))
+    block = CpuBlockData.create(link, np.broadcast_to(band_hz, (n,)), cycles, kappa, fmax,
+                                np.where(usable, rounds, 1.0))
     tau_min, comm_min = block.min_times()
     tau, comm = fast_kkt.best_split(block)
     ok = usable & (tau_min + comm_min <= rounds * (1 + 1e-12))  # rounding of a plan exactly at the budget
-    return np.where(ok, block.energy(tau, comm), np.inf)
+    return np.where(ok, block.energy(tau, comm), np.inf), tau, comm
+
+
+def split_energy(bits, band_hz, gain, pmax, noise, cycles, kappa, fmax, round_s) -> np.ndarray:
+    """(n,) least energy (J) of :func:`best_split`."""
+    return best_split(bits, band_hz, gain, pmax, noise, cycles, kappa, fmax, round_s)[0]
 
 
 def _best_gains(scenario: Scenario, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,9 @@ sum over clusters, so the problem decomposes by cluster exactly. Per cluster:
 - ``optimise`` (scheduler ``optimal``): candidate structures (direct; the starting plan's; for the
   aggregators of least eccentricity the shortest-path tree and the minimum-energy arborescence), each priced
   by the exact convex inner problem, then, in clusters of at most ``local_search_max_n`` devices, local search
-  on the best (re-parent a device, move the aggregator, switch D2D off) until no move improves;
+  on the best (re-parent a device, move the aggregator, switch D2D off) until no move improves; in larger
+  clusters (their candidates from ``DESCENT_ROOTS`` aggregators) the re-parenting descent of :mod:`.descent`,
+  which values every move at once and prices a batch of them with one inner problem;
 - ``exact`` (scheduler ``optimal-exact``): every rooted spanning arborescence over the usable D2D links and
   direct uploads, each with the convex inner problem: the certified optimum, for clusters small enough.
 
@@ -41,6 +43,7 @@ from ...plan import Plan
 from ..result import Result, Status
 from .bounds import cluster_lower_bound, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
+from .descent import descend, descent_applies
 from .objectives import minimise_latency, minimise_weighted
 from .screening import structure_bound
 from .structures import cluster_exact_choices, cluster_structures, count_exact_choices, neighbours, set_structure
@@ -48,6 +51,7 @@ from .structures import cluster_exact_choices, cluster_structures, count_exact_c
 EXACT_LIMIT = 20_000  # rooted spanning arborescences (plus direct) the exact mode enumerates at most
 EXACT_CLUSTER_LIMIT = 200  # a cluster with at most this many structures is enumerated (certified) by optimal too
 WORKERS = min(2, os.cpu_count() or 1)  # processes optimise uses by default (the target machine has 2 cores)
+DESCENT_ROOTS = 2  # aggregators whose candidate trees are priced before the re-parenting descent (large clusters)
 BUDGET_RTOL = 1e-9  # relative: a cluster's period (energy) above the budget (the start's) by more is refused
 
 
@@ -128,7 +132,8 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
     certified, enumerated, priced, floor); (None, None, count, certified, enumerated, priced, floor) when no
     structure meets the budget. ``floor`` is a proven lower bound on the cluster's least energy (J per period):
     the optimum of an enumerated, certified cluster, else :func:`.bounds.cluster_lower_bound` with the certified
-    optimum of the direct uploads (priced first, as their screening floor is 0) as its direct floor. ``known`` maps :func:`structure_key` to (budget, energy) priced before: the least energy within a larger
+    optimum of the direct uploads (priced first, as their screening floor is 0) as its direct floor. ``known`` maps
+    :func:`structure_key` to (budget, energy) priced before: the least energy within a larger
     budget is a floor within a smaller one (energy never rises with the budget); ``priced`` holds this call's.
     Structures are None (direct) or (root, parent), screened first (:mod:`.screening`): they are priced in the
     order of their proven energy floor until the floor reaches the best energy found (the rest cannot beat it) or
@@ -138,7 +143,9 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
     optimum)."""
     members = np.flatnonzero(start.association == e)
     exact = exact or cluster_exact_choices(scenario, members) <= exact_cluster_limit
-    structures = cluster_structures(scenario, start, e, exact, budget / max(2 * start.e_agg, 1), milp)
+    descends = local_search and not exact and len(members) > local_search_max_n
+    structures = cluster_structures(scenario, start, e, exact, budget / max(2 * start.e_agg, 1), milp,
+                                    DESCENT_ROOTS if descends else 4)
     trials = [set_structure(start, scenario, e, members, structure) for structure in structures]
     keys = [structure_key(e, structure) for structure in structures]
     floors = [max(structure_bound(cluster_data(scenario, trial, e), budget), _known_floor(known, key, budget))
@@ -164,6 +171,10 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
         return None, None, counter[0], certified, exact, priced, floor
     if local_search and not exact and len(members) <= local_search_max_n:
         best = _local_search(scenario, start, e, members, best, budget, counter)
+    elif descends and descent_applies(scenario, best[1], e):
+        alloc, trial, solves = descend(scenario, best[1], e, best[0], budget)
+        counter[0] += solves
+        best = (alloc, trial)
     alloc, trial = best
     return _structure(trial, e, members), alloc, counter[0], certified, exact, priced, floor
 

@@ -91,12 +91,12 @@ def candidate_structures(scenario: Scenario, plan: Plan, e: int, t_ref: float, m
 
 
 def cluster_structures(scenario: Scenario, plan: Plan, e: int, enumerate_all: bool, t_ref: float,
-                       milp: dict | None = None) -> list:
+                       milp: dict | None = None, max_roots: int = 4) -> list:
     """Cluster ``e``'s structures to price: every one (direct and every rooted spanning arborescence) when
-    ``enumerate_all``, else :func:`candidate_structures` (``t_ref``, ``milp`` as there)."""
+    ``enumerate_all``, else :func:`candidate_structures` (``t_ref``, ``milp``, ``max_roots`` as there)."""
     members = np.flatnonzero(plan.association == e)
     if not enumerate_all:
-        return candidate_structures(scenario, plan, e, t_ref, milp=milp)
+        return candidate_structures(scenario, plan, e, t_ref, max_roots, milp)
     usable = usable_links(scenario, members)
     return [None] + [(int(members[r]), in_tree(p, members)) for r, p in rooted_arborescences(usable)]
 
