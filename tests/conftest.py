@@ -2,6 +2,7 @@
 (:func:`tiny_scenario`), small generated clustered scenarios (:func:`small_clustered`), the paper scenario, and one
 torch thread. Test modules import the builders with ``from conftest import ...``."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -67,3 +68,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TWO_BY_TWO_TRAINED = ("head:vqa", "expert:0")
+
+
+def two_by_two(d2d: bool, seed: int = 0):
+    """2 edges x 2 devices, each device in reach of both edges (weaker to the far one), two trainable modules; D2D
+    links inside the home clusters (too weak to be of use unless ``d2d``)."""
+    rng = np.random.default_rng(seed)
+    sc = tiny_scenario((2, 2), gains=1e-10, d2d_gain=1e-9 if d2d else 1e-16)
+    gain = np.where(np.isfinite(sc.devices.uplink_gain), sc.devices.uplink_gain, 10 ** rng.uniform(-11, -10, (4, 2)))
+    gain = gain * rng.uniform(0.5, 2.0, gain.shape)
+    mods = tuple(dataclasses.replace(m, trainable=m.name in TWO_BY_TWO_TRAINED) for m in sc.modules)
+    return sc.replace(modules=mods, devices=dataclasses.replace(sc.devices, uplink_gain=gain))

@@ -77,14 +77,22 @@ class ClusterData:
         return onpath
 
 
+def round_cycles(scenario: Scenario, plan: Plan, devices: np.ndarray) -> np.ndarray:
+    """(n,) CPU cycles each of ``devices`` spends training its modules in one edge round (``plan``'s tau steps of
+    its batch, capped by the samples it holds)."""
+    dev = scenario.devices
+    batch = np.minimum(plan.batch_size, dev.samples[devices].sum(axis=1))
+    flops = plan.train[devices] @ scenario.module_arrays["flops_per_sample"]
+    return plan.local_steps * batch * flops / dev.flops_per_cycle[devices]
+
+
 def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
     """Extract cluster ``e`` of ``plan`` (consistent accounting; no straggler is planned for)."""
     dev, mods, edges = scenario.devices, scenario.module_arrays, scenario.edges
     members = np.flatnonzero(plan.association == e)
     n = len(members)
     x = plan.train[members]
-    batch = np.minimum(plan.batch_size, dev.samples[members].sum(axis=1))
-    cycles = plan.local_steps * batch * (x @ mods["flops_per_sample"]) / dev.flops_per_cycle[members]
+    cycles = round_cycles(scenario, plan, members)
     local = member_index(scenario.n_devices, members)
     root = int(local[plan.aggregator[e]]) if plan.aggregator[e] >= 0 else -1
     parent = np.where(plan.parent[members] >= 0, local[np.maximum(plan.parent[members], 0)], -1)
@@ -101,7 +109,8 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
         depth = trees.depths(parent, np.ones(n, bool), np.array([root]))
         sub = trees.subtree_or(parent, depth, x)
         down_bits = sub @ mods["update_bits"]
-        up_bits = down_bits if plan.relay_mode == "aggregate" else trees.subtree_sum(parent, depth, x @ mods["update_bits"])
+        up_bits = (down_bits if plan.relay_mode == "aggregate"
+                   else trees.subtree_sum(parent, depth, x @ mods["update_bits"]))
         child = parent >= 0
         up_gain = np.ones(n)
         down_gain = np.ones(n)

@@ -1,10 +1,9 @@
 """Full F4 (placement, tiers, association) against its exact mode on small instances, monotonicity, options."""
 
-import dataclasses
 
 import numpy as np
 import pytest
-from conftest import small_clustered, tiny_scenario
+from conftest import small_clustered, two_by_two
 
 from hffm_opt.errors import InstanceTooLarge, SchedulerError
 from hffm_opt.evaluate import evaluate
@@ -13,19 +12,6 @@ from hffm_opt.schedulers import schedule
 from hffm_opt.schedulers.optimising import START_SCHEDULERS, joint_model
 from hffm_opt.solvers import solve
 from hffm_opt.solvers.f4.enumeration import exact_full
-
-TRAINED = ("head:vqa", "expert:0")
-
-
-def two_by_two(d2d: bool, seed: int = 0):
-    """2 edges x 2 devices, each device in reach of both edges (weaker to the far one), two trainable modules; D2D
-    links inside the home clusters (too weak to be of use unless ``d2d``)."""
-    rng = np.random.default_rng(seed)
-    sc = tiny_scenario((2, 2), gains=1e-10, d2d_gain=1e-9 if d2d else 1e-16)
-    gain = np.where(np.isfinite(sc.devices.uplink_gain), sc.devices.uplink_gain, 10 ** rng.uniform(-11, -10, (4, 2)))
-    gain = gain * rng.uniform(0.5, 2.0, gain.shape)
-    mods = tuple(dataclasses.replace(m, trainable=m.name in TRAINED) for m in sc.modules)
-    return sc.replace(modules=mods, devices=dataclasses.replace(sc.devices, uplink_gain=gain))
 
 
 def score(sc, plan, w_U):

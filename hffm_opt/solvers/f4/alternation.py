@@ -31,10 +31,13 @@ by enumeration), ``enumeration_priced`` (inner problems they priced), ``aggregat
 
 Status and bound: ``optimal`` when the association is fixed (or no device has a second candidate) and every cluster
 was enumerated with every inner problem certified (the score is then optimal; the bound, the energy itself, is
-claimed only with ``w_U = 0``, where the score is the energy). Otherwise, with the association fixed and coverage
-``"full"``, the relaxation of :func:`~.bounds.cluster_bounds` with every module that may stay in its cluster at the
-aggregator tier (no upload nor edge downlink for it, its last-round broadcast left out: it bounds every tier
-choice); else none is claimed (status ``feasible``).
+claimed only with ``w_U = 0``, where the score is the energy). Otherwise, with coverage ``"full"``: with the
+association fixed, the relaxation of :func:`~.bounds.cluster_bounds` with every module that may stay in its cluster
+at the aggregator tier (no upload nor edge downlink for it, its last-round broadcast left out: it bounds every tier
+choice); with the association free, :func:`~.association_bound.association_bound` over every device's candidate
+edges (and its own), whose least fixed energy over associations is then the result's fixed part. With coverage
+``"cluster"`` (module subsets free) none is claimed (status ``feasible``). The bound holds also when no iteration
+improved on the start's solve (that solve's own bound is only for the start's association and tiers).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from ...network.scenario import Scenario
 from ...plan import AGG, CLOUD, Plan
 from ..milp import solve_milp
 from ..result import Result, Status
+from .association_bound import association_bound
 from .bounds import cluster_bounds, fixed_energy
 from .cluster import apply_allocation
 from .decomposition import best_structure, cluster_costs, optimise_energy
@@ -314,31 +318,42 @@ def alternate(model: JointModel, **options) -> Result:
             break
     info |= {"iterations": iterations, "accepted_iterations": accepted, "association_free": assoc_free,
              "placement_free": place_free}
-    if plan is first.plan:
-        return _with(first, info | {"score": best})
     final = plan.replace(scheduler=first.plan.scheduler)
-    metrics = evaluate(scenario, final)
-    bound, status = None, Status.FEASIBLE
-    if proven is not None:
-        status, bound = Status.OPTIMAL, (metrics.energy_j if model.w_U == 0 else None)
-    elif not assoc_free and model.coverage == "full":
-        # every module that may stay in its cluster priced at the aggregator tier: no upload, no edge downlink for
-        # it and the last-round broadcast left out, a relaxation of every tier choice
-        cheap = final.replace(tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], AGG, final.tier))
-        bound = float(cluster_bounds(scenario, cheap, budget).sum()) / final.e_agg
-        bound = min(bound, metrics.energy_j)
+    metrics = first.metrics if plan is first.plan else evaluate(scenario, final)
+    bound, fixed, status = free_bound(model, final, metrics.energy_j, budget, proven, assoc_free, candidates)
     stats = dict(first.stats) | info | {"utility": float((value * final.train).sum()), "score": best,
                                         "start_energy_j": first.objective,
                                         "aggregator_tier_modules": int((final.tier == AGG).sum())}
     claim = ("every cluster enumerated: optimal" + ("" if bound is not None else " for the score (energy less w_U x "
                                                     "utility); no bound on the energy alone is claimed")
-             if proven is not None else ("" if bound is not None
-                                         else "no bound is claimed over free associations or module subsets"))
-    return Result(status=status, objective=metrics.energy_j, bound=bound,
-                  fixed_objective=fixed_energy(scenario, final), backend=first.backend, backend_version=__version__,
-                  build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final, metrics=metrics, stats=stats,
+             if proven is not None else ("" if bound is not None else "no bound is claimed over free module subsets"))
+    return Result(status=status, objective=metrics.energy_j, bound=bound, fixed_objective=fixed, backend=first.backend,
+                  backend_version=__version__, build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final,
+                  metrics=metrics, stats=stats,
                   message=f"F4 alternation: {accepted} of {iterations} iterations improved on the enumeration step"
                   + ("; " + claim if claim else ""))
+
+
+def free_bound(model: JointModel, plan: Plan, energy: float, budget: float, proven: float | None, assoc_free: bool,
+               candidates: np.ndarray) -> tuple[float | None, float, Status]:
+    """(bound, fixed energy, status) of full F4's result ``plan`` (energy per edge round ``energy``, J) over what
+    the model leaves free (module docstring)."""
+    scenario = model.scenario
+    fixed = fixed_energy(scenario, plan)
+    if proven is not None:
+        return (energy if model.w_U == 0 else None), fixed, Status.OPTIMAL
+    if model.coverage != "full":
+        return None, fixed, Status.FEASIBLE
+    if assoc_free:
+        allowed = candidates.copy()
+        allowed[np.arange(scenario.n_devices), plan.association] = True
+        bound, fixed = association_bound(scenario, plan, budget, allowed, model.edge_tiers)
+    else:
+        # every module that may stay in its cluster priced at the aggregator tier: no upload, no edge downlink for
+        # it and the last-round broadcast left out, a relaxation of every tier choice
+        cheap = plan.replace(tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], AGG, plan.tier))
+        bound = float(cluster_bounds(scenario, cheap, budget).sum()) / plan.e_agg
+    return min(bound, energy), min(fixed, energy), Status.FEASIBLE
 
 
 def _with(res: Result, stats: dict) -> Result:
