@@ -30,7 +30,7 @@ from .cluster import ClusterAllocation, solve_cluster
 from .structures import in_tree, reaches_root, set_structure
 
 MAX_SOLVES = 2  # inner problems priced per descent at most
-MAX_BATCHES = 4  # batches of moves between two inner problems at most
+MAX_BATCHES = 2  # batches of moves between two inner problems at most
 MOVE_RTOL = 1e-9  # relative to the cluster's energy: a move must gain more than this
 SHIFTS = np.array([0.0, 0.3, 0.6, 0.85])  # fractions of its slack by which a new parent may shorten its own links
 NEAREST = 12  # a device's candidate parents: the root and its NEAREST neighbours by link gain (both ways)
