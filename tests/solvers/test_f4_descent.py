@@ -15,7 +15,7 @@ from hffm_opt.network.channel import link_energy, transmit_time
 from hffm_opt.network.topology import link_matrix, usable_links
 from hffm_opt.plan import AGG
 from hffm_opt.solvers.f4.cluster import apply_allocation, solve_cluster
-from hffm_opt.solvers.f4.descent import TreePoint, _with_parent, descend, descent_applies, move_values
+from hffm_opt.solvers.f4.descent import TreePoint, descend, descent_applies, move_values, with_tree
 from hffm_opt.solvers.f4.structures import reaches_root, set_structure
 
 
@@ -78,7 +78,7 @@ def test_a_moves_value_is_the_energy_change_of_its_point(seed, e_agg, shifted):
         parent = data.parent.copy()
         parent[v] = q
         assert reaches_root(parent, data.root)
-        moved = _with_parent(data, parent, gain)
+        moved = with_tree(data, parent, gain)
         tau, hop, down = point.tau.copy(), point.hop.copy(), point.down.copy()
         if shifted:
             tau[v], hop[v], down[v] = moves.best_tau[v, q], moves.best_hop[v, q], moves.best_down[v, q]

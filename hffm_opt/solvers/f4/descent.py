@@ -1,13 +1,12 @@
-"""Re-parenting descent on the relay tree of a D2D cluster too large for local search by pricing every move.
-
-From a tree and its optimal continuous decisions (a point), every move "device v takes device q as its parent"
-is valued at a point of the moved tree that keeps every other device's times: v's own hop up is re-timed to end
-when q starts sending (a leaf also re-splits its round between compute and the hop), and its receive from q
-starts when q has received (the down phase), so v's subtree keeps its schedule and no phase grows. Moves are
-applied in batches, best value first (a moved device keeps its children; a device that receives a child is not
-moved in the same batch; no cycle), then the convex inner problem re-optimises every time; the new tree is kept
-only when that priced energy is lower. It stops when no move has a negative value, when a priced batch does not
-improve, or after ``max_solves`` inner problems. The root is kept.
+"""Re-parenting descent on the relay tree of a D2D cluster too large for local search by pricing every move. From a
+tree and its optimal continuous decisions (a point), every move "device v takes device q as its parent" (q the root
+or one of v's :data:`NEAREST` strongest usable links) is valued at a point of the moved tree that keeps every other
+device's times: v's own hop up is re-timed to end when q starts sending (a leaf also re-splits its round between
+compute and the hop), and its receive from q starts when q has received (the down phase), so v's subtree keeps its
+schedule and no phase grows. Moves are applied in batches, best value first (a moved device keeps its children; a
+device that receives a child is not moved in the same batch; no cycle), then the convex inner problem re-optimises
+every time; the new tree is kept only when that priced energy is lower. It stops when no move has a negative value,
+when a priced batch does not improve, or after ``max_solves`` inner problems. The root is kept.
 
 Used where each move's value is exact at that point: aggregation in the tree (a relay sends one update) with
 every device training the same modules, and no module kept at the aggregator tier (its last-round broadcast
@@ -191,7 +190,7 @@ def _apply_batch(data: ClusterData, point: TreePoint, moves: Moves, tol: float) 
     return parent, made
 
 
-def _with_parent(data: ClusterData, parent: np.ndarray, gain: np.ndarray) -> ClusterData:
+def with_tree(data: ClusterData, parent: np.ndarray, gain: np.ndarray) -> ClusterData:
     """``data`` with the relay tree ``parent`` (local): each link's gains and the broadcasting parent's power cap."""
     child, up, idx = parent >= 0, np.maximum(parent, 0), np.arange(len(parent))
     return replace(data, parent=parent, up_gain=np.where(child, gain[idx, up], 1.0),
@@ -221,7 +220,7 @@ def descend(scenario: Scenario, plan: Plan, e: int, alloc: ClusterAllocation, bu
             if count == 0:
                 break
             made += count
-            trial = _with_parent(trial, parent, gain)
+            trial = with_tree(trial, parent, gain)
         if made == 0:
             break
         candidate = set_structure(plan, scenario, e, members, (int(members[data.root]), in_tree(trial.parent, members)))
