@@ -1,12 +1,13 @@
-"""Re-parenting descent on the relay tree of a D2D cluster too large for local search by pricing every move. From a
-tree and its optimal continuous decisions (a point), every move "device v takes device q as its parent" (q the root
-or one of v's :data:`NEAREST` strongest usable links) is valued at a point of the moved tree that keeps every other
-device's times: v's own hop up is re-timed to end when q starts sending (a leaf also re-splits its round between
-compute and the hop), and its receive from q starts when q has received (the down phase), so v's subtree keeps its
-schedule and no phase grows. Moves are applied in batches, best value first (a moved device keeps its children; a
-device that receives a child is not moved in the same batch; no cycle), then the convex inner problem re-optimises
-every time; the new tree is kept only when that priced energy is lower. It stops when no move has a negative value,
-when a priced batch does not improve, or after ``max_solves`` inner problems. The root is kept.
+"""Re-parenting descent on the relay tree of a D2D cluster too large for local search by pricing every move.
+
+From a tree and its optimal continuous decisions (a point), every move "device v takes device q as its parent" (q
+the root or one of v's :data:`NEAREST` strongest usable links) is valued at a point of the moved tree that keeps
+every other device's times: v's own hop up is re-timed to end when q starts sending (a leaf also re-splits its round
+between compute and the hop), and its receive from q starts when q has received (the down phase), so v's subtree
+keeps its schedule and no phase grows. Moves are applied in batches, best value first (a moved device keeps its
+children; a device that receives a child is not moved in the same batch; no cycle), then the convex inner problem
+re-optimises every time; the new tree is kept only when that priced energy is lower. It stops when no move has a
+negative value, when a priced batch does not improve, or after ``max_solves`` inner problems. The root is kept.
 
 Used where each move's value is exact at that point: aggregation in the tree (a relay sends one update) with
 every device training the same modules, and no module kept at the aggregator tier (its last-round broadcast
