@@ -100,6 +100,16 @@ class Plan:
         """(E,) bool: clusters that aggregate over a D2D relay tree."""
         return self.aggregator >= 0
 
+    def round_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
+        """CPU cycles each device (of ``devices``, default all) spends training its modules in one edge round: tau
+        steps of its batch (capped by the samples it holds) times its modules' FLOPs per sample, over its FLOPs per
+        cycle."""
+        devices = np.arange(scenario.n_devices) if devices is None else np.asarray(devices)
+        dev = scenario.devices
+        batch = np.minimum(self.batch_size, dev.samples[devices].sum(axis=1))
+        flops = self.train[devices] @ scenario.module_arrays["flops_per_sample"]
+        return self.local_steps * batch * flops / dev.flops_per_cycle[devices]
+
     def replace(self, **changes) -> "Plan":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import PlanError
 from ..network import trees
-from ..network.channel import shannon_rate
+from ..network.channel import backhaul_time, shannon_rate
 from ..network.scenario import Scenario
 from ..plan import AGG, CLOUD, EDGE, Plan
 from .checks import Tree
@@ -46,15 +46,14 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     a, x = plan.association, plan.train
     u_idx = np.arange(n)
     s_bits = x @ mods["update_bits"]
-    batch = np.minimum(plan.batch_size, dev.samples.sum(axis=1))
-    cycles = plan.local_steps * batch * (x @ mods["flops_per_sample"]) / dev.flops_per_cycle
+    cycles = plan.round_cycles(scenario)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # an infinite time is refused below
         t_comp = np.where(cycles > 0, cycles / plan.cpu_hz, 0.0)
     e_comp = dev.kappa * cycles * plan.cpu_hz ** 2
     deadline = np.inf if plan.deadline_s is None else plan.deadline_s
 
     if plan.mode == "star":
-        t_link = np.where(s_bits > 0, edges.backhaul_delay_s[a] + s_bits / edges.backhaul_rate_bps[a], 0.0)
+        t_link = backhaul_time(s_bits, edges.backhaul_delay_s[a], edges.backhaul_rate_bps[a])
         ready = t_comp + t_link
         _arrives(scenario, ready, ready)
         late = ready > deadline
@@ -127,7 +126,7 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     with np.errstate(divide="ignore", invalid="ignore"):
         t_agg_up = np.where(d2d_cluster & (bits_edge_up > 0), bits_edge_up / rate_up[agg_dev], 0.0)
     e_agg_up = plan.power_w[agg_dev] * t_agg_up
-    t_bh = np.where(bits_cloud > 0, edges.backhaul_delay_s + bits_cloud / edges.backhaul_rate_bps, 0.0)
+    t_bh = backhaul_time(bits_cloud, edges.backhaul_delay_s, edges.backhaul_rate_bps)
     e_bh = edges.backhaul_power_w * t_bh
 
     down_regular = np.where(d2d_cluster, down_all, t_dl)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..network import trees
-from ..network.channel import shannon_rate
+from ..network.channel import backhaul_time, shannon_rate
 from ..network.scenario import Scenario
 from ..network.topology import member_index
 from ..plan import AGG, CLOUD, EDGE, Plan
@@ -77,22 +77,13 @@ class ClusterData:
         return onpath
 
 
-def round_cycles(scenario: Scenario, plan: Plan, devices: np.ndarray) -> np.ndarray:
-    """(n,) CPU cycles each of ``devices`` spends training its modules in one edge round (``plan``'s tau steps of
-    its batch, capped by the samples it holds)."""
-    dev = scenario.devices
-    batch = np.minimum(plan.batch_size, dev.samples[devices].sum(axis=1))
-    flops = plan.train[devices] @ scenario.module_arrays["flops_per_sample"]
-    return plan.local_steps * batch * flops / dev.flops_per_cycle[devices]
-
-
 def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
     """Extract cluster ``e`` of ``plan`` (consistent accounting; no straggler is planned for)."""
     dev, mods, edges = scenario.devices, scenario.module_arrays, scenario.edges
     members = np.flatnonzero(plan.association == e)
     n = len(members)
     x = plan.train[members]
-    cycles = round_cycles(scenario, plan, members)
+    cycles = plan.round_cycles(scenario, members)
     local = member_index(scenario.n_devices, members)
     root = int(local[plan.aggregator[e]]) if plan.aggregator[e] >= 0 else -1
     parent = np.where(plan.parent[members] >= 0, local[np.maximum(plan.parent[members], 0)], -1)
@@ -101,7 +92,7 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
     tier = plan.tier[e]
     agg_bits = edge_bits = float((trained & (tier >= EDGE)) @ mods["update_bits"])
     cloud_bits = float((trained & (tier == CLOUD)) @ mods["update_bits"])
-    t_bh = edges.backhaul_delay_s[e] + cloud_bits / edges.backhaul_rate_bps[e] if cloud_bits > 0 else 0.0
+    t_bh = float(backhaul_time(cloud_bits, edges.backhaul_delay_s[e], edges.backhaul_rate_bps[e]))
     r_dl = shannon_rate(edges.bandwidth_hz[e], edges.downlink_power_w[e], gain_up.min() if n else 0.0,
                         scenario.noise_psd_w_per_hz)
     t_dl = agg_bits / r_dl if (r_dl > 0 and agg_bits > 0) else 0.0

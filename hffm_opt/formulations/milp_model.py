@@ -1,8 +1,8 @@
 """A solver-agnostic MILP: a pyomo model plus how to read the decided part of a plan back out of it.
 
-Formulations (:mod:`.relay_tree`, :mod:`.placement`, :mod:`.association`) build a :class:`MilpModel`; the
-backends in :mod:`hffm_opt.solvers.milp` solve it. Nothing here imports a solver. :func:`export` writes the
-model as an LP or MPS file (pyomo's writers, symbolic names) so any solver can read it.
+Formulations (:mod:`.relay_tree`, :mod:`.placement`, :mod:`.association`, :mod:`.association_relaxation`) build a
+:class:`MilpModel`; the backends in :mod:`hffm_opt.solvers.milp` solve it. Nothing here imports a solver.
+:func:`export` writes the model as an LP or MPS file (pyomo's writers, symbolic names) so any solver can read it.
 """
 
 from __future__ import annotations

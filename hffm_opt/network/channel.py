@@ -75,6 +75,13 @@ def shannon_rate(bandwidth_hz, power_w, gain, noise_psd):
     return np.where((b > 0) & (p > 0), r, 0.0)
 
 
+def backhaul_time(bits, delay_s, rate_bps):
+    """Time (s) of an edge server's backhaul transfer of ``bits``: its fixed delay plus ``bits / rate``; 0 when there
+    is nothing to send."""
+    bits = np.asarray(bits, dtype=float)
+    return np.where(bits > 0, delay_s + bits / rate_bps, 0.0)
+
+
 def transmit_time(bits, bandwidth_hz, power_w, gain, noise_psd):
     """Time (s) to send ``bits`` at ``power_w`` on ``bandwidth_hz``; 0 where bits = 0, inf where the rate is zero."""
     bits = np.asarray(bits, dtype=float)
@@ -112,7 +119,8 @@ def min_bandwidth(bits, time_s, power_w, gain, noise_psd) -> np.ndarray:
     ``e^z - 1 <= z / k``; its positive root is bracketed in ``(0, 2 (1/k - 1)]`` and found by vectorised bisection,
     returning the feasible side (never below the true minimum; relative error ~1e-15).
     """
-    bits, time_s, gain, power_w = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (bits, time_s, gain, power_w)))
+    bits, time_s, gain, power_w = np.broadcast_arrays(*(np.asarray(a, dtype=float)
+                                                        for a in (bits, time_s, gain, power_w)))
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = bits / time_s
         a = gain * power_w / noise_psd

@@ -6,7 +6,8 @@ Latencies in seconds; node indices are positions in the ``members`` array of one
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse.csgraph import csgraph_from_dense, dijkstra, minimum_spanning_tree
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, csgraph_from_dense, dijkstra, minimum_spanning_tree
 
 from ..errors import ScenarioError
 from .channel import shannon_rate
@@ -46,6 +47,14 @@ def usable_links(scenario: Scenario, members: np.ndarray) -> np.ndarray:
     out = np.zeros((len(members), len(members)), bool)
     out[i, j] = True
     return out & out.T
+
+
+def d2d_components(scenario: Scenario) -> np.ndarray:
+    """(U,) the connected component of each device in the graph of D2D links listed in both directions (the links a
+    relay tree may use): a tree's members all lie in one component."""
+    d2d, n = scenario.d2d, scenario.n_devices
+    graph = coo_matrix((np.ones(len(d2d.src)), (d2d.src, d2d.dst)), shape=(n, n)).tocsr()
+    return connected_components(graph.minimum(graph.T), directed=False)[1]
 
 
 def prototype_latency_graph(scenario: Scenario, members: np.ndarray, bits: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hffm_opt.errors import ScenarioError
-from hffm_opt.network import topology
+from hffm_opt.network import generators, topology
 from hffm_opt.network.scenario import D2DLinks
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -154,3 +154,18 @@ def test_a_single_device_has_no_arc():
     s = tiny_scenario((1,))
     assert np.isinf(topology.prototype_latency_graph(s, np.array([0]), 48e6)).all()
     assert not topology.usable_links(s, np.array([0])).any()
+
+
+def test_d2d_components_are_the_clusters_the_links_join():
+    """The generator lists D2D links only inside a cluster (every pair within range by default): one component
+    per cluster; with a short range some clusters split, and never does a component span two clusters."""
+    sc = generators.clustered(3, 6, seed=4)
+    comp = topology.d2d_components(sc)
+    for e in range(3):
+        assert len(np.unique(comp[sc.devices.edge == e])) == 1
+    assert len(np.unique(comp)) == 3
+    short = generators.clustered(3, 6, seed=4, d2d_range_m=60.0)
+    comp = topology.d2d_components(short)
+    for c in np.unique(comp):
+        assert len(np.unique(short.devices.edge[comp == c])) == 1
+    assert len(np.unique(comp)) > 3

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hffm_opt.evaluate import evaluate
+from hffm_opt.formulations.cluster import cluster_data
 from hffm_opt.formulations.joint import candidate_edges
 from hffm_opt.schedulers.optimising import joint_model
 from hffm_opt.solvers import solve
-from hffm_opt.solvers.f4.association_bound import association_bound, edge_fixed
+from hffm_opt.solvers.f4.association_bound import association_bound
 from hffm_opt.solvers.f4.bounds import fixed_energy
 
 
@@ -33,18 +34,22 @@ def test_the_bound_never_exceeds_the_optimum_over_every_association(seed, d2d, e
 
 
 def test_the_least_fixed_energy_covers_every_device_with_open_edges():
+    """Priced against the evaluator's own clusters (cluster_data): every device at home pays every used edge's
+    backhaul; free to go anywhere, the single cheapest edge's (every device trains the same modules here, and the
+    generator's edges have no downlink power, so an edge's fixed energy is its backhaul alone)."""
     sc = small_clustered(2, n_e=3, per=2)
+    assert (sc.edges.downlink_power_w == 0).all()
     model = joint_model(sc, e_agg=2, association="optimise")
     plan = solve(model, "fast").plan
     budget = 2 * model.target_latency_s
+    per_edge = np.array([sc.edges.backhaul_power_w[e] * cluster_data(sc, plan, e).backhaul_s
+                         for e in range(sc.n_edges)])
     home = np.zeros((sc.n_devices, sc.n_edges), bool)
     home[np.arange(sc.n_devices), plan.association] = True
-    _, _, e_bh, e_dl = edge_fixed(sc, plan, home, False)
-    used = np.unique(plan.association)
-    assert association_bound(sc, plan, budget, home, False)[1] == pytest.approx((e_bh + e_dl)[used].sum() / 2)
+    assert association_bound(sc, plan, budget, home, False)[1] == pytest.approx(fixed_energy(sc, plan))
+    assert fixed_energy(sc, plan) == pytest.approx(per_edge[np.unique(plan.association)].sum() / 2)
     anywhere = np.ones_like(home)
-    _, _, e_bh, e_dl = edge_fixed(sc, plan, anywhere, False)
-    assert association_bound(sc, plan, budget, anywhere, False)[1] == pytest.approx((e_bh + e_dl).min() / 2)
+    assert association_bound(sc, plan, budget, anywhere, False)[1] == pytest.approx(per_edge.min() / 2)
 
 
 def test_a_budget_no_device_can_meet_gives_an_infinite_bound():

@@ -52,6 +52,7 @@ from ...evaluate import evaluate
 from ...formulations.association import build_association
 from ...formulations.joint import JointModel, candidate_edges, covers, edge_allowed
 from ...formulations.placement import build_f4_placement, module_value
+from ...network.channel import backhaul_time
 from ...network.scenario import Scenario
 from ...plan import AGG, CLOUD, Plan
 from ..milp import solve_milp
@@ -216,11 +217,10 @@ def association_step(model: JointModel, plan: Plan, inner: Inner, candidates: np
     g, budget = plan.e_agg, plan.e_agg * model.target_latency_s
     dev, mods, edges = scenario.devices, scenario.module_arrays, scenario.edges
     bits = plan.train @ mods["update_bits"]
-    batch = np.minimum(plan.batch_size, dev.samples.sum(axis=1))
-    compute = plan.local_steps * batch * (plan.train @ mods["flops_per_sample"]) / dev.flops_per_cycle / dev.cpu_hz
+    compute = plan.round_cycles(scenario) / dev.cpu_hz
     cloud_bits = np.array([((plan.train[plan.association == e].any(axis=0)) & (plan.tier[e] == CLOUD))
                            @ mods["update_bits"] for e in range(scenario.n_edges)])
-    t_bh = np.where(cloud_bits > 0, edges.backhaul_delay_s + cloud_bits / edges.backhaul_rate_bps, 0.0)
+    t_bh = backhaul_time(cloud_bits, edges.backhaul_delay_s, edges.backhaul_rate_bps)
     round_s = target * (1 - 1e-6) - t_bh[plan.association] / g
     time_s = np.where(round_s - compute > 0, round_s - compute, 0.5 * np.maximum(round_s, 1e-3))
     counts = np.bincount(plan.association, minlength=scenario.n_edges)

@@ -17,26 +17,24 @@ device and per candidate edge:
 An edge with members pays at least its fixed energy per period: one backhaul transfer of the fewest cloud-bound
 bits any candidate trains (the modules that may stay in the cluster, :func:`~hffm_opt.formulations.joint.
 edge_allowed`, left out) and one edge downlink of them at the best candidate's gain, ``g`` downlinks when direct
-(``t_bh``, ``t_dl`` above are these least times). The least total over associations and cluster modes is a mixed
-integer program (an edge closed, direct, or a tree in one component; each device in one open candidate edge in a
-role its mode allows), solved by HiGHS (scipy); its proven dual bound, divided by ``g``, is the bound. Energies in
-J, times in s, bandwidths in Hz. The least fixed energy alone (a set cover of the devices by open edges) is
-returned too, and bounds the total from below as well (a solver stopped at its time limit may prove less).
+(``t_bh``, ``t_dl`` above are these least times). The least total over associations and cluster modes is the
+program of :mod:`hffm_opt.formulations.association_relaxation`, solved on HiGHS; its proven bound (the best bound
+when the time limit stops it), divided by ``g``, is the bound. The least fixed energy alone (the edge cover of the
+same module) is returned too, and bounds the total from below as well. Energies in J, times in s, bandwidths in Hz.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-from ...formulations.cluster import round_cycles
+from ...formulations.association_relaxation import build_association_relaxation, build_edge_cover
 from ...formulations.joint import edge_allowed
-from ...network.channel import link_energy, min_bandwidth, shannon_rate
+from ...formulations.milp_model import MilpModel
+from ...network.channel import backhaul_time, link_energy, min_bandwidth, shannon_rate
 from ...network.scenario import Scenario
-from ...network.topology import link_matrix, usable_links
+from ...network.topology import d2d_components, link_matrix, usable_links
 from ...plan import Plan
+from ..milp import solve_milp
 from .bounds import split_energy
 
 TIME_LIMIT_S = 30.0  # the program's time limit: its dual bound is valid whenever it stops
@@ -51,7 +49,7 @@ def edge_fixed(scenario: Scenario, plan: Plan, candidates: np.ndarray, edge_tier
     bits = np.where(np.isfinite(bits), bits, 0.0)
     gain = np.where(candidates, scenario.devices.uplink_gain, -np.inf).max(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t_bh = np.where(bits > 0, edges.backhaul_delay_s + bits / edges.backhaul_rate_bps, 0.0)
+        t_bh = backhaul_time(bits, edges.backhaul_delay_s, edges.backhaul_rate_bps)
         rate = shannon_rate(edges.bandwidth_hz, edges.downlink_power_w, np.where(gain > 0, gain, 1.0),
                             scenario.noise_psd_w_per_hz)
         t_dl = np.where((bits > 0) & (gain > 0) & (rate > 0), bits / rate, 0.0)  # as the evaluator: no rate, no time
@@ -67,7 +65,7 @@ def device_costs(scenario: Scenario, plan: Plan, candidates: np.ndarray, direct_
     shape = candidates.shape
     direct, band, member, root = (np.full(shape, np.inf) for _ in range(4))
     bits = plan.train @ scenario.module_arrays["update_bits"]
-    cycles = round_cycles(scenario, plan, np.arange(shape[0]))
+    cycles = plan.round_cycles(scenario)
     noise = scenario.noise_psd_w_per_hz
     for e in np.flatnonzero(candidates.any(axis=0)):
         us = np.flatnonzero(candidates[:, e])
@@ -101,45 +99,14 @@ def device_costs(scenario: Scenario, plan: Plan, candidates: np.ndarray, direct_
     return direct, band, member, root
 
 
-def d2d_components(scenario: Scenario) -> np.ndarray:
-    """(U,) the connected component of each device in the graph of usable D2D links (both directions listed)."""
-    d2d, n = scenario.d2d, scenario.n_devices
-    graph = coo_matrix((np.ones(len(d2d.src)), (d2d.src, d2d.dst)), shape=(n, n)).tocsr()
-    both = graph.minimum(graph.T)
-    return connected_components(both, directed=False)[1]
-
-
-class _Program:
-    """A 0/1 program built column by column: ``add(cost)`` returns the new columns' indices; ``row`` adds a
-    constraint ``lo <= sum coef x[cols] <= hi``."""
-
-    def __init__(self):
-        self.cost, self.rows, self.cols, self.vals, self.lo, self.hi = [], [], [], [], [], []
-
-    def add(self, cost) -> np.ndarray:
-        start = sum(len(c) for c in self.cost)
-        self.cost.append(np.atleast_1d(np.asarray(cost, dtype=float)))
-        return np.arange(start, start + len(self.cost[-1]))
-
-    def row(self, cols, coef, lo: float, hi: float) -> None:
-        cols = np.atleast_1d(cols)
-        self.rows.append(np.full(len(cols), len(self.lo)))
-        self.cols.append(cols)
-        self.vals.append(np.broadcast_to(np.asarray(coef, dtype=float), cols.shape))
-        self.lo.append(lo)
-        self.hi.append(hi)
-
-    def dual_bound(self, time_limit: float) -> float:
-        """HiGHS's proven lower bound on the least cost (0 when it proves nothing)."""
-        cost = np.concatenate(self.cost)
-        a = coo_matrix((np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
-                       shape=(len(self.lo), len(cost))).tocsr()
-        res = milp(cost, integrality=np.ones(len(cost)), bounds=Bounds(0, 1),
-                   constraints=LinearConstraint(a, self.lo, self.hi), options={"time_limit": time_limit})
-        bound = getattr(res, "mip_dual_bound", None)
-        if res.status not in (0, 1) or bound is None or not np.isfinite(bound):
-            return 0.0
-        return max(float(bound), 0.0)
+def _proven(model: MilpModel, time_limit: float) -> float:
+    """HiGHS's proven lower bound on ``model``'s optimum (0 when it proves nothing; inf when infeasible)."""
+    if model.precheck_message:
+        return float("inf")
+    res = solve_milp(model, "highs", time_limit=time_limit, mip_gap=1e-6)
+    if res.status == "infeasible":
+        return float("inf")
+    return max(res.bound, 0.0) if res.bound is not None else 0.0
 
 
 def association_bound(scenario: Scenario, plan: Plan, budget_s: float, candidates: np.ndarray, edge_tiers: bool,
@@ -154,44 +121,17 @@ def association_bound(scenario: Scenario, plan: Plan, budget_s: float, candidate
     direct, band, member, root = device_costs(scenario, plan, candidates, budget_s - t_bh - g * t_dl,
                                               budget_s - t_bh - t_dl)
     comp = d2d_components(scenario)
-    cover = _Program()
-    opened = cover.add(e_bh + e_dl)
-    for u in range(scenario.n_devices):
-        cover.row(opened[candidates[u]], 1.0, 1.0, np.inf)
-    least_fixed = cover.dual_bound(time_limit) / g
+    least_fixed = _proven(build_edge_cover(candidates, e_bh + e_dl), time_limit) / g
     tree_member = np.where(np.isfinite(member), member, root)  # a device with no member role can only aggregate
-    if not (np.isfinite(direct) | np.isfinite(tree_member)).any(axis=1).all():
-        return float("inf"), least_fixed
-    prog = _Program()
-    assigned = [[] for _ in range(scenario.n_devices)]
+    open_tree = {}
     for e in range(scenario.n_edges):
-        us = np.flatnonzero(candidates[:, e])
-        if len(us) == 0:
-            continue
-        modes = []
-        ok = np.isfinite(direct[us, e])
-        if ok.any():
-            mode = prog.add(e_bh[e] + g * e_dl[e])[0]
-            xs = prog.add(direct[us[ok], e])
-            for x, x_u in zip(xs, us[ok]):
-                prog.row([x, mode], [1.0, -1.0], -np.inf, 0.0)  # a direct member needs the direct mode
-                assigned[x_u].append(x)
-            prog.row(np.append(xs, mode), np.append(band[us[ok], e], -scenario.edges.bandwidth_hz[e]), -np.inf, 0.0)
-            modes.append(mode)
+        us = np.flatnonzero(np.isfinite(tree_member[:, e]))
         for c in np.unique(comp[us]):
-            inside = us[(comp[us] == c) & np.isfinite(tree_member[us, e])]
-            if len(inside) == 0:
-                continue
+            inside = us[comp[us] == c]
             with np.errstate(invalid="ignore"):
                 saving = np.where(np.isfinite(member[inside, e]) & np.isfinite(root[inside, e]),
                                   np.maximum(member[inside, e] - root[inside, e], 0.0), 0.0).max()
-            mode = prog.add(e_bh[e] + e_dl[e] - saving)[0]
-            for x, x_u in zip(prog.add(tree_member[inside, e]), inside):
-                prog.row([x, mode], [1.0, -1.0], -np.inf, 0.0)
-                assigned[x_u].append(x)
-            modes.append(mode)
-        if modes:
-            prog.row(modes, 1.0, 0.0, 1.0)  # one mode per edge
-    for xs in assigned:
-        prog.row(xs, 1.0, 1.0, 1.0)
-    return max(prog.dual_bound(time_limit) / g, least_fixed), least_fixed  # device costs are never negative
+            open_tree[(e, int(c))] = float(e_bh[e] + e_dl[e] - saving)
+    model = build_association_relaxation(direct, band, tree_member, comp, e_bh + g * e_dl, open_tree,
+                                         scenario.edges.bandwidth_hz, name=f"association relaxation of {scenario.name}")
+    return max(_proven(model, time_limit) / g, least_fixed), least_fixed  # device costs are never negative

@@ -21,7 +21,7 @@ import numpy as np
 from ...formulations.allocation import AllocationData, CpuBlockData
 from ...formulations.cluster import ClusterData, cluster_data
 from ...formulations.tree_program import tree_problem
-from ...network.channel import link_energy, power_for_time, transmit
+from ...network.channel import link_energy, power_for_time, transmit, transmit_time
 from ...network.scenario import Scenario
 from ...plan import Plan
 from ..fast import kkt as fast_kkt
@@ -103,19 +103,29 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
     return _infeasible(n, f"cluster of edge {data.edge}: {failure}", certified=False)
 
 
+def tree_times(data: ClusterData, alloc: ClusterAllocation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n,) compute time, hop up to the parent and receive from the parent (s; 0 at the root) of each member of a
+    D2D cluster under ``alloc``."""
+    child = data.parent >= 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        compute = np.where(data.cycles > 0, data.cycles / alloc.cpu_hz, 0.0)
+        hop = np.where(child, transmit_time(data.up_bits, data.d2d_band_hz, alloc.d2d_power_w, data.up_gain,
+                                            data.noise), 0.0)
+        down = np.where(child, transmit_time(data.down_bits, data.d2d_band_hz, alloc.d2d_down_power_w,
+                                             data.down_gain, data.noise), 0.0)
+    return compute, hop, down
+
+
 def tree_costs(data: ClusterData, alloc: ClusterAllocation) -> tuple[float, float]:
     """(period s, period energy J) of a D2D cluster under ``alloc``, priced from its CPU speeds and powers as the
     evaluator prices them (consistent accounting): ``e_agg`` rounds of compute and relay-tree climb, ``e_agg - 1``
     broadcasts down the tree, the aggregator's upload, the fixed transfers and, in the last round, the broadcast of
     the aggregator-tier modules (alongside the edge downlink)."""
     g, child = data.e_agg, data.parent >= 0
+    compute, hop_up, down = tree_times(data, alloc)
+    t_down = down[child]
+    e_up, e_down = alloc.d2d_power_w[child] * hop_up[child], alloc.d2d_down_power_w[child] * t_down
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        compute = np.where(data.cycles > 0, data.cycles / alloc.cpu_hz, 0.0)
-        hop_up = np.zeros(len(data.members))
-        hop_up[child], e_up = transmit(data.up_bits[child], data.d2d_band_hz, alloc.d2d_power_w[child],
-                                       data.up_gain[child], data.noise)
-        t_down, e_down = transmit(data.down_bits[child], data.d2d_band_hz, alloc.d2d_down_power_w[child],
-                                  data.down_gain[child], data.noise)
         t_agg, e_agg_up = transmit(data.agg_bits, data.band_hz, alloc.power_w[data.root], data.agg_gain, data.noise)
         last = np.zeros(int(child.sum())) if data.last_bits is None else data.last_bits[child]
         t_last, e_last = transmit(last, data.d2d_band_hz, alloc.d2d_down_power_w[child], data.down_gain[child],

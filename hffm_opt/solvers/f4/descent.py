@@ -26,7 +26,7 @@ from ...network.scenario import Scenario
 from ...network.topology import link_matrix, usable_links
 from ...plan import AGG, Plan
 from .bounds import best_split
-from .cluster import ClusterAllocation, solve_cluster
+from .cluster import ClusterAllocation, solve_cluster, tree_times
 from .structures import in_tree, reaches_root, set_structure
 
 MAX_SOLVES = 2  # inner problems priced per descent at most
@@ -46,16 +46,11 @@ def descent_applies(scenario: Scenario, plan: Plan, e: int) -> bool:
 
 
 class TreePoint:
-    """A tree's times (local indices): compute ``tau``, hop up ``hop`` and receive ``down`` per device (s)."""
+    """A tree's times (local indices): compute ``tau``, hop up ``hop`` and receive ``down`` per device (s), as
+    :func:`~.cluster.tree_times` reads them from an allocation; the descent edits them move by move."""
 
     def __init__(self, data: ClusterData, alloc: ClusterAllocation):
-        child = data.parent >= 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.tau = np.where(data.cycles > 0, data.cycles / alloc.cpu_hz, 0.0)
-            self.hop = np.where(child, transmit_time(data.up_bits, data.d2d_band_hz, alloc.d2d_power_w,
-                                                     data.up_gain, data.noise), 0.0)
-            self.down = np.where(child, transmit_time(data.down_bits, data.d2d_band_hz, alloc.d2d_down_power_w,
-                                                      data.down_gain, data.noise), 0.0)
+        self.tau, self.hop, self.down = tree_times(data, alloc)
 
 
 @dataclass
