@@ -1,7 +1,10 @@
 """The layout's rules, read from the source: no import cycle between modules (lazy imports inside functions
-included), lower boxes never import higher ones, at most 8 modules flat in ``hffm_opt/``, none over 500 lines."""
+included), lower boxes never import higher ones, at most 8 modules flat in ``hffm_opt/``, none over 500 lines; the
+learner path loads without the solver and tuning stack."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -102,3 +105,16 @@ def test_a_new_upward_import_would_be_caught(tmp_path, bad):
     path.write_text(source)
     targets = imports_of(name, path, set(modules()))
     assert any(layer(t) > layer(name) for t in targets)
+
+
+def test_the_learner_path_runs_without_the_solver_and_tuning_stack():
+    # a CUDA machine's image has torch but no cvxpy, pyomo, HiGHS or Optuna: the command line, the learners and
+    # the learner bench must load without them (they load lazily, for the commands and the dynamic mode that need
+    # them)
+    code = ("import sys\n"
+            "import hffm_opt.cli, hffm_opt.analysis.learner_bench, hffm_opt.learners, hffm_opt.schedulers\n"
+            "hffm_opt.cli.build_parser()\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'cvxpy', 'pyomo', 'optuna', 'highspy', 'sqlalchemy', 'gurobipy'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -161,7 +161,7 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
     dev = resolve_device(device)
     rows_out = []
     for n in (progress(sizes) if progress else sizes):
-        n_edges = max(10, min(n // 100, 200))  # 100 devices per edge, at most 200 edges (bounded device x edge arrays)
+        n_edges = max(10, min(n // 100, 1000))  # 100 devices per edge (100,000 devices: 1e8 gains, the limit)
         per = max(1, n // n_edges)
         # the scenario size limits refuse some sizes: say so before building a benchmark of that size
         check_size(n_edges * per, n_edges, n_edges * per * (per - 1), where=f"clustered ({n_edges} x {per})")

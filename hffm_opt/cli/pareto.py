@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from .._io import dumps_json
-from ..analysis import pareto
 from ..analysis.compare import scenario_for_seed
 from ..network.limits import MAX_E_AGG
 from ..schedulers import available
@@ -23,6 +22,8 @@ def _cell_counter(enabled: bool):
 
 
 def _cmd_pareto(args) -> int:
+    from ..analysis import pareto  # the solver stack (cvxpy, pyomo) loads only for this command
+
     schedulers = list(args.schedulers) if args.schedulers is not None else pareto.heuristic_names()
     scenario = scenario_for_seed(args.scenario, args.seed)  # checked before any work
     if not args.json:

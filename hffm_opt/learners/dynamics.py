@@ -33,7 +33,6 @@ from hffm_opt.evaluate import Metrics, evaluate
 from hffm_opt.network.fading import redraw_fading
 from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import Plan
-from hffm_opt.solvers.f4.cluster import optimise_continuous
 
 from .participation import stream
 
@@ -44,6 +43,8 @@ CONTINUOUS = ("cpu_hz", "bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_powe
 def resolve_continuous(scenario: Scenario, plan: Plan, budget_s: float) -> tuple[Plan, bool, float]:
     """``plan`` with its continuous part re-solved for ``scenario`` within the period budget (s): (the new plan,
     or ``plan`` itself made for ``scenario`` when the budget cannot be met; feasible; wall time of the solve, s)."""
+    from hffm_opt.solvers.f4.cluster import optimise_continuous  # cvxpy loads only when the channel moves
+
     current = plan.for_scenario(scenario)  # the decisions carry over to the redrawn channel
     t0 = time.perf_counter()
     new, _, problems = optimise_continuous(scenario, current, budget_s)

@@ -179,9 +179,10 @@ class MoE(nn.Module):
     group of a grouped matrix product (:func:`~.grouped.grouped_mm`: exactly ``N * top_k`` rows for N tokens, the
     catalogue's ``top_k / E`` share, no padding). Elsewhere, or with a given ``block``, the rows are laid out in
     blocks of ``block`` rows, each expert's rows padded to whole blocks, and each block gathers its expert's
-    weights and runs as one batched matmul (at most ``E * (block - 1)`` padding rows). Either way the outputs are
-    scattered back weighted by the renormalised gate probabilities and every shape is static, so it works under
-    ``torch.func.vmap``; :meth:`dense` is the same layer computed densely."""
+    weights and runs as one batched matmul (at most ``E * (block - 1)`` padding rows). Either way each token
+    gathers its ``top_k`` outputs back (a gather, not a scatter: under ``torch.func.vmap`` an ``index_add`` with a
+    per-device index runs one kernel per device) weighted by the renormalised gate probabilities, and every shape
+    is static, so it works under ``torch.func.vmap``; :meth:`dense` is the same layer computed densely."""
 
     def __init__(self, d_model: int, n_experts: int, d_hidden: int, top_k: int, block: int | None = None):
         super().__init__()
@@ -220,19 +221,26 @@ class MoE(nn.Module):
             return self._grouped(x, top_i, weights), aux
         return self._blocks(x, top_i, weights), aux
 
-    def _sorted_rows(self, top_i: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _sorted_rows(self, top_i: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The routed (token, choice) rows (N k) sorted by expert: (the sorting order, token order within an
-        expert; the sorted rows' experts; rows per expert (E,))."""
+        expert; where each (token, choice) row went in it; the sorted rows' experts; rows per expert (E,))."""
         expert = top_i.reshape(-1)
         order = torch.argsort(expert, stable=True)
+        position = torch.zeros_like(order).scatter(0, order, torch.arange(len(order), device=order.device))
         count = (expert[:, None] == torch.arange(len(self.experts), device=top_i.device)).sum(0)
-        return order, expert[order], count
+        return order, position, expert[order], count
+
+    @staticmethod
+    def _combine(rows: Tensor, weights: Tensor) -> Tensor:
+        """Each token's ``top_k`` expert outputs ``rows`` (N, k, d), in (token, choice) order, summed with their
+        gate ``weights`` (N, k) -> (N, d)."""
+        return (rows * weights.unsqueeze(-1)).sum(1)
 
     def _grouped(self, x: Tensor, top_i: Tensor, weights: Tensor) -> Tensor:
         """The experts' output (B, L, d) by one grouped matrix product per expert layer."""
         b, n_tok, d = x.shape
         n, k = b * n_tok, self.top_k
-        order, _, count = self._sorted_rows(top_i)
+        order, position, _, count = self._sorted_rows(top_i)
         token = order // k
         ends = count.cumsum(0).to(torch.int32)
         # the first layer's bias rides in the product (a column of ones times a bias row, padded to 4 columns: the
@@ -244,10 +252,10 @@ class MoE(nn.Module):
         b2 = torch.stack([e.fc2.bias for e in self.experts])
         ones = F.pad(x.new_ones(n, 1), (0, EXPERT_BIAS_COLUMNS - 1))
         h = F.gelu(grouped_mm(torch.cat([x.reshape(n, d), ones], dim=1)[token], w1.transpose(1, 2), ends))
-        out = grouped_mm(h, w2, ends) * weights.reshape(n * k)[order][:, None]
+        out = grouped_mm(h, w2, ends)[position].view(n, k, d)
         gates = torch.zeros(n, len(self.experts), dtype=x.dtype, device=x.device).scatter(1, top_i.reshape(n, k),
                                                                                            weights.reshape(n, k))
-        return (gates @ b2).index_add(0, token, out).view(b, n_tok, d)
+        return (gates @ b2 + self._combine(out, weights.reshape(n, k))).view(b, n_tok, d)
 
     def _blocks(self, x: Tensor, top_i: Tensor, weights: Tensor) -> Tensor:
         """The experts' output (B, L, d) by blocks of rows, each with its expert's weights gathered."""
@@ -257,15 +265,14 @@ class MoE(nn.Module):
         bs = self.block_size(a)
         n_blocks = (a + n_exp * (bs - 1)) // bs
         dev = x.device
-        order, sorted_e, count = self._sorted_rows(top_i)
+        order, position, sorted_e, count = self._sorted_rows(top_i)
         padded = (count + bs - 1) // bs * bs
         seg_end = padded.cumsum(0)
         first = count.cumsum(0) - count
         slot = (seg_end - padded)[sorted_e] + torch.arange(a, device=dev) - first[sorted_e]
         rows = n_blocks * bs
-        # a padding row reads token 0 with weight 0: it adds exactly nothing, to the output and to the gradients
+        # a padding row reads token 0 and is never gathered back: it adds nothing, to the output and the gradients
         slot_token = torch.zeros(rows, dtype=torch.int64, device=dev).scatter(0, slot, order // k)
-        slot_weight = torch.zeros(rows, dtype=x.dtype, device=dev).scatter(0, slot, weights.reshape(a)[order])
         block_expert = (torch.arange(n_blocks, device=dev)[:, None] * bs >= seg_end[None, :]).sum(1)
         block_expert = block_expert.clamp(max=n_exp - 1)  # blocks past the last expert hold only padding
         w1 = torch.stack([e.fc1.weight for e in self.experts])[block_expert]  # (blocks, h, d)
@@ -274,9 +281,8 @@ class MoE(nn.Module):
         b2 = torch.stack([e.fc2.bias for e in self.experts])[block_expert]
         xs = x.reshape(n, d)[slot_token].view(n_blocks, bs, d)
         h = F.gelu(torch.baddbmm(b1.unsqueeze(1), xs, w1.transpose(1, 2)))
-        out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).view(rows, d) * slot_weight[:, None]
-        y = x.new_zeros(n, d).index_add(0, slot_token, out)
-        return y.view(b, n_tok, d)
+        out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).view(rows, d)
+        return self._combine(out[slot[position]].view(n, k, d), weights.reshape(n, k)).view(b, n_tok, d)
 
     def dense(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """The same layer computed densely (every expert on every token, weight zero outside the top k)."""

@@ -130,8 +130,8 @@ def test_training_on_cuda_agrees_with_the_cpu(tmp_path):
     gpu = train(scenario, plan, data, dataclasses.replace(CFG, device="cuda"), checkpoint_dir=tmp_path / "gpu")
     a = torch.load(tmp_path / "cpu" / CHECKPOINT, weights_only=True)["clusters"]
     b = torch.load(tmp_path / "gpu" / CHECKPOINT, weights_only=True)["clusters"]  # saved as CPU tensors
-    for n in a:
-        torch.testing.assert_close(b[n], a[n], rtol=1e-4, atol=1e-5)
+    for n in a:  # rounds of Adam amplify float32 summation-order differences (up to 1.6e-5 seen on an H200)
+        torch.testing.assert_close(b[n], a[n], rtol=1e-3, atol=1e-4)
     for r, s in zip(cpu.records, gpu.records):
         assert r["time_s"] == s["time_s"] and r["participants"] == s["participants"]
         assert r["accuracy"] == pytest.approx(s["accuracy"], abs=1.0)  # percent; a near tie may flip a prediction
