@@ -25,6 +25,7 @@ from hffm_opt.learners.model import M3TModel
 from hffm_opt.learners.packed import PackedTables
 from hffm_opt.learners.setup import learning_setup
 from hffm_opt.learners.trainer import TrainConfig, _Run, train
+from hffm_opt.network.generators import bench_layout
 from hffm_opt.schedulers import schedule
 
 PHASES = (  # (label, the function whose cumulative time it is)
@@ -55,8 +56,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the commands do
     name, kwargs, pre = _benchmark_for(args.n, None)
-    n_edges = max(10, args.n // 100)
-    setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=args.n // n_edges,
+    n_edges, per = bench_layout(args.n)
+    setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=per,
                            heterogeneity="none", alpha=1.0, min_rows=1, seed=0, benchmark_kwargs=kwargs,
                            pretrain_kwargs=pre)
     plan = schedule(setup.scenario, "hierarchical", e_agg=2, seed=0)

@@ -1,7 +1,8 @@
 """Benchmarks behind ``hffm-opt bench``: schedulers across sizes, the F3 allocators, dynamic re-solves.
 
-Sizes are device counts of the clustered generator with ``max(10, n // 100)`` edge servers (40 -> 10 x 4,
-400 -> 10 x 40, 4,000 -> 40 x 100, 10,000 -> 100 x 100). Every figure is measured in the call, nothing cached.
+Sizes are device counts of the clustered generator laid out by :func:`~hffm_opt.network.generators.bench_layout`
+(40 -> 10 x 4, 400 -> 10 x 40, 4,000 -> 40 x 100, 10,000 -> 100 x 100). Every figure is measured in the call,
+nothing cached.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from .sweep import run_cells
 
 def size_scenario(n_devices: int, seed: int = 0) -> Scenario:
     """The clustered scenario used for a benchmark size."""
-    n_edges = max(10, n_devices // 100)
-    return generators.clustered(n_edges, max(1, n_devices // n_edges), seed=seed)
+    return generators.clustered(*generators.bench_layout(n_devices), seed=seed)
 
 
 def gurobi_allowed(scenario: Scenario) -> bool:

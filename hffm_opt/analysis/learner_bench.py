@@ -1,10 +1,10 @@
 """``hffm-opt bench --learner``: speed of the hierarchical trainer against like-for-like central training and the
 per-device reference loop.
 
-For each device count ``n`` (default :data:`DEFAULT_SIZES`; a ``clustered`` scenario of ``max(10, n // 100)``
-edge servers, every device with every modality and task; easy-VQA up to :data:`EASY_VQA_MAX` devices when it is
-installed, else the ``synthetic`` benchmark, large enough for about 16 training rows per device), all in one
-process and on one torch device (``cpu``, ``cuda`` or ``auto``):
+For each device count ``n`` (default :data:`DEFAULT_SIZES`; a ``clustered`` scenario of equal clusters,
+:func:`~hffm_opt.network.generators.bench_layout`, every device with every modality and task; easy-VQA up to
+:data:`EASY_VQA_MAX` devices when it is installed, else the ``synthetic`` benchmark, large enough for about 16
+training rows per device), all in one process and on one torch device (``cpu``, ``cuda`` or ``auto``):
 
 - ``round_s``: wall time of one global round of the hierarchical plan (``e_agg`` = 2 edge rounds of ``tau``
   local steps of ``batch`` samples per device, no evaluation), measured after a warm-up edge round of the same
@@ -156,15 +156,16 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
     from ..learners.device import resolve_device
     from ..learners.setup import learning_setup
     from ..learners.trainer import TrainConfig, train, training_calls
+    from ..network.generators import bench_layout
     from ..network.limits import check_size
 
     dev = resolve_device(device)
+    for n in sizes:  # every size checked before any is run
+        n_edges, per = bench_layout(n)
+        check_size(n_edges * per, n_edges, n_edges * per * (per - 1), where=f"clustered ({n_edges} x {per})")
     rows_out = []
     for n in (progress(sizes) if progress else sizes):
-        n_edges = max(10, min(n // 100, 1000))  # 100 devices per edge (100,000 devices: 1e8 gains, the limit)
-        per = max(1, n // n_edges)
-        # the scenario size limits refuse some sizes: say so before building a benchmark of that size
-        check_size(n_edges * per, n_edges, n_edges * per * (per - 1), where=f"clustered ({n_edges} x {per})")
+        n_edges, per = bench_layout(n)
         name, kwargs, pre = _benchmark_for(n, benchmark)
         setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=per,
                                heterogeneity="none", alpha=1.0, min_rows=1, seed=seed, benchmark_kwargs=kwargs,

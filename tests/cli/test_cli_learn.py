@@ -2,9 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hffm_opt.cli import main
+from hffm_opt.errors import ConfigError
 from hffm_opt.evaluate import evaluate
 from hffm_opt.learners.setup import learning_setup
 from hffm_opt.schedulers import schedule
@@ -117,6 +121,27 @@ def test_bench_learner_json_shape_and_sizes(tiny_bench, capsys):
     assert {"n_devices", "device", "round_s", "fl_samples_per_s", "central_samples_per_s", "reference_samples_per_s",
             "ratio", "speedup_vs_reference", "peak_mem_mb"} <= set(rows[0])
     assert rows[0]["device"] == "cpu" and rows[0]["peak_mem_mb"] > 0
+
+
+@given(st.integers(1, 100_000))
+@settings(max_examples=300, deadline=None)
+def test_the_benchmarks_run_exactly_the_sizes_asked_or_refuse_them(n):
+    from hffm_opt.network.generators import bench_layout as layout
+
+    try:
+        n_edges, per = layout(n)
+    except ConfigError as exc:  # the size it suggests is one it runs
+        suggested = int(str(exc).rsplit("e.g. ", 1)[1].rstrip(")"))
+        assert suggested < n and np.prod(layout(suggested)) == suggested
+    else:
+        assert n_edges * per == n and 1 <= n_edges <= 1000
+
+
+@pytest.mark.parametrize("learner", [["--learner"], ["--schedulers", "greedy"]])
+def test_a_size_the_benchmarks_cannot_lay_out_exits_2_before_any_run(tiny_bench, capsys, learner):
+    assert main(["bench", *learner, "--sizes", "40,1234", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "1234" in err and "1224" in err
 
 
 def test_learner_bench_has_its_own_default_sizes():
