@@ -39,12 +39,13 @@ class Method:
 #: edge tiers, so a module leaves its cluster only where the utility of global aggregation is worth its backhaul
 LEARNING_AWARE = {"coverage": "cluster", "w_U": 100.0, "edge_tiers": True}
 
-#: the paper's schemes, ``greedy`` and ``optimal`` (F4 at the latency of the paper's HF-FM+D2D) at E_agg 2 and 8,
-#: ``optimal`` choosing its own E_agg (the least energy per edge round at HF-FM+D2D's E_agg 8 latency) and the
-#: learning-aware ``optimal`` at E_agg 8
+#: the paper's schemes, ``greedy`` and ``optimal`` (F4 at the latency of the paper's HF-FM+D2D, every edge round
+#: ending no later than HF-FM+D2D's: ``match_rounds``) at E_agg 2 and 8, ``optimal`` choosing its own E_agg (the
+#: least energy per edge round at HF-FM+D2D's E_agg 8 latency) and the learning-aware ``optimal`` at E_agg 8
+MATCHED = {"match_rounds": True}
 DEFAULT_METHODS = tuple(Method(*row) for row in PAPER_ROWS) + (
-    Method("greedy", "Greedy", "greedy", 8), Method("optimal", "Optimal (F4)", "optimal", 2),
-    Method("optimal", "Optimal (F4)", "optimal", 8),
+    Method("greedy", "Greedy", "greedy", 8), Method("optimal", "Optimal (F4)", "optimal", 2, MATCHED),
+    Method("optimal", "Optimal (F4)", "optimal", 8, MATCHED),
     Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 4, 8, 16)}),
     Method("optimal-learning-aware", "Optimal (F4, w_U)", "optimal", 8, LEARNING_AWARE))
 

@@ -32,7 +32,8 @@ class ClusterData:
     ``root`` local or -1; ``band_hz`` B_e, ``d2d_band_hz`` B_d, ``noise`` N0 (W/Hz); ``e_agg``; ``fixed_s``/
     ``fixed_j`` time and energy of the period's backhaul transfer and edge downlinks, which no continuous decision
     changes; ``backhaul_s`` and ``downlink_s`` one backhaul transfer and one edge downlink (s), ``edge_bits`` the
-    bits aggregated at the edge or above.
+    bits aggregated at the edge or above; ``round_cap_s`` the longest an edge round but the period's last may take
+    (s, from its start: compute, the climb and the way down; inf = only the period counts).
     """
 
     edge: int
@@ -60,6 +61,7 @@ class ClusterData:
     downlink_s: float = 0.0
     edge_bits: float = 0.0
     last_bits: np.ndarray | None = None
+    round_cap_s: float = np.inf
 
     @property
     def uses_d2d(self) -> bool:
@@ -77,8 +79,9 @@ class ClusterData:
         return onpath
 
 
-def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
-    """Extract cluster ``e`` of ``plan`` (consistent accounting; no straggler is planned for)."""
+def cluster_data(scenario: Scenario, plan: Plan, e: int, round_cap_s: float = np.inf) -> ClusterData:
+    """Extract cluster ``e`` of ``plan`` (consistent accounting; no straggler is planned for), each edge round but
+    the last within ``round_cap_s`` (s)."""
     dev, mods, edges = scenario.devices, scenario.module_arrays, scenario.edges
     members = np.flatnonzero(plan.association == e)
     n = len(members)
@@ -130,4 +133,4 @@ def cluster_data(scenario: Scenario, plan: Plan, e: int) -> ClusterData:
                        root=root, band_hz=float(edges.bandwidth_hz[e]), d2d_band_hz=float(scenario.d2d.bandwidth_hz),
                        noise=scenario.noise_psd_w_per_hz, e_agg=int(plan.e_agg), fixed_s=float(fixed),
                        fixed_j=float(fixed_j), backhaul_s=float(t_bh), downlink_s=float(t_dl), edge_bits=edge_bits,
-                       last_bits=last_bits)
+                       last_bits=last_bits, round_cap_s=float(round_cap_s))

@@ -79,7 +79,8 @@ def check_full_options(coverage="full", min_trainers=1, w_U=0.0, edge_tiers=Fals
 class JointModel:
     """F4 on one scenario: the starting plan (its name in ``start_name``), the latency target per edge round (s;
     None unless the objective is ``energy``), the objective and its data (module docstring), the pre-check's verdict
-    and the builder's time (s)."""
+    and the builder's time (s); ``round_cap_s`` (energy objective, plain F4): each edge round but the period's last
+    ends within it (s, from the round's start; inf = only the period counts)."""
 
     program: ClassVar[str] = "joint"  # the key of the solver registry's table
     scenario: Scenario
@@ -101,6 +102,7 @@ class JointModel:
     assoc_candidates: int = 3
     max_iterations: int = 10
     tolerance: float = 1e-6
+    round_cap_s: float = math.inf
 
     @property
     def alternates(self) -> bool:
@@ -185,20 +187,26 @@ def check_objective(objective: str, target_latency_s, energy_budget_j, w_latency
 
 def build_joint(scenario: Scenario, start: Plan, target_latency_s: float | None, start_name: str = "",
                 objective: str = "energy", energy_budget_j: float | None = None, w_latency: float | None = None,
-                w_energy: float | None = None, **full) -> JointModel:
+                w_energy: float | None = None, round_cap_s: float = math.inf, **full) -> JointModel:
     """The F4 model of ``scenario`` from ``start`` (module docstring), pre-checked; bad objective data raise
     :class:`~hffm_opt.errors.ConfigError` (:func:`check_objective`); ``full`` are the options of
-    :func:`check_full_options` (default: placement, tiers and association those of ``start``)."""
+    :func:`check_full_options` (default: placement, tiers and association those of ``start``); ``round_cap_s``
+    (s, > 0) caps each edge round but the last, with the energy objective and without the full-F4 options."""
     t0 = time.perf_counter()
     check_objective(objective, target_latency_s, energy_budget_j, w_latency, w_energy)
     full = check_full_options(**full)
+    if isinstance(round_cap_s, bool) or not isinstance(round_cap_s, numbers.Real) or not round_cap_s > 0:
+        raise ConfigError(f"round_cap_s = {round_cap_s!r}: must be a number of seconds > 0 (inf: no cap)")
+    if math.isfinite(round_cap_s) and (objective != "energy" or full != check_full_options()):
+        raise ConfigError(f"round_cap_s = {round_cap_s!r}: only with the energy objective and plain F4 (the start's "
+                          "placement, tiers and association)")
     if start.mode != "hierarchical":
         raise ConfigError(f"start.mode = {start.mode!r}: F4 plans hierarchical training")
     target = None if target_latency_s is None else float(target_latency_s)
     message = joint_precheck(scenario, start, target)
     model = JointModel(scenario, start, target, start_name or start.scheduler, message, time.perf_counter() - t0)
     return dataclasses.replace(model, objective=objective, energy_budget_j=energy_budget_j, w_latency=w_latency,
-                               w_energy=w_energy, **full)
+                               w_energy=w_energy, round_cap_s=float(round_cap_s), **full)
 
 
 def joint_precheck(scenario: Scenario, start: Plan, target_latency_s: float | None) -> str | None:

@@ -41,8 +41,9 @@ def _energy_term(t, bits, band_hz, gain, noise, t_ref, weight=1.0):
     return coef * np.exp(kr) @ z - coef @ t, cone
 
 
-def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
-    """Minimum period energy of a D2D cluster whose period must end within ``budget_s``.
+def tree_problem(data: ClusterData, budget_s: float, round_cap_s: float = np.inf) -> TreeProblem:
+    """Minimum period energy of a D2D cluster whose period must end within ``budget_s`` and each edge round but the
+    last within ``round_cap_s`` (``U + D <= round_cap_s`` when ``e_agg`` > 1).
 
     Variables: compute times tau_i (CPU f_i = C_i/tau_i), up-link times t_i (i -> parent), down-link times
     s_i (parent -> i), the aggregator's upload time t_a, the phase lengths U and D. Constraints:
@@ -76,6 +77,7 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
         energy = energy + g * e_up
         cons.append(cone)
     period = g * phase_up + data.fixed_s
+    regular_round = phase_up
     down = None
     last = np.zeros(len(child)) if data.last_bits is None else data.last_bits[child]
     if (g > 1 or (last > 0).any()) and len(child):
@@ -91,6 +93,7 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
             phase_down = cp.Variable(nonneg=True)
             cons.append(path @ down <= phase_down)
             period = period + (g - 1) * phase_down
+            regular_round = regular_round + phase_down
         if (rho > 0).any():
             late = cp.Variable(nonneg=True)
             cons.append(path @ cp.multiply(rho, down) - data.downlink_s <= late)
@@ -103,4 +106,6 @@ def tree_problem(data: ClusterData, budget_s: float) -> TreeProblem:
         cons += [cone, agg >= t_min_agg]
         period = period + agg[0]
     cons.append(period <= budget_s)
+    if g > 1 and np.isfinite(round_cap_s):
+        cons.append(regular_round <= round_cap_s)
     return TreeProblem(cp.Problem(cp.Minimize(energy), cons), tau, up, down, agg)

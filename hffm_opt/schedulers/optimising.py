@@ -19,6 +19,10 @@ them out of its heuristics); a scheduler function carries ``is_optimiser = True`
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from ..errors import ConfigError, SchedulerError
 from ..evaluate import evaluate
 from ..formulations.joint import JointModel, build_joint, check_full_options, check_objective
@@ -34,13 +38,16 @@ TARGET_FROM = ("fastest",) + START_SCHEDULERS
 def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency_s: float | None = None,
                 target_from: str = "hierarchical-d2d", objective: str = "energy", energy_budget_j: float | None = None,
                 w_latency: float | None = None, w_energy: float | None = None, local_steps: int = 1,
-                batch_size: int = 16, **full) -> JointModel:
+                batch_size: int = 16, match_rounds: bool = False, **full) -> JointModel:
     """The F4 model: it starts from the fastest of :data:`START_SCHEDULERS`' plans (same ``e_agg`` and ``seed``).
     With the energy objective it aims at ``target_latency_s`` (s per edge round) or, if None, at the latency of the
     plan ``target_from`` (``"fastest"``: the fastest start): by default as fast as HF-FM+D2D, as cheap as possible.
     The other objectives take no target (module docstring); bad values raise :class:`SchedulerError`. Every plan is
     made for the training workload ``local_steps`` (tau) x ``batch_size`` samples per edge round. ``full``: the
-    options of :func:`~hffm_opt.formulations.joint.check_full_options` (placement, tiers, association)."""
+    options of :func:`~hffm_opt.formulations.joint.check_full_options` (placement, tiers, association).
+    ``match_rounds`` (energy objective, plain F4): every edge round, not only the period, ends no later than in the
+    plan ``target_from`` (each edge round but the last capped at ``min_r end_r / r`` of that plan's round ends),
+    so a training run on the plan is never behind that plan's at any edge round."""
     if target_from not in TARGET_FROM:
         raise SchedulerError(f"target_from = {target_from!r}: must be one of {list(TARGET_FROM)}")
     if int(e_agg) != e_agg or e_agg < 1:
@@ -58,12 +65,21 @@ def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_lat
                              "compares latency and energy alone)")
     plans = {name: schedule(scenario, name, e_agg=int(e_agg), seed=seed, local_steps=local_steps,
                             batch_size=batch_size) for name in START_SCHEDULERS}
-    latency = {name: evaluate(scenario, plan).latency_s for name, plan in plans.items()}
-    fastest = min(latency, key=latency.get)
+    metrics = {name: evaluate(scenario, plan) for name, plan in plans.items()}
+    fastest = min(metrics, key=lambda name: metrics[name].latency_s)
+    reference = metrics[fastest if target_from == "fastest" else target_from]
     if objective == "energy" and target_latency_s is None:
-        target_latency_s = latency[fastest if target_from == "fastest" else target_from]
-    return build_joint(scenario, plans[fastest], target_latency_s, fastest, objective=objective,
-                       energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy, **full)
+        target_latency_s = reference.latency_s
+    if not isinstance(match_rounds, (bool, np.bool_)):
+        raise SchedulerError(f"match_rounds = {match_rounds!r}: must be true or false")
+    ends = reference.round_end_s
+    round_cap_s = float(np.min(ends / np.arange(1, len(ends) + 1))) if match_rounds else math.inf
+    try:
+        return build_joint(scenario, plans[fastest], target_latency_s, fastest, objective=objective,
+                           energy_budget_j=energy_budget_j, w_latency=w_latency, w_energy=w_energy,
+                           round_cap_s=round_cap_s, **full)
+    except ConfigError as exc:
+        raise SchedulerError(f"match_rounds = {match_rounds!r}: {exc}") from None
 
 
 def optimiser(fn):
@@ -87,7 +103,7 @@ def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency
             w_energy: float | None = None, local_steps: int = 1, batch_size: int = 16, coverage: str = "full",
             min_trainers: int = 1, w_U: float = 0.0, edge_tiers: bool = False, association: str = "fixed",
             assoc_candidates: int = 3, max_iterations: int = 10, tolerance: float = 1e-6,
-            e_aggs: tuple | None = None) -> Plan:
+            e_aggs: tuple | None = None, match_rounds: bool = False) -> Plan:
     """F4 for ``objective`` (module docstring): by default least energy per edge round within the latency target
     (default: hierarchical-d2d's latency).
 
@@ -105,7 +121,8 @@ def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency
     bound) or ``"optimise"`` (moves over each device's ``assoc_candidates`` nearest edges, accepted only when
     evaluate's objective improves within the target, so never worse than ``"fixed"``, but without a proven bound); ``max_iterations``/``tolerance`` of the alternation; ``e_aggs`` (tuple of edge rounds per
     period, None = only ``e_agg``): each is solved at the same target per edge round and the least energy per edge
-    round (less ``w_U`` x utility) wins."""
+    round (less ``w_U`` x utility) wins; ``match_rounds`` (energy objective, plain F4, one ``e_agg``): every edge
+    round ends no later than in ``target_from``'s plan (:func:`joint_model`)."""
     if solver not in ("highs", "gurobi", "fast"):
         raise SchedulerError(f"solver = {solver!r}: the optimal scheduler runs on 'highs', 'gurobi' or 'fast'")
     full = {"coverage": coverage, "min_trainers": min_trainers, "w_U": w_U, "edge_tiers": edge_tiers,
@@ -113,7 +130,11 @@ def optimal(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_latency
             "tolerance": tolerance}
     common = {"seed": seed, "target_from": target_from, "objective": objective, "energy_budget_j": energy_budget_j,
               "w_latency": w_latency, "w_energy": w_energy, "local_steps": local_steps, "batch_size": batch_size}
-    model = joint_model(scenario, e_agg=e_agg, target_latency_s=target_latency_s, **common, **full)
+    if match_rounds and e_aggs is not None:
+        raise SchedulerError(f"match_rounds = {match_rounds!r}: not with e_aggs = {e_aggs!r} (the rounds are matched "
+                             "at one e_agg)")
+    model = joint_model(scenario, e_agg=e_agg, target_latency_s=target_latency_s, match_rounds=match_rounds,
+                        **common, **full)
     if e_aggs is None:
         return _planned(solve(model, solver), model, "optimal")
     return _best_e_agg(scenario, model, _e_aggs(e_aggs), solver, common, full)

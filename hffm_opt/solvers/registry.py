@@ -19,6 +19,8 @@ and, on Gurobi, the irreducible infeasible subsystem. Times in seconds.
 
 from __future__ import annotations
 
+import math
+
 from .._version import __version__
 from ..errors import InstanceTooLarge, SolverUnavailable
 from .result import Result, Status
@@ -73,6 +75,11 @@ def _solve_joint(model, family: str, time_limit: float, mip_gap: float, progress
     if model.precheck_message:
         return Result(status=Status.INFEASIBLE, backend=f"f4:{family}", backend_version=__version__,
                       build_s=model.build_s, message=f"infeasible: {model.precheck_message}")
+    capped = math.isfinite(getattr(model, "round_cap_s", math.inf))
+    if capped and (family == "local-search" or getattr(model, "alternates", False)):
+        return Result(status=Status.ERROR, backend=f"f4:{family}", backend_version=__version__, build_s=model.build_s,
+                      message=f"round_cap_s = {model.round_cap_s!r}: only plain F4 ('optimal', 'optimal-exact') "
+                              "caps the edge rounds")
     if family == "local-search":
         return improve(model)
     full = getattr(model, "alternates", False)  # full F4: placement, tiers and association too

@@ -77,7 +77,7 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
     solver is tried; the energy returned is the one of the decisions as written into a plan (``certified`` only
     where it agrees with the program's optimum within :data:`ENERGY_RTOL`)."""
     n = len(data.members)
-    prob = tree_problem(data, budget_s * (1 - SAFETY))
+    prob = tree_problem(data, budget_s * (1 - SAFETY), data.round_cap_s * (1 - SAFETY))
     failure = "no cvxpy solver installed"
     for solver, options in TREE_SOLVERS:
         if solver not in cp.installed_solvers():
@@ -90,16 +90,21 @@ def solve_tree(data: ClusterData, budget_s: float) -> ClusterAllocation:
             failure = f"{solver} failed"
             continue
         if prob.problem.status == "infeasible":
-            return _infeasible(n, f"cluster of edge {data.edge}: the D2D tree cannot finish within {budget_s:.6g} s")
+            cap = f" (each edge round but the last within {data.round_cap_s:.6g} s)" if data.e_agg > 1 and np.isfinite(
+                data.round_cap_s) else ""
+            return _infeasible(n, f"cluster of edge {data.edge}: the D2D tree cannot finish within {budget_s:.6g} s"
+                               + cap)
         if prob.problem.status != "optimal":
             failure = f"cvxpy status {prob.problem.status!r} (treated as failure)"
             continue
         alloc = _tree_allocation(data, prob)
         period, energy = tree_costs(data, alloc)
-        if period <= budget_s:  # proven optimal only where the decisions cost what the program says
+        regular = sum(tree_phases(data, alloc)) if data.e_agg > 1 else 0.0
+        if period <= budget_s and regular <= data.round_cap_s:  # proven optimal only where the decisions cost
+            # what the program says
             return replace(alloc, energy_j=energy, certified=abs(energy - alloc.energy_j) <= ENERGY_RTOL * energy)
-        failure = (f"{solver} reported optimal at a point whose period is {period:.9g} s, above the budget "
-                   f"{budget_s:.9g} s (treated as failure)")
+        failure = (f"{solver} reported optimal at a point whose period is {period:.9g} s (edge round {regular:.9g} "
+                   f"s), above the budget {budget_s:.9g} s (round cap {data.round_cap_s:.9g} s; treated as failure)")
     return _infeasible(n, f"cluster of edge {data.edge}: {failure}", certified=False)
 
 
@@ -114,6 +119,18 @@ def tree_times(data: ClusterData, alloc: ClusterAllocation) -> tuple[np.ndarray,
         down = np.where(child, transmit_time(data.down_bits, data.d2d_band_hz, alloc.d2d_down_power_w,
                                              data.down_gain, data.noise), 0.0)
     return compute, hop, down
+
+
+def tree_phases(data: ClusterData, alloc: ClusterAllocation, path: np.ndarray | None = None) -> tuple[float, float]:
+    """(up phase, down phase) of a D2D cluster's edge rounds under ``alloc`` (s): every member's compute and climb
+    to the root, the broadcast back down the tree (0 with one edge round per period); an edge round but the
+    period's last takes their sum."""
+    compute, hop_up, down = tree_times(data, alloc)
+    path = data.path_matrix() if path is None else path
+    child = data.parent >= 0
+    phase_up = float((compute + path @ hop_up).max(initial=0.0))
+    phase_down = float((path[:, child] @ down[child]).max(initial=0.0)) if data.e_agg > 1 else 0.0
+    return phase_up, phase_down
 
 
 def tree_costs(data: ClusterData, alloc: ClusterAllocation) -> tuple[float, float]:
@@ -131,8 +148,7 @@ def tree_costs(data: ClusterData, alloc: ClusterAllocation) -> tuple[float, floa
         t_last, e_last = transmit(last, data.d2d_band_hz, alloc.d2d_down_power_w[child], data.down_gain[child],
                                   data.noise)
     path = data.path_matrix()
-    phase_up = float((compute + path @ hop_up).max(initial=0.0))
-    phase_down = float((path[:, child] @ t_down).max(initial=0.0)) if g > 1 else 0.0
+    phase_up, phase_down = tree_phases(data, alloc, path)
     phase_last = float((path[:, child] @ t_last).max(initial=0.0))
     period = (g * phase_up + (g - 1) * phase_down + float(t_agg) + data.fixed_s
               + max(phase_last - data.downlink_s, 0.0))
@@ -174,6 +190,8 @@ def solve_direct(data: ClusterData, budget_s: float, max_iter: int = 50, rtol: f
     """Least-energy continuous decisions of a cluster that uploads straight to its edge (block descent)."""
     n, g = len(data.members), data.e_agg
     round_s = (budget_s * (1 - SAFETY) - data.fixed_s) / g
+    if g > 1:  # an edge round but the last is the upload phase and the edge downlink
+        round_s = min(round_s, data.round_cap_s * (1 - SAFETY) - data.downlink_s)
     tau_min = np.where(data.cycles > 0, data.cycles / data.fmax, 0.0)
     slack = round_s - tau_min
     if round_s <= 0 or (slack <= 0).any():

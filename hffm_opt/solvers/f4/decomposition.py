@@ -93,13 +93,22 @@ def _guard(scenario: Scenario, start: Plan, plan: Plan, allocations: dict, budge
     return (apply_allocation(plan, allocations) if back.any() else final), back, messages
 
 
+def _start_costs(scenario: Scenario, start: Plan, round_cap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The start's :func:`cluster_costs`, its periods infinite (no cluster falls back to it) when its edge rounds
+    miss ``round_cap_s`` (s)."""
+    periods, energies = cluster_costs(scenario, start.replace(deadline_s=None))
+    if start.e_agg > 1 and evaluate(scenario, start).round_end_s[0] > round_cap_s * (1 + BUDGET_RTOL):
+        periods = np.full_like(periods, np.inf)
+    return periods, energies
+
+
 # ---------------------------------------------------------------------- the search
-def _price(scenario, plan, e, structure, members, budget):
+def _price(scenario, plan, e, structure, members, budget, round_cap_s=np.inf):
     trial = set_structure(plan, scenario, e, members, structure)
-    return solve_cluster(cluster_data(scenario, trial, e), budget), trial
+    return solve_cluster(cluster_data(scenario, trial, e, round_cap_s), budget), trial
 
 
-def _local_search(scenario, plan, e, members, best, budget, counter, max_evals=200):
+def _local_search(scenario, plan, e, members, best, budget, counter, max_evals=200, round_cap_s=np.inf):
     """Improve cluster ``e``'s structure by single moves; returns (allocation, plan)."""
     alloc, current = best
     improved = True
@@ -107,7 +116,7 @@ def _local_search(scenario, plan, e, members, best, budget, counter, max_evals=2
         improved = False
         for structure in neighbours(scenario, current, e, members):
             counter[0] += 1
-            cand, trial = _price(scenario, current, e, structure, members, budget)
+            cand, trial = _price(scenario, current, e, structure, members, budget, round_cap_s)
             if cand.feasible and cand.energy_j < alloc.energy_j * (1 - 1e-9):
                 alloc, current, improved = cand, trial, True
                 break
@@ -127,8 +136,9 @@ def _known_floor(known: dict | None, key: tuple, budget: float) -> float:
 
 def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, local_search: bool,
                    local_search_max_n: int, milp: dict | None, exact_cluster_limit: float, known: dict | None,
-                   e: int):
-    """Cluster ``e``'s least-energy structure within the period budget: (structure, allocation, structures priced,
+                   e: int, round_cap_s: float = np.inf):
+    """Cluster ``e``'s least-energy structure within the period budget (and each edge round but the last within
+    ``round_cap_s``, s): (structure, allocation, structures priced,
     certified, enumerated, priced, floor); (None, None, count, certified, enumerated, priced, floor) when no
     structure meets the budget. ``floor`` is a proven lower bound on the cluster's least energy (J per period):
     the optimum of an enumerated, certified cluster, else :func:`.bounds.cluster_lower_bound` with the certified
@@ -155,7 +165,7 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
         if not np.isfinite(floors[i]) or (best is not None and floors[i] >= best[0].energy_j):
             break  # this and every later structure proven infeasible or no better than the best (screening)
         counter[0] += 1
-        alloc = solve_cluster(cluster_data(scenario, trials[i], e), budget)
+        alloc = solve_cluster(cluster_data(scenario, trials[i], e, round_cap_s), budget)
         certified &= alloc.certified
         if alloc.certified:
             priced[keys[i]] = (budget, alloc.energy_j)
@@ -170,20 +180,21 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
     if best is None:
         return None, None, counter[0], certified, exact, priced, floor
     if local_search and not exact and len(members) <= local_search_max_n:
-        best = _local_search(scenario, start, e, members, best, budget, counter)
+        best = _local_search(scenario, start, e, members, best, budget, counter, round_cap_s=round_cap_s)
     elif descends and descent_applies(scenario, best[1], e):
-        alloc, trial, solves = descend(scenario, best[1], e, best[0], budget)
+        alloc, trial, solves = descend(scenario, best[1], e, best[0], budget, round_cap_s=round_cap_s)
         counter[0] += solves
         best = (alloc, trial)
     alloc, trial = best
     return _structure(trial, e, members), alloc, counter[0], certified, exact, priced, floor
 
 
-_JOB: tuple | None = None  # the shared arguments of best_structure in forked workers
+_JOB: tuple | None = None  # the shared (arguments, keywords) of best_structure in forked workers
 
 
 def _cluster_job(e: int):
-    return best_structure(*_JOB, e)
+    args, keywords = _JOB
+    return best_structure(*args, e, **keywords)
 
 
 def _pool(workers: int, job: tuple):
@@ -256,16 +267,16 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
             raise InstanceTooLarge(f"exact mode = {count:.0f} discrete choices (direct or a rooted spanning tree per "
                                    f"cluster): above the limit of {exact_limit}; use 'optimal'")
     milp = None if milp_solver is None else {"solver": milp_solver, "time_limit": milp_time_limit, "mip_gap": milp_gap}
-    job = (scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit,
-           known)
+    job = ((scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit,
+            known), {"round_cap_s": model.round_cap_s})
     edges = range(scenario.n_edges)
     # not inside a sweep's worker process (a daemon may not have children; the sweep already uses the cores)
     if workers > 1 and scenario.n_edges >= 2 * workers and not multiprocessing.current_process().daemon:
         with _pool(workers, job) as pool:
             found = list(progress(pool.map(_cluster_job, edges)) if progress else pool.map(_cluster_job, edges))
     else:
-        found = [best_structure(*job, e) for e in (progress(edges) if progress else edges)]
-    plan, start_costs = start, cluster_costs(scenario, start.replace(deadline_s=None))
+        found = [best_structure(*job[0], e, **job[1]) for e in (progress(edges) if progress else edges)]
+    plan, start_costs = start, _start_costs(scenario, start, model.round_cap_s)
     start_latency = start_costs[0]
     allocations: dict[int, tuple[np.ndarray, ClusterAllocation]] = {}
     messages, evaluated, proven = [], 0, np.zeros(scenario.n_edges, bool)
@@ -289,6 +300,9 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
     messages += late
     final = final.replace(scheduler=name)
     metrics = evaluate(scenario, final)
+    if start.e_agg > 1 and metrics.round_end_s[0] > model.round_cap_s * (1 + BUDGET_RTOL):
+        messages.append(f"its edge rounds end {metrics.round_end_s[0]:.9g} s after they start, above the round cap "
+                        f"{model.round_cap_s:.9g} s")
     stats = {"target_latency_s": target, "start": model.start_name, "structures_priced": evaluated,
              "clusters_certified": int(proven.sum())}
     if messages:

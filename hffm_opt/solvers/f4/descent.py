@@ -194,9 +194,10 @@ def with_tree(data: ClusterData, parent: np.ndarray, gain: np.ndarray) -> Cluste
 
 
 def descend(scenario: Scenario, plan: Plan, e: int, alloc: ClusterAllocation, budget_s: float,
-            max_solves: int = MAX_SOLVES) -> tuple[ClusterAllocation, Plan, int]:
-    """Improve cluster ``e``'s relay tree in ``plan`` (priced as ``alloc`` within the period budget ``budget_s``)
-    by the module docstring's descent: (allocation, plan, inner problems priced). Never worse than the input."""
+            max_solves: int = MAX_SOLVES, round_cap_s: float = np.inf) -> tuple[ClusterAllocation, Plan, int]:
+    """Improve cluster ``e``'s relay tree in ``plan`` (priced as ``alloc`` within the period budget ``budget_s``,
+    each edge round but the last within ``round_cap_s``) by the module docstring's descent: (allocation, plan,
+    inner problems priced). Never worse than the input."""
     members = np.flatnonzero(plan.association == e)
     gain = link_matrix(scenario, members, scenario.d2d.gain, fill=np.inf)
     usable = usable_links(scenario, members)
@@ -220,7 +221,7 @@ def descend(scenario: Scenario, plan: Plan, e: int, alloc: ClusterAllocation, bu
         if made == 0:
             break
         candidate = set_structure(plan, scenario, e, members, (int(members[data.root]), in_tree(trial.parent, members)))
-        priced = solve_cluster(cluster_data(scenario, candidate, e), budget_s)
+        priced = solve_cluster(cluster_data(scenario, candidate, e, round_cap_s), budget_s)
         solves += 1
         if not (priced.feasible and priced.energy_j < alloc.energy_j * (1 - MOVE_RTOL)):
             break
