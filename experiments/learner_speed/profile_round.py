@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from hffm_opt.analysis.bench import size_layout
 from hffm_opt.analysis.learner_bench import _benchmark_for
 from hffm_opt.learners import local
 from hffm_opt.learners.device import keep_freed_memory
@@ -25,7 +26,6 @@ from hffm_opt.learners.model import M3TModel
 from hffm_opt.learners.packed import PackedTables
 from hffm_opt.learners.setup import learning_setup
 from hffm_opt.learners.trainer import TrainConfig, _Run, train
-from hffm_opt.network.generators import bench_layout
 from hffm_opt.schedulers import schedule
 
 PHASES = (  # (label, the function whose cumulative time it is)
@@ -56,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the commands do
     name, kwargs, pre = _benchmark_for(args.n, None)
-    n_edges, per = bench_layout(args.n)
+    n_edges, per = size_layout(args.n)
     setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=per,
                            heterogeneity="none", alpha=1.0, min_rows=1, seed=0, benchmark_kwargs=kwargs,
                            pretrain_kwargs=pre)

@@ -1,6 +1,6 @@
 """Benchmarks behind ``hffm-opt bench``: schedulers across sizes, the F3 allocators, dynamic re-solves.
 
-Sizes are device counts of the clustered generator laid out by :func:`~hffm_opt.network.generators.bench_layout`
+Sizes are device counts of the clustered generator laid out by :func:`size_layout`
 (40 -> 10 x 4, 400 -> 10 x 40, 4,000 -> 40 x 100, 10,000 -> 100 x 100). Every figure is measured in the call,
 nothing cached.
 """
@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..network import generators
 from ..network.scenario import Scenario
@@ -18,10 +19,26 @@ from ..schedulers import schedule
 from .memory import PeakRss
 from .sweep import run_cells
 
+DEVICES_PER_EDGE, MIN_EDGES, MAX_EDGES = 100, 10, 1000  # 1e8 gains at 100,000 devices
+
+
+def size_layout(n_devices: int) -> tuple[int, int]:
+    """(edge servers, devices per edge) of the benchmarks' clustered scenario of ``n_devices``: ``n // 100`` edge
+    servers within 10..1,000 (``n`` of them below 10; 40 -> 10 x 4, 10,000 -> 100 x 100), equal clusters;
+    ConfigError when ``n_devices`` does not split into them (a benchmark never runs another size than asked)."""
+    n = int(n_devices)
+    if n < 1:
+        raise ConfigError(f"--sizes item {n}: must be at least 1 device")
+    n_edges = min(n, max(MIN_EDGES, min(n // DEVICES_PER_EDGE, MAX_EDGES)))
+    if n % n_edges:
+        raise ConfigError(f"--sizes item {n}: the benchmarks lay out {n_edges} edge servers with equal clusters, so "
+                          f"the size must be a multiple of {n_edges} (e.g. {n // n_edges * n_edges})")
+    return n_edges, n // n_edges
+
 
 def size_scenario(n_devices: int, seed: int = 0) -> Scenario:
     """The clustered scenario used for a benchmark size."""
-    return generators.clustered(*generators.bench_layout(n_devices), seed=seed)
+    return generators.clustered(*size_layout(n_devices), seed=seed)
 
 
 def gurobi_allowed(scenario: Scenario) -> bool:

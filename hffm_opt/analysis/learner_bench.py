@@ -2,7 +2,7 @@
 per-device reference loop.
 
 For each device count ``n`` (default :data:`DEFAULT_SIZES`; a ``clustered`` scenario of equal clusters,
-:func:`~hffm_opt.network.generators.bench_layout`, every device with every modality and task; easy-VQA up to
+:func:`.bench.size_layout`, every device with every modality and task; easy-VQA up to
 :data:`EASY_VQA_MAX` devices when it is installed, else the ``synthetic`` benchmark, large enough for about 16
 training rows per device), all in one process and on one torch device (``cpu``, ``cuda`` or ``auto``):
 
@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 from .._io import dumps_json
+from .bench import size_layout
 
 DEFAULT_SIZES = (40, 400, 1000)  # `bench --learner` without --sizes
 EASY_VQA_MAX = 1000  # larger sizes use the synthetic benchmark (easy-VQA has ~32,000 pool rows)
@@ -156,16 +157,15 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
     from ..learners.device import resolve_device
     from ..learners.setup import learning_setup
     from ..learners.trainer import TrainConfig, train, training_calls
-    from ..network.generators import bench_layout
     from ..network.limits import check_size
 
     dev = resolve_device(device)
     for n in sizes:  # every size checked before any is run
-        n_edges, per = bench_layout(n)
+        n_edges, per = size_layout(n)
         check_size(n_edges * per, n_edges, n_edges * per * (per - 1), where=f"clustered ({n_edges} x {per})")
     rows_out = []
     for n in (progress(sizes) if progress else sizes):
-        n_edges, per = bench_layout(n)
+        n_edges, per = size_layout(n)
         name, kwargs, pre = _benchmark_for(n, benchmark)
         setup = learning_setup(name, scenario="clustered", n_edges=n_edges, devices_per_edge=per,
                                heterogeneity="none", alpha=1.0, min_rows=1, seed=seed, benchmark_kwargs=kwargs,

@@ -13,14 +13,13 @@ from ..analysis.paper_table import PAPER_ROWS, paper_table
 from ..errors import ConfigError, PlanError
 from ..evaluate import evaluate
 from ..network.documents import as_bool, as_table, check_keys, hint, read_document, short
-from ..network.generators import bench_layout
 from ..network.io import load_scenario
 from ..network.limits import MAX_E_AGG
 from ..plan import Plan
 from ..schedulers import available, get_scheduler, schedule
 from .args import add_sweep_flags, count, counts, names, out_path, real, seed
 
-MAX_BENCH_DEVICES = 100_000  # the largest size `bench` builds (a clustered scenario, generators.bench_layout)
+MAX_BENCH_DEVICES = 100_000  # the largest size `bench` builds (a clustered scenario, analysis.bench.size_layout)
 
 _PARSERS: dict[str, argparse.ArgumentParser] = {}  # each command's parser (its defaults), for --config
 CONFIG_SECTIONS = ("compare", "bench")  # the tables an experiment config (--config of compare and bench) may hold
@@ -207,7 +206,7 @@ def _cmd_bench(args) -> int:
     _apply_config(args, "bench")
     sizes = list(args.sizes)
     for n in sizes:  # every size checked before any is run
-        bench_layout(n)
+        bench.size_layout(n)
     out = {"schedulers": bench.bench_schedulers(sizes, args.schedulers, progress=_cell_counter(not args.json),
                                                 workers=args.workers, cluster=args.cluster)}
     out["allocation"] = bench_allocation(sizes=tuple(sorted(set(sizes) | {1000})))

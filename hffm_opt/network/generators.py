@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..errors import ConfigError, ScenarioError
+from ..errors import ScenarioError
 from .channel import dbm_to_w, pairwise_distance, path_loss, rayleigh_power
 from .documents import as_number, as_numbers, as_str, as_strings, as_table, check_depth, check_keys, id_key
 from .limits import MAX_DEVICES, RANGES, check_size
@@ -323,22 +323,6 @@ def _disc_point_inside(rng, centre, radius, area_m):
         if (p >= 0).all() and (p <= area_m).all():
             return p
     raise ScenarioError(f"disc around {centre.tolist()} = radius {radius}: does not meet the {area_m} m square")
-
-
-BENCH_DEVICES_PER_EDGE, BENCH_MIN_EDGES, BENCH_MAX_EDGES = 100, 10, 1000  # 1e8 gains at 100,000 devices
-
-
-def bench_layout(n_devices: int) -> tuple[int, int]:
-    """(edge servers, devices per edge) of the benchmarks' clustered scenario of ``n_devices``: ``n // 100`` edge
-    servers within 10..1,000 (``n`` of them below 10; 40 -> 10 x 4, 10,000 -> 100 x 100), equal clusters;
-    ConfigError when ``n_devices`` does not split into them (a benchmark never runs another size than asked)."""
-    n = int(n_devices)
-    n_edges = min(n, max(BENCH_MIN_EDGES, min(n // BENCH_DEVICES_PER_EDGE, BENCH_MAX_EDGES)))
-    if n < 1 or n % n_edges:
-        raise ConfigError(f"--sizes item {n}: the benchmarks lay out {max(n_edges, 1)} edge servers with equal "
-                          f"clusters, so the size must be a multiple of {max(n_edges, 1)} "
-                          f"(e.g. {n // max(n_edges, 1) * max(n_edges, 1)})")
-    return n_edges, n // n_edges
 
 
 def clustered(n_edges: int, devices_per_edge: int, seed: int = 0, profile: DeviceProfile | None = None,

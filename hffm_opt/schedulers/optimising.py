@@ -50,6 +50,8 @@ def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_lat
     so a training run on the plan is never behind that plan's at any edge round."""
     if target_from not in TARGET_FROM:
         raise SchedulerError(f"target_from = {target_from!r}: must be one of {list(TARGET_FROM)}")
+    if not isinstance(match_rounds, (bool, np.bool_)):
+        raise SchedulerError(f"match_rounds = {match_rounds!r}: must be true or false")
     if int(e_agg) != e_agg or e_agg < 1:
         raise SchedulerError(f"e_agg = {e_agg!r}: must be an integer >= 1")
     if target_latency_s is not None and not (0 < target_latency_s < float("inf")):
@@ -70,8 +72,6 @@ def joint_model(scenario: Scenario, *, e_agg: int = 2, seed: int = 0, target_lat
     reference = metrics[fastest if target_from == "fastest" else target_from]
     if objective == "energy" and target_latency_s is None:
         target_latency_s = reference.latency_s
-    if not isinstance(match_rounds, (bool, np.bool_)):
-        raise SchedulerError(f"match_rounds = {match_rounds!r}: must be true or false")
     ends = reference.round_end_s
     round_cap_s = float(np.min(ends / np.arange(1, len(ends) + 1))) if match_rounds else math.inf
     try:

@@ -126,7 +126,7 @@ def test_bench_learner_json_shape_and_sizes(tiny_bench, capsys):
 @given(st.integers(1, 100_000))
 @settings(max_examples=300, deadline=None)
 def test_the_benchmarks_run_exactly_the_sizes_asked_or_refuse_them(n):
-    from hffm_opt.network.generators import bench_layout as layout
+    from hffm_opt.analysis.bench import size_layout as layout
 
     try:
         n_edges, per = layout(n)

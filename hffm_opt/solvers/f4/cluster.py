@@ -1,7 +1,8 @@
 """Solve the continuous part of a plan cluster by cluster: CPU speeds, uplink bandwidth and powers, D2D powers.
 
 Given the discrete choices of a plan and a period budget ``P`` (s), each cluster is solved to its least
-period energy independently (the clusters only share the budget, which each must meet):
+period energy independently (the clusters only share the budget, which each must meet; with a finite
+``ClusterData.round_cap_s`` each edge round but the period's last also ends within it):
 
 - a D2D cluster is one convex program (:func:`hffm_opt.formulations.tree_program.tree_problem`), solved by cvxpy
   (CLARABEL, then ECOS); an inaccurate or failed solve is a failure, never a result;
