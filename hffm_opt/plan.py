@@ -100,15 +100,21 @@ class Plan:
         """(E,) bool: clusters that aggregate over a D2D relay tree."""
         return self.aggregator >= 0
 
-    def round_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
-        """CPU cycles each device (of ``devices``, default all) spends training its modules in one edge round: tau
-        steps of its batch (capped by the samples it holds) times its modules' FLOPs per sample, over its FLOPs per
-        cycle."""
+    def module_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
+        """(n, K) CPU cycles each device (of ``devices``, default all) would spend training each module in one edge
+        round: tau steps of its batch (capped by the samples it holds) times the module's FLOPs per sample, over
+        the device's FLOPs per cycle."""
         devices = np.arange(scenario.n_devices) if devices is None else np.asarray(devices)
         dev = scenario.devices
         batch = np.minimum(self.batch_size, dev.samples[devices].sum(axis=1))
-        flops = self.train[devices] @ scenario.module_arrays["flops_per_sample"]
-        return self.local_steps * batch * flops / dev.flops_per_cycle[devices]
+        per_flop = self.local_steps * batch / dev.flops_per_cycle[devices]
+        return per_flop[:, None] * scenario.module_arrays["flops_per_sample"][None, :]
+
+    def round_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
+        """(n,) CPU cycles each device (of ``devices``, default all) spends training its modules in one edge round
+        (:meth:`module_cycles` summed over the modules it trains)."""
+        devices = np.arange(scenario.n_devices) if devices is None else np.asarray(devices)
+        return (self.module_cycles(scenario, devices) * self.train[devices]).sum(axis=1)
 
     def replace(self, **changes) -> "Plan":
         """A copy with some fields changed."""

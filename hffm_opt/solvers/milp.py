@@ -34,6 +34,17 @@ _IIS_SHOWN = 12  # members of each constraint family of an IIS listed by name in
 _gurobi_limited: bool | None = None  # licence probe, cached per process
 
 
+def forget_highs_threads() -> None:
+    """Drop HiGHS's global task scheduler, for a process just forked from one that has solved with HiGHS: the child
+    inherits the scheduler without its worker threads, and its first solve would wait for them forever. The next
+    solve starts a new one. A no-op where highspy is missing."""
+    try:
+        import highspy
+    except ImportError:  # pragma: no cover - highspy is a dependency
+        return
+    highspy.Highs.resetGlobalScheduler(False)
+
+
 def solve_milp(model: MilpModel, solver: str = "highs", time_limit: float = 60.0, mip_gap: float = 1e-2,
                warm_start: dict | None = None) -> Result:
     """Solve ``model`` (a minimisation) on ``solver`` (``"highs"`` or ``"gurobi"``).

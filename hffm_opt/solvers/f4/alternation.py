@@ -36,8 +36,13 @@ association fixed, the relaxation of :func:`~.bounds.cluster_bounds` with every 
 at the aggregator tier (no upload nor edge downlink for it, its last-round broadcast left out: it bounds every tier
 choice); with the association free, :func:`~.association_bound.association_bound` over every device's candidate
 edges (and its own), whose least fixed energy over associations is then the result's fixed part. With coverage
-``"cluster"`` (module subsets free) none is claimed (status ``feasible``). The bound holds also when no iteration
-improved on the start's solve (that solve's own bound is only for the start's association and tiers).
+``"cluster"`` (module subsets free) and ``w_U = 0``, :func:`~.subset_bound.subset_bound` (each (device, module)
+pair priced alone, the modules covered, the compute spread at its floor; over every association within the
+candidates when it is free); with ``w_U > 0`` none is claimed (status ``feasible``). The bound holds also when no
+iteration improved on the start's solve (that solve's own bound is only for the start's association and tiers).
+
+With module subsets free, F1 prices compute at the incumbent's CPU speeds (linear), blind to its cubic growth in a
+device's load; each placement step therefore also tries the balanced assignment of :mod:`.balance`.
 """
 
 from __future__ import annotations
@@ -58,11 +63,13 @@ from ...plan import AGG, CLOUD, Plan
 from ..milp import solve_milp
 from ..result import Result, Status
 from .association_bound import association_bound
+from .balance import balanced_train
 from .bounds import cluster_bounds, fixed_energy
 from .cluster import apply_allocation
 from .decomposition import best_structure, cluster_costs, optimise_energy
 from .enumeration import best_cluster_choice, cluster_choice_count, write_choice
 from .structures import set_structure
+from .subset_bound import able_modules, subset_bound
 
 LATENCY_RTOL = 1e-9  # relative: a candidate slower than the target by more is refused
 FIGURE_RTOL = 1e-6  # relative: F1's own figures and evaluate's must agree this closely, else the step is dropped
@@ -163,6 +170,7 @@ def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict, valu
                                                                           minlength=scenario.n_edges) > 0))
     if not edges.size:
         return []
+    balanced = _balanced(model, plan, edges, budget, inner, value, info)
     f1 = build_f4_placement(scenario, plan, budget, edges=edges, coverage=model.coverage,
                             min_trainers=model.min_trainers, w_U=model.w_U,
                             edge_ok=edge_allowed(scenario, model.edge_tiers))
@@ -170,22 +178,40 @@ def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict, valu
     info["f1_solves"] = info.get("f1_solves", 0) + 1
     if not res.ok or not res.decision:
         info["f1_failures"] = info.get("f1_failures", 0) + 1
-        return []
+        return balanced
     d = res.decision
     trial = plan.replace(train=d["train"], tier=d["tier"])
     rows = np.bincount(plan.association, weights=(trial.train != plan.train).any(axis=1), minlength=scenario.n_edges)
     changed = np.flatnonzero((trial.tier != plan.tier).any(axis=1) | (rows > 0))
     if not changed.size:
-        return []
+        return balanced
     periods, energies = cluster_costs(scenario, trial)
     priced = np.isfinite(d["period_s"])
     agree = (np.allclose(periods[priced], d["period_s"][priced], rtol=FIGURE_RTOL, atol=1e-9)
              and np.allclose(energies[priced], d["energy_j"][priced], rtol=FIGURE_RTOL, atol=1e-9))
     info["f1_agrees"] = info.get("f1_agrees", True) and agree
     if not agree:  # never trust a program whose figures the evaluator does not reproduce
-        return []
+        return balanced
     again = reoptimise(model, trial, changed, budget, inner, value, info)
-    return [trial] + ([again] if again is not None else [])
+    return balanced + [trial] + ([again] if again is not None else [])
+
+
+def _balanced(model: JointModel, plan: Plan, edges: np.ndarray, budget: float, inner: Inner, value: np.ndarray,
+              info: dict) -> list[Plan]:
+    """With module subsets free, the clusters ``edges`` with a balanced module assignment
+    (:func:`.balance.balanced_train`) and the cluster step run on them: [that plan], or [] when it is the same
+    assignment or cannot meet the budget."""
+    if model.coverage != "cluster":
+        return []
+    scenario, able, train = model.scenario, able_modules(model.scenario), plan.train.copy()
+    for e in edges:
+        members = np.flatnonzero(plan.association == e)
+        train[members] = balanced_train(scenario, plan, members, able[members], model.min_trainers)
+    if (train == plan.train).all():
+        return []
+    info["balanced_tried"] = info.get("balanced_tried", 0) + 1
+    found = reoptimise(model, _reset(plan.replace(train=train), scenario, edges), edges, budget, inner, value, info)
+    return [] if found is None else [found]
 
 
 def _reset(plan: Plan, scenario: Scenario, edges) -> Plan:
@@ -326,7 +352,7 @@ def alternate(model: JointModel, **options) -> Result:
                                         "aggregator_tier_modules": int((final.tier == AGG).sum())}
     claim = ("every cluster enumerated: optimal" + ("" if bound is not None else " for the score (energy less w_U x "
                                                     "utility); no bound on the energy alone is claimed")
-             if proven is not None else ("" if bound is not None else "no bound is claimed over free module subsets"))
+             if proven is not None else ("" if bound is not None else "no bound is claimed on the score"))
     return Result(status=status, objective=metrics.energy_j, bound=bound, fixed_objective=fixed, backend=first.backend,
                   backend_version=__version__, build_s=model.build_s, runtime_s=time.perf_counter() - t0, plan=final,
                   metrics=metrics, stats=stats,
@@ -342,11 +368,15 @@ def free_bound(model: JointModel, plan: Plan, energy: float, budget: float, prov
     fixed = fixed_energy(scenario, plan)
     if proven is not None:
         return (energy if model.w_U == 0 else None), fixed, Status.OPTIMAL
-    if model.coverage != "full":
-        return None, fixed, Status.FEASIBLE
+    allowed = None
     if assoc_free:
         allowed = candidates.copy()
         allowed[np.arange(scenario.n_devices), plan.association] = True
+    if model.coverage != "full":
+        if model.w_U > 0:  # the score is not the energy: no bound on it is claimed
+            return None, fixed, Status.FEASIBLE
+        bound, fixed = subset_bound(model, plan, budget, allowed)
+    elif allowed is not None:
         bound, fixed = association_bound(scenario, plan, budget, allowed, model.edge_tiers)
     else:
         # every module that may stay in its cluster priced at the aggregator tier: no upload, no edge downlink for

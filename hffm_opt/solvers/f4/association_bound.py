@@ -57,15 +57,16 @@ def edge_fixed(scenario: Scenario, plan: Plan, candidates: np.ndarray, edge_tier
 
 
 def device_costs(scenario: Scenario, plan: Plan, candidates: np.ndarray, direct_s: np.ndarray,
-                 tree_s: np.ndarray) -> tuple:
+                 tree_s: np.ndarray, loads: tuple[np.ndarray, np.ndarray] | None = None) -> tuple:
     """(U, E) arrays (inf where not a candidate or impossible): least energy per period (J) as a direct member, the
     least band (Hz) a direct member needs, the least energy as a tree member that is not the aggregator, and as the
-    aggregator; ``direct_s`` and ``tree_s`` (E,) the period less the least fixed times of each mode (s)."""
+    aggregator; ``direct_s`` and ``tree_s`` (E,) the period less the least fixed times of each mode (s); ``loads``
+    (bits, cycles) (U,) per round, default ``plan``'s."""
     dev, g = scenario.devices, plan.e_agg
     shape = candidates.shape
     direct, band, member, root = (np.full(shape, np.inf) for _ in range(4))
-    bits = plan.train @ scenario.module_arrays["update_bits"]
-    cycles = plan.round_cycles(scenario)
+    bits, cycles = loads if loads is not None else (plan.train @ scenario.module_arrays["update_bits"],
+                                                     plan.round_cycles(scenario))
     noise = scenario.noise_psd_w_per_hz
     for e in np.flatnonzero(candidates.any(axis=0)):
         us = np.flatnonzero(candidates[:, e])
@@ -110,16 +111,18 @@ def _proven(model: MilpModel, time_limit: float) -> float:
 
 
 def association_bound(scenario: Scenario, plan: Plan, budget_s: float, candidates: np.ndarray, edge_tiers: bool,
-                      time_limit: float = TIME_LIMIT_S) -> tuple[float, float]:
+                      time_limit: float = TIME_LIMIT_S, loads: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[float, float]:
     """(proven lower bound on the energy per edge round (J), the least fixed energy per edge round any association
     pays (J)) over every association within ``candidates`` (U, E) bool, cluster mode and structure, tier choice
     (``edge_tiers`` as full F4 takes it) and continuous decisions, for ``plan``'s module assignment and e_agg within
     the period budget ``budget_s`` (s); the bound is inf when some device has no candidate edge where any role
-    meets the budget (module docstring)."""
+    meets the budget (module docstring). ``loads`` (bits, cycles) (U,) per round lower each device's own load
+    (default: ``plan``'s modules)."""
     g = plan.e_agg
     t_bh, t_dl, e_bh, e_dl = edge_fixed(scenario, plan, candidates, edge_tiers)
     direct, band, member, root = device_costs(scenario, plan, candidates, budget_s - t_bh - g * t_dl,
-                                              budget_s - t_bh - t_dl)
+                                              budget_s - t_bh - t_dl, loads)
     comp = d2d_components(scenario)
     least_fixed = _proven(build_edge_cover(candidates, e_bh + e_dl), time_limit) / g
     tree_member = np.where(np.isfinite(member), member, root)  # a device with no member role can only aggregate

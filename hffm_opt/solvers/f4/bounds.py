@@ -20,6 +20,8 @@ the sum over clusters (divided by e_agg) is a valid lower bound on the optimum.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...formulations.allocation import AllocationData, CpuBlockData
@@ -69,52 +71,126 @@ def _best_gains(scenario: Scenario, members: np.ndarray) -> tuple[np.ndarray, np
     return out, into
 
 
-def _best_root(nonroot: np.ndarray, root: np.ndarray) -> np.ndarray:
-    """(...,) least energy over the choice of root: every device but the root pays ``nonroot`` (..., n), the root
-    pays ``root`` (..., n); inf where no root is possible (a device that cannot be a non-root must be the root)."""
-    finite = np.isfinite(nonroot)
-    rest = np.where(finite, nonroot, 0.0)
-    per_root = rest.sum(axis=-1, keepdims=True) - rest + root
-    alone = (~finite).sum(axis=-1, keepdims=True) - ~finite == 0  # every other device can be a non-root
-    return np.where(alone & np.isfinite(per_root), per_root, np.inf).min(axis=-1, initial=np.inf)
+@dataclass(frozen=True)
+class Units:
+    """What a cluster's n members may train, unit by unit (J units: each member's whole module set, or one module
+    each when module subsets are free): ``cycles`` and ``bits`` (n, J) per round of unit j on member i, ``able``
+    (n, J) bool the pairs allowed, ``need`` (J,) how many members must train unit j. A member with an able unit
+    trains at least one; an energy that is convex in a member's load and zero at zero load (compute and every link
+    here) is superadditive, so a member's energy for a set of units is at least the sum of its energies for each.
+    ``compute_floor`` (J s^2): a lower bound on ``sum_i kappa_i C_i^3`` over every assignment, so the members'
+    compute within a time t costs at least ``compute_floor / t^2`` (0: none known)."""
+
+    cycles: np.ndarray
+    bits: np.ndarray
+    able: np.ndarray
+    need: np.ndarray
+    compute_floor: float = 0.0
+
+    @classmethod
+    def whole(cls, d: ClusterData) -> "Units":
+        """Every member trains its own module set (one unit each, all of them required)."""
+        n = len(d.members)
+        return cls(d.cycles[:, None], d.up_bits[:, None], np.ones((n, 1), bool), np.array([n]))
+
+
+def _prefix(sorted_costs: np.ndarray) -> np.ndarray:
+    """(..., n + 3, J) sums of the m smallest of each column at index m + 1 (m = -1 .. n + 1): inf at m = -1 and
+    m = n + 1 (impossible), 0 at m = 0."""
+    shape = sorted_costs.shape[:-2] + (1, sorted_costs.shape[-1])
+    inf, zero = np.full(shape, np.inf), np.zeros(shape)
+    with np.errstate(invalid="ignore"):
+        return np.concatenate([inf, zero, np.cumsum(sorted_costs, axis=-2), inf], axis=-2)
+
+
+def _smallest_with_root(cost: np.ndarray, root: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """(..., n): for each root r, the sum over units j of the ``need[j]`` smallest of column j, where r's entry is
+    ``root`` and every other member's is ``cost`` (..., n, J): either r is among them (then the need - 1 smallest
+    of the others) or not."""
+    order = np.argsort(cost, axis=-2, kind="stable")
+    rank = np.argsort(order, axis=-2, kind="stable")
+    sums = _prefix(np.take_along_axis(cost, order, axis=-2))
+
+    def others(m: np.ndarray) -> np.ndarray:  # the m smallest of the other members, per root
+        at = lambda i: np.take_along_axis(sums, np.broadcast_to(i + 1, sums.shape[:-2] + (1, len(m))), axis=-2)
+        with np.errstate(invalid="ignore"):
+            out = np.where(rank < m, at(m + 1) - cost, at(m))
+        return np.where(np.isnan(out), np.inf, out)  # inf - inf: fewer than m finite entries
+
+    with np.errstate(invalid="ignore"):
+        best = np.minimum(others(need), others(need - 1) + root)
+    return np.where(need > 0, best, 0.0).sum(axis=-1)
+
+
+def cover_cost(nonroot: np.ndarray, root: np.ndarray, root_extra: np.ndarray, units: Units) -> np.ndarray:
+    """(...) lower bound on the least total over the choice of a root r (it pays ``root`` (..., n, J) per unit and
+    ``root_extra`` (..., n)), every other member paying ``nonroot`` (..., n, J) per unit, and every assignment of
+    units to members within ``units`` (each member with an able unit trains one or more, unit j is trained by
+    ``need[j]`` members); inf where none is possible. The larger of (a) each member's cheapest unit plus the units'
+    cheapest trainers at costs less that cheapest unit and (b) the units' cheapest trainers; exact when every unit
+    is required of every member (:meth:`Units.whole`)."""
+    nonroot, root = np.where(units.able, nonroot, np.inf), np.where(units.able, root, np.inf)
+    takes = units.able.any(axis=-1)
+    least, least_root = (np.where(takes, c.min(axis=-1), 0.0) for c in (nonroot, root))
+    finite = np.isfinite(least)
+    rest = np.where(finite, least, 0.0)
+    others = rest.sum(axis=-1, keepdims=True) - rest
+    alone = (~finite).sum(axis=-1, keepdims=True) - ~finite == 0  # every other member can be a non-root
+    each = np.where(alone, others + least_root, np.inf)
+    if units.need.tolist() == [units.able.shape[-2]]:  # one unit, required of every member: (a) is exact
+        return (each + root_extra).min(axis=-1, initial=np.inf)
+    with np.errstate(invalid="ignore"):
+        reduced = _smallest_with_root(np.where(takes[..., None], nonroot - least[..., None], nonroot),
+                                      np.where(takes[..., None], root - least_root[..., None], root), units.need)
+    plain = _smallest_with_root(nonroot, root, units.need)
+    total = np.maximum(np.where(np.isnan(each + reduced), np.inf, each + reduced), plain) + root_extra
+    return total.min(axis=-1, initial=np.inf)
 
 
 def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels: int = ZOOM_LEVELS,
-                     cells: int = GRID_CELLS) -> float:
+                     cells: int = GRID_CELLS, units: Units | None = None) -> float:
     """Lower bound (J per period) on a cluster's least energy over every aggregator and relay tree within
-    ``budget_s`` (s); ``d`` is the cluster without D2D. The split-period relaxation of the module docstring:
+    ``budget_s`` (s); ``d`` is the cluster without D2D, ``units`` what its members train (default: each its own
+    module set, :meth:`Units.whole`). The split-period relaxation of the module docstring:
     the up phase U, the down phase D and the aggregator's upload T share what the period leaves,
     ``g U + (g - 1) D + T <= P - backhaul - downlink``. Each term is decreasing in its own time, so over a cell
     ``[U_i, U_i+1] x [D_j, D_j+1]`` of a grid the energy is at least its value at ``U_i+1``, ``D_j+1`` and the
-    largest T the cell allows; the bound is the least cell value. The grid (``cells`` per axis) is zoomed
-    ``levels`` times onto the cells whose bound is no more than the best point of the grid (the others cannot
-    hold the minimum); the best bound over the levels is returned. One cell gives every phase the whole period."""
+    largest T the cell allows; the bound is the least cell value (:func:`cover_cost` over the root and the units).
+    The grid (``cells`` per axis) is zoomed ``levels`` times onto the cells whose bound is no more than the best
+    point of the grid (the others cannot hold the minimum); the best bound over the levels is returned. One cell
+    gives every phase the whole period."""
     n, g = len(d.members), d.e_agg
     avail = budget_s - d.backhaul_s - d.downlink_s
     if n == 0:
         return 0.0
     if avail <= 0:
         return float("inf")
+    units = Units.whole(d) if units is None else units
+    n_units = units.bits.shape[1]
     out_gain, in_gain = _best_gains(scenario, d.members)
     has_in = np.isfinite(in_gain)
+    per_unit = lambda a: np.repeat(np.asarray(a, float), n_units)  # noqa: E731  (n,) -> (n J,) member by member
+    cycles, bits = units.cycles.reshape(-1), units.bits.reshape(-1)
 
     def up_energy(up_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(k, n) non-root compute + own hop and root compute, g rounds, for up-phase times ``up_s`` (k,)."""
-        k = len(up_s)
-        sends = split_energy(np.tile(d.up_bits, k), d.d2d_band_hz, np.tile(out_gain, k), np.tile(d.pmax, k), d.noise,
-                             np.tile(d.cycles, k), np.tile(d.kappa, k), np.tile(d.fmax, k), np.repeat(up_s, n))
+        """(k, n, J) non-root compute + own hop and root compute, g rounds, for up-phase times ``up_s`` (k,)."""
+        k, shape = len(up_s), (len(up_s), n, n_units)
+        sends = split_energy(np.tile(bits, k), d.d2d_band_hz, np.tile(per_unit(out_gain), k),
+                             np.tile(per_unit(d.pmax), k), d.noise, np.tile(cycles, k), np.tile(per_unit(d.kappa), k),
+                             np.tile(per_unit(d.fmax), k), np.repeat(up_s, n * n_units))
         with np.errstate(divide="ignore", invalid="ignore"):
-            ok = up_s[:, None] * d.fmax >= d.cycles
-            compute = np.where(d.cycles > 0, d.kappa * d.cycles ** 3 / up_s[:, None] ** 2, 0.0)
-        return g * sends.reshape(k, n), g * np.where(ok, compute, np.inf)
+            ok = up_s[:, None, None] * d.fmax[:, None] >= units.cycles
+            compute = np.where(units.cycles > 0, d.kappa[:, None] * units.cycles ** 3 / up_s[:, None, None] ** 2, 0.0)
+        return g * sends.reshape(shape), g * np.where(ok, compute, np.inf)
 
     def down_energy(down_s: np.ndarray) -> np.ndarray:
-        """(k, n) each non-root receiving its own modules on its best incoming link, g - 1 times."""
+        """(k, n, J) each non-root receiving its own modules on its best incoming link, g - 1 times."""
         if g == 1:
-            return np.zeros((len(down_s), n))
+            return np.zeros((len(down_s), n, n_units))
         with np.errstate(all="ignore"):
-            e = link_energy(d.up_bits, down_s[:, None], d.d2d_band_hz, np.where(has_in, in_gain, 1.0), d.noise)
-        return (g - 1) * np.where(has_in & (down_s[:, None] > 0), e, np.inf)
+            e = link_energy(units.bits, down_s[:, None, None], d.d2d_band_hz,
+                            np.where(has_in, in_gain, 1.0)[:, None], d.noise)
+        return (g - 1) * np.where(has_in[:, None] & (down_s[:, None, None] > 0), e, np.inf)
 
     def upload_energy(t: np.ndarray) -> np.ndarray:
         """(..., n) the root's upload of the edge-level bits with the whole band within ``t`` (s)."""
@@ -131,9 +207,14 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
         nonroot_up, root_up = up_energy(ups)
         nonroot_down = down_energy(downs)
         left = avail - g * ups[:, None] - (g - 1) * downs[None, :]  # (i, j) time left for the upload at a point
-        points = _best_root(nonroot_up[:, None] + nonroot_down[None], root_up[:, None] + upload_energy(left))
-        per_cell = _best_root(nonroot_up[1:, None] + nonroot_down[None, 1:],
-                              root_up[1:, None] + upload_energy(left[:-1, :-1]))
+        roots = np.broadcast_to(root_up[:, None], (len(ups), len(downs), n, n_units))
+        with np.errstate(divide="ignore", invalid="ignore"):  # (i, 1) the members' compute alone, at its floor
+            spread = np.where(units.compute_floor > 0, g * units.compute_floor / ups[:, None] ** 2, 0.0)
+        points = np.maximum(cover_cost(nonroot_up[:, None] + nonroot_down[None], roots, upload_energy(left), units),
+                            spread + upload_energy(left).min(axis=-1))
+        per_cell = np.maximum(cover_cost(nonroot_up[1:, None] + nonroot_down[None, 1:], roots[1:, 1:],
+                                         upload_energy(left[:-1, :-1]), units),
+                              spread[1:] + upload_energy(left[:-1, :-1]).min(axis=-1))
         best_cell, best_point = float(per_cell.min()), float(points.min())
         bound = max(bound, best_cell)
         if not np.isfinite(best_cell) or best_point - best_cell <= ZOOM_RTOL * best_point:
@@ -145,17 +226,25 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
 
 
 def cluster_lower_bound(scenario: Scenario, direct_plan: Plan, e: int, budget_s: float,
-                        direct_floor: float = 0.0) -> float:
+                        direct_floor: float = 0.0, units: Units | None = None) -> float:
     """Lower bound (J per period) on cluster ``e``'s least energy over every structure within ``budget_s``;
-    ``direct_plan`` has cluster ``e`` without D2D; ``direct_floor`` is a known floor of its direct uploads (their
-    certified optimum, when priced). The smaller of the direct and the tree bounds (module docstring)."""
+    ``direct_plan`` has cluster ``e`` without D2D (its modules and tiers give the fixed transfers); ``units`` what
+    the members train (default: the plan's module sets); ``direct_floor`` is a known floor of its direct uploads
+    (their certified optimum, when priced). The smaller of the direct and the tree bounds (module docstring)."""
     d = cluster_data(scenario, direct_plan, e)
     if len(d.members) == 0:
         return 0.0
+    units = Units.whole(d) if units is None else units
+    n, n_units = units.bits.shape
     g = d.e_agg
-    relaxed = g * float(split_energy(d.up_bits, d.band_hz, d.up_gain, d.pmax, d.noise, d.cycles, d.kappa, d.fmax,
-                                     (budget_s - d.fixed_s) / g).sum()) + d.fixed_j
-    return min(max(relaxed, direct_floor), tree_lower_bound(scenario, d, budget_s))
+    rep = lambda a: np.repeat(np.asarray(a, float), n_units)  # noqa: E731
+    round_s = (budget_s - d.fixed_s) / g
+    sends = split_energy(units.bits.reshape(-1), d.band_hz, rep(d.up_gain), rep(d.pmax), d.noise,
+                         units.cycles.reshape(-1), rep(d.kappa), rep(d.fmax), round_s)
+    costs = g * sends.reshape(n, n_units)
+    spread = g * units.compute_floor / round_s ** 2 if round_s > 0 else np.inf
+    relaxed = max(float(cover_cost(costs, costs, np.zeros(n), units)), spread) + d.fixed_j
+    return min(max(relaxed, direct_floor), tree_lower_bound(scenario, d, budget_s, units=units))
 
 
 def fixed_energy(scenario: Scenario, plan: Plan) -> float:

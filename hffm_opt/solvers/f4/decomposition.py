@@ -40,6 +40,7 @@ from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
 from ...plan import Plan
+from ..milp import forget_highs_threads
 from ..result import Result, Status
 from .bounds import cluster_lower_bound, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
@@ -198,10 +199,12 @@ def _cluster_job(e: int):
 
 
 def _pool(workers: int, job: tuple):
-    """A pool of forked processes that see ``job`` (no pickling of the scenario)."""
+    """A pool of forked processes that see ``job`` (no pickling of the scenario), each with a fresh HiGHS
+    scheduler (:func:`~hffm_opt.solvers.milp.forget_highs_threads`)."""
     global _JOB
     _JOB = job
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=forget_highs_threads)
 
 
 def optimise(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
