@@ -32,19 +32,20 @@ def test_optimize_prints_the_solve_result_and_the_plan_passes_evaluate(small_fil
 
 
 def test_optimize_takes_the_objective_and_the_full_f4_options(small_file, capsys):
-    """Least latency with free tiers: the JSON reports the latency as the objective, no bound (free placement is not
-    bounded by the start's floor), and the plan keeps every module in its cluster (no backhaul energy)."""
+    """Least latency with free tiers: the JSON reports the latency as the objective and a floor proven over every
+    tier choice, and the plan keeps every module in its cluster (no backhaul energy), faster than the fixed tiers'
+    certified least latency."""
     assert main(["optimize", "--scenario", small_file, "--e-agg", "2", "--solver", "fast", "--objective", "latency",
                  "--edge-tiers", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["status"] == "feasible" and out["bound"] is None
+    assert out["status"] == "feasible" and 0 < out["bound"] <= out["objective"]
     assert out["objective"] == pytest.approx(out["metrics"]["latency_s"], rel=1e-12)
     assert out["metrics"]["backhaul_energy_j"] == 0.0
     assert main(["optimize", "--scenario", small_file, "--e-agg", "2", "--solver", "fast", "--objective", "latency",
                  "--json"]) == 0
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["status"] == "optimal" and fixed["metrics"]["backhaul_energy_j"] > 0
-    assert out["metrics"]["energy_j"] <= fixed["metrics"]["energy_j"] * (1 + 1e-9)
+    assert out["metrics"]["latency_s"] < fixed["bound"] <= fixed["metrics"]["latency_s"]
 
 
 def test_optimize_reports_an_infeasible_target_with_exit_1(small_file, capsys):

@@ -79,13 +79,15 @@ class Units:
     trains at least one; an energy that is convex in a member's load and zero at zero load (compute and every link
     here) is superadditive, so a member's energy for a set of units is at least the sum of its energies for each.
     ``compute_floor`` (J s^2): a lower bound on ``sum_i kappa_i C_i^3`` over every assignment, so the members'
-    compute within a time t costs at least ``compute_floor / t^2`` (0: none known)."""
+    compute within a time t costs at least ``compute_floor / t^2`` (0: none known); ``compute_s`` (s): no time
+    within which the members can do the required work at full speed, sharing it perfectly, is shorter."""
 
     cycles: np.ndarray
     bits: np.ndarray
     able: np.ndarray
     need: np.ndarray
     compute_floor: float = 0.0
+    compute_s: float = 0.0
 
     @classmethod
     def whole(cls, d: ClusterData) -> "Units":
@@ -210,6 +212,7 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
         roots = np.broadcast_to(root_up[:, None], (len(ups), len(downs), n, n_units))
         with np.errstate(divide="ignore", invalid="ignore"):  # (i, 1) the members' compute alone, at its floor
             spread = np.where(units.compute_floor > 0, g * units.compute_floor / ups[:, None] ** 2, 0.0)
+            spread = np.where(ups[:, None] < units.compute_s, np.inf, spread)
         points = np.maximum(cover_cost(nonroot_up[:, None] + nonroot_down[None], roots, upload_energy(left), units),
                             spread + upload_energy(left).min(axis=-1))
         per_cell = np.maximum(cover_cost(nonroot_up[1:, None] + nonroot_down[None, 1:], roots[1:, 1:],
@@ -242,7 +245,7 @@ def cluster_lower_bound(scenario: Scenario, direct_plan: Plan, e: int, budget_s:
     sends = split_energy(units.bits.reshape(-1), d.band_hz, rep(d.up_gain), rep(d.pmax), d.noise,
                          units.cycles.reshape(-1), rep(d.kappa), rep(d.fmax), round_s)
     costs = g * sends.reshape(n, n_units)
-    spread = g * units.compute_floor / round_s ** 2 if round_s > 0 else np.inf
+    spread = g * units.compute_floor / round_s ** 2 if round_s > 0 and round_s >= units.compute_s else np.inf
     relaxed = max(float(cover_cost(costs, costs, np.zeros(n), units)), spread) + d.fixed_j
     return min(max(relaxed, direct_floor), tree_lower_bound(scenario, d, budget_s, units=units))
 

@@ -45,6 +45,7 @@ from ..result import Result, Status
 from .bounds import cluster_lower_bound, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
 from .descent import descend, descent_applies
+from .free_floor import free_latency_floor
 from .objectives import minimise_latency, minimise_weighted
 from .screening import structure_bound
 from .structures import cluster_exact_choices, cluster_structures, count_exact_choices, neighbours, set_structure
@@ -215,9 +216,9 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
     else :mod:`.objectives` over energy solves at chosen targets (which share their priced structures), each by
     ``energy_solver`` (default :func:`optimise_energy`; the registry passes full F4's alternation,
     :func:`.alternation.alternate`, when the model has the full-F4 options,
-    :attr:`~hffm_opt.formulations.joint.JointModel.alternates`). With those options the least latency searched is
-    the start's placement's and no bound is claimed (free placement, tiers or association may reach below the
-    start's floors): status ``feasible``."""
+    :attr:`~hffm_opt.formulations.joint.JointModel.alternates`). With those options the search starts from the
+    faster of the start and its fastest placement, and the latency floor is proven over every placement and tier
+    (:func:`.free_floor.free_latency_floor`; none with the association free: no latency bound then)."""
     options = {"exact": exact, "local_search": local_search, "local_search_max_n": local_search_max_n,
                "exact_limit": exact_limit, "exact_cluster_limit": exact_cluster_limit, "progress": progress,
                "milp_solver": milp_solver, "milp_time_limit": milp_time_limit, "milp_gap": milp_gap,
@@ -233,12 +234,15 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
                           message=f"infeasible: {at.precheck_message}")
         return (energy_solver or optimise_energy)(at, known=known, **options)
 
+    limit = exact_limit if exact else exact_cluster_limit
+    floor = None
+    if model.alternates:
+        model, floor = free_latency_floor(model, limit)
     search = minimise_latency if model.objective == "latency" else minimise_weighted
-    res = search(model, solve_at, exact_limit if exact else exact_cluster_limit)
-    if model.alternates and res.ok:
+    res = search(model, solve_at, limit, floor)
+    if floor is not None and floor.lower <= 0 and model.objective == "latency" and res.ok:
         return dataclasses.replace(res, bound=None, status=Status.FEASIBLE,
-                                   message=res.message + " (of the start's placement); full F4 at each target: no "
-                                   "bound is claimed")
+                                   message=res.message + "; association free: no latency floor is claimed")
     return res
 
 

@@ -9,8 +9,8 @@ is the energy per edge round and whose bound is proven); this module only choose
   relaxation of :func:`~.bounds.cluster_lower_bound` is finite (bisection), a proven lower bound. The plan is the
   least-energy plan at that latency (a relative margin above it, :data:`MARGINS`, for the inner solvers'
   tolerances). The Result's objective and bound are latencies per edge round (s).
-- With the full-F4 options each target's solve is the alternation, and the start's floors (latency floor, energy
-  relaxation) no longer bound the problem: :func:`~.decomposition.optimise` then claims no bound.
+- With the full-F4 options each target's solve is the alternation, from the faster of the start and its fastest
+  placement, and the floor is proven over every placement and tier (:mod:`.free_floor`; the caller passes it).
 - With an energy budget: the least target whose least energy fits the budget, by bisection on the target
   (energy never rises with the target); a target whose proven energy bound exceeds the budget is proven too
   fast, so the bound is the largest such target (or the latency floor).
@@ -33,7 +33,7 @@ from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
 from ...plan import Plan
 from ..result import OPTIMAL_GAP, Result, Status, relative_gap
-from .bounds import cluster_lower_bound, lower_bound
+from .bounds import Units, cluster_lower_bound, lower_bound
 from .screening import least_period
 from .structures import cluster_exact_choices, cluster_structures, set_structure
 
@@ -55,14 +55,15 @@ class LatencyFloor:
     certified: bool
 
 
-def _period_floor(scenario: Scenario, direct: Plan, e: int, upper: float) -> float:
-    """Least period budget (s) at which cluster ``e``'s relaxation is finite (a proven least period)."""
+def period_floor(scenario: Scenario, direct: Plan, e: int, upper: float, units: Units | None = None) -> float:
+    """Least period budget (s) at which cluster ``e``'s relaxation (``units`` as
+    :func:`~.bounds.cluster_lower_bound` takes them) is finite (a proven least period)."""
     lo, hi = 0.0, upper * (1 + 1e-9)
-    if not math.isfinite(cluster_lower_bound(scenario, direct, e, hi)):
+    if not math.isfinite(cluster_lower_bound(scenario, direct, e, hi, units=units)):
         return upper
     while hi - lo > 1e-12 * hi:
         mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if math.isfinite(cluster_lower_bound(scenario, direct, e, mid)) else (mid, hi)
+        lo, hi = (lo, mid) if math.isfinite(cluster_lower_bound(scenario, direct, e, mid, units=units)) else (mid, hi)
     return hi
 
 
@@ -80,7 +81,7 @@ def least_latency(scenario: Scenario, start: Plan, exact_cluster_limit: float) -
                    for s in cluster_structures(scenario, start, e, enumerated, t_ref)]
         best = min(periods)
         upper = max(upper, best)
-        lower = max(lower, best if enumerated else _period_floor(scenario, direct, e, best))
+        lower = max(lower, best if enumerated else period_floor(scenario, direct, e, best))
         certified &= enumerated
     return LatencyFloor(upper / start.e_agg, lower / start.e_agg, certified)
 
@@ -108,10 +109,12 @@ def _result(model: JointModel, res: Result, objective: float | None, bound: floa
                   plan=res.plan, metrics=res.metrics, stats=stats, message=message)
 
 
-def minimise_latency(model: JointModel, solve_at, exact_cluster_limit: float) -> Result:
-    """Least latency per edge round (s) of ``model``, within its energy budget if any (module docstring)."""
+def minimise_latency(model: JointModel, solve_at, exact_cluster_limit: float, floor: LatencyFloor | None = None
+                     ) -> Result:
+    """Least latency per edge round (s) of ``model``, within its energy budget if any (module docstring); ``floor``
+    default: :func:`least_latency` of the model's start."""
     t0 = time.perf_counter()
-    floor = least_latency(model.scenario, model.start, exact_cluster_limit)
+    floor = floor or least_latency(model.scenario, model.start, exact_cluster_limit)
     res = _reached(solve_at, floor)
     budget = model.energy_budget_j
     what = ("every cluster enumerated: the floor is the least latency" if floor.certified else
@@ -160,10 +163,12 @@ def _weighted(model: JointModel, res: Result) -> float:
     return model.w_latency * res.metrics.latency_s + model.w_energy * res.objective
 
 
-def minimise_weighted(model: JointModel, solve_at, exact_cluster_limit: float) -> Result:
-    """Least ``w_latency * latency_s + w_energy * energy_j`` per edge round (module docstring)."""
+def minimise_weighted(model: JointModel, solve_at, exact_cluster_limit: float, floor: LatencyFloor | None = None
+                      ) -> Result:
+    """Least ``w_latency * latency_s + w_energy * energy_j`` per edge round (module docstring); ``floor`` as
+    :func:`minimise_latency` takes it."""
     t0 = time.perf_counter()
-    floor = least_latency(model.scenario, model.start, exact_cluster_limit)
+    floor = floor or least_latency(model.scenario, model.start, exact_cluster_limit)
     first = _reached(solve_at, floor)
     if not first.ok:
         return _result(model, first, None, None, t0, "weighted", first.message, False)

@@ -70,15 +70,19 @@ def compute_floor(kappa: np.ndarray, per_work: np.ndarray, work: np.ndarray, abl
 
 def module_units(scenario: Scenario, plan: Plan, members: np.ndarray, min_trainers: int) -> Units:
     """Cluster ``members``' units, one per module: its cycles on each member and its update bits, who may train it,
-    how many members must (``min(min_trainers, able members)``), and the floor of their compute (the module work,
-    FLOPs per sample, spread over the members: :func:`compute_floor`)."""
+    how many members must (``min(min_trainers, able members)``), the floor of their compute energy (the module
+    work, FLOPs per sample, spread over the members: :func:`compute_floor`) and the least time that work takes
+    (every able member at full speed, the work shared perfectly)."""
     able = able_modules(scenario)[members]
     bits = np.broadcast_to(scenario.module_arrays["update_bits"], able.shape)
     need = np.minimum(int(min_trainers), able.sum(axis=0))
     cycles = plan.module_cycles(scenario, members)
     work = scenario.module_arrays["flops_per_sample"]
     per_work = plan.replace(train=np.ones_like(plan.train)).round_cycles(scenario, members) / max(work.sum(), 1e-300)
-    return Units(cycles=cycles, bits=bits, able=able, need=need,
+    speed = np.where(able.any(axis=1) & (per_work > 0), scenario.devices.cpu_hz[members] / per_work, 0.0)
+    required = float(need @ work)  # work the members must do in a round, shared perfectly at full speed:
+    compute_s = required / speed.sum() if required > 0 and speed.sum() > 0 else 0.0
+    return Units(cycles=cycles, bits=bits, able=able, need=need, compute_s=compute_s,
                  compute_floor=compute_floor(scenario.devices.kappa[members], per_work, work, able, need))
 
 
