@@ -14,8 +14,9 @@ energies for each module alone. The bound prices each (device, module) pair alon
   module (fewest bits and fewest cycles of any module it may train; no coverage across devices), and the fixed
   transfers of an edge at least those of the modules its cheapest candidate would need trained there.
 
-The fixed part returned is the least fixed energy any plan pays (modules that must be trained, tiers at their
-cheapest). Energies in J per edge round, times in s.
+The fixed part returned is, as with every module trained: with the association fixed the plan's own (its tiers'
+backhaul and edge downlinks; every needed module is trained in its cluster either way), with it free the least any
+association pays. Energies in J per edge round, times in s.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def subset_bound(model: JointModel, plan: Plan, budget_s: float, candidates: np.
             if len(members):
                 total += cluster_lower_bound(scenario, relaxed, e, budget_s,
                                              units=module_units(scenario, plan, members, model.min_trainers))
-        return total / g, fixed_energy(scenario, relaxed)
+        return total / g, fixed_energy(scenario, plan)
     able = able_modules(scenario)
     cycles = np.where(able, plan.module_cycles(scenario), np.inf).min(axis=1)
     bits = np.where(able, scenario.module_arrays["update_bits"][None, :], np.inf).min(axis=1)
