@@ -171,15 +171,9 @@ def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict, valu
     if not edges.size:
         return []
     balanced = _balanced(model, plan, edges, budget, inner, value, info)
-    f1 = build_f4_placement(scenario, plan, budget, edges=edges, coverage=model.coverage,
-                            min_trainers=model.min_trainers, w_U=model.w_U,
-                            edge_ok=edge_allowed(scenario, model.edge_tiers))
-    res = solve_milp(f1, inner.milp_solver, time_limit=inner.milp_time_limit, mip_gap=min(inner.milp_gap, 1e-4))
-    info["f1_solves"] = info.get("f1_solves", 0) + 1
-    if not res.ok or not res.decision:
-        info["f1_failures"] = info.get("f1_failures", 0) + 1
+    d = _placement(model, plan, edges, budget, inner, info)
+    if d is None:
         return balanced
-    d = res.decision
     trial = plan.replace(train=d["train"], tier=d["tier"])
     rows = np.bincount(plan.association, weights=(trial.train != plan.train).any(axis=1), minlength=scenario.n_edges)
     changed = np.flatnonzero((trial.tier != plan.tier).any(axis=1) | (rows > 0))
@@ -194,6 +188,31 @@ def placement_step(model: JointModel, plan: Plan, inner: Inner, info: dict, valu
         return balanced
     again = reoptimise(model, trial, changed, budget, inner, value, info)
     return balanced + [trial] + ([again] if again is not None else [])
+
+
+def _placement(model: JointModel, plan: Plan, edges: np.ndarray, budget: float, inner: Inner, info: dict
+               ) -> dict | None:
+    """F1's decision over the clusters ``edges``, one program per cluster (its objective and rows separate by
+    cluster, so this is F1 over them all, and each small program solves to its gap well within the time limit
+    instead of one large program stopping at it: the same plan on a loaded machine), merged as
+    :func:`~hffm_opt.formulations.placement.build_f4_placement` decodes it; a cluster whose program fails keeps
+    ``plan``'s decisions. None when every program fails."""
+    scenario = model.scenario
+    train, tier = plan.train.copy(), plan.tier.copy()
+    period, energy = np.full(scenario.n_edges, np.nan), np.full(scenario.n_edges, np.nan)
+    for e in edges:
+        f1 = build_f4_placement(scenario, plan, budget, edges=[e], coverage=model.coverage,
+                                min_trainers=model.min_trainers, w_U=model.w_U,
+                                edge_ok=edge_allowed(scenario, model.edge_tiers))
+        res = solve_milp(f1, inner.milp_solver, time_limit=inner.milp_time_limit, mip_gap=min(inner.milp_gap, 1e-4))
+        info["f1_solves"] = info.get("f1_solves", 0) + 1
+        if not res.ok or not res.decision:
+            info["f1_failures"] = info.get("f1_failures", 0) + 1
+            continue
+        members = plan.association == e
+        train[members], tier[e] = res.decision["train"][members], res.decision["tier"][e]
+        period[e], energy[e] = res.decision["period_s"][e], res.decision["energy_j"][e]
+    return None if np.isnan(period).all() else {"train": train, "tier": tier, "period_s": period, "energy_j": energy}
 
 
 def _balanced(model: JointModel, plan: Plan, edges: np.ndarray, budget: float, inner: Inner, value: np.ndarray,
