@@ -130,11 +130,6 @@ def test_bad_full_options_are_refused_by_name(options, field):
 def test_f1_cluster_by_cluster_equals_f1_over_all_clusters():
     """F1's objective and rows separate by cluster: the per-cluster programs of the placement step reach the
     optimum of the one program over every cluster (both to a 1e-4 gap)."""
-    from hffm_opt.formulations.joint import edge_allowed
-    from hffm_opt.formulations.placement import build_f4_placement
-    from hffm_opt.solvers.f4.alternation import Inner, _placement
-    from hffm_opt.solvers.milp import solve_milp
-
     sc = small_clustered(1, n_e=3, per=3)
     model = joint_model(sc, e_agg=2, coverage="cluster", edge_tiers=True)
     plan, budget, edges = model.start, 2 * model.target_latency_s, np.arange(sc.n_edges)
