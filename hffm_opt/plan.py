@@ -100,15 +100,18 @@ class Plan:
         """(E,) bool: clusters that aggregate over a D2D relay tree."""
         return self.aggregator >= 0
 
-    def module_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
-        """(n, K) CPU cycles each device (of ``devices``, default all) would spend training each module in one edge
-        round: tau steps of its batch (capped by the samples it holds) times the module's FLOPs per sample, over
-        the device's FLOPs per cycle."""
+    def cycles_per_flop(self, scenario: Scenario, devices=None) -> np.ndarray:
+        """(n,) CPU cycles per FLOP per sample each device (of ``devices``, default all) spends in one edge round:
+        tau steps of its batch (capped by the samples it holds) over its FLOPs per cycle."""
         devices = np.arange(scenario.n_devices) if devices is None else np.asarray(devices)
         dev = scenario.devices
         batch = np.minimum(self.batch_size, dev.samples[devices].sum(axis=1))
-        per_flop = self.local_steps * batch / dev.flops_per_cycle[devices]
-        return per_flop[:, None] * scenario.module_arrays["flops_per_sample"][None, :]
+        return self.local_steps * batch / dev.flops_per_cycle[devices]
+
+    def module_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
+        """(n, K) CPU cycles each device (of ``devices``, default all) would spend training each module in one edge
+        round (:meth:`cycles_per_flop` times the module's FLOPs per sample)."""
+        return self.cycles_per_flop(scenario, devices)[:, None] * scenario.module_arrays["flops_per_sample"][None, :]
 
     def round_cycles(self, scenario: Scenario, devices=None) -> np.ndarray:
         """(n,) CPU cycles each device (of ``devices``, default all) spends training its modules in one edge round

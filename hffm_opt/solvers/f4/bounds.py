@@ -96,6 +96,11 @@ class Units:
         return cls(d.cycles[:, None], d.up_bits[:, None], np.ones((n, 1), bool), np.array([n]))
 
 
+def _per_unit(values, n_units: int) -> np.ndarray:
+    """(n,) per-member values repeated for each of a member's ``n_units`` units: (n J,), member by member."""
+    return np.repeat(np.asarray(values, float), n_units)
+
+
 def _prefix(sorted_costs: np.ndarray) -> np.ndarray:
     """(..., n + 3, J) sums of the m smallest of each column at index m + 1 (m = -1 .. n + 1): inf at m = -1 and
     m = n + 1 (impossible), 0 at m = 0."""
@@ -171,15 +176,14 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
     n_units = units.bits.shape[1]
     out_gain, in_gain = _best_gains(scenario, d.members)
     has_in = np.isfinite(in_gain)
-    per_unit = lambda a: np.repeat(np.asarray(a, float), n_units)  # noqa: E731  (n,) -> (n J,) member by member
     cycles, bits = units.cycles.reshape(-1), units.bits.reshape(-1)
 
     def up_energy(up_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(k, n, J) non-root compute + own hop and root compute, g rounds, for up-phase times ``up_s`` (k,)."""
         k, shape = len(up_s), (len(up_s), n, n_units)
-        sends = split_energy(np.tile(bits, k), d.d2d_band_hz, np.tile(per_unit(out_gain), k),
-                             np.tile(per_unit(d.pmax), k), d.noise, np.tile(cycles, k), np.tile(per_unit(d.kappa), k),
-                             np.tile(per_unit(d.fmax), k), np.repeat(up_s, n * n_units))
+        gain, pmax, kappa, fmax = (np.tile(_per_unit(a, n_units), k) for a in (out_gain, d.pmax, d.kappa, d.fmax))
+        sends = split_energy(np.tile(bits, k), d.d2d_band_hz, gain, pmax, d.noise, np.tile(cycles, k), kappa, fmax,
+                             np.repeat(up_s, n * n_units))
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = up_s[:, None, None] * d.fmax[:, None] >= units.cycles
             compute = np.where(units.cycles > 0, d.kappa[:, None] * units.cycles ** 3 / up_s[:, None, None] ** 2, 0.0)
@@ -240,10 +244,10 @@ def cluster_lower_bound(scenario: Scenario, direct_plan: Plan, e: int, budget_s:
     units = Units.whole(d) if units is None else units
     n, n_units = units.bits.shape
     g = d.e_agg
-    rep = lambda a: np.repeat(np.asarray(a, float), n_units)  # noqa: E731
     round_s = (budget_s - d.fixed_s) / g
-    sends = split_energy(units.bits.reshape(-1), d.band_hz, rep(d.up_gain), rep(d.pmax), d.noise,
-                         units.cycles.reshape(-1), rep(d.kappa), rep(d.fmax), round_s)
+    gain, pmax, kappa, fmax = (_per_unit(a, n_units) for a in (d.up_gain, d.pmax, d.kappa, d.fmax))
+    sends = split_energy(units.bits.reshape(-1), d.band_hz, gain, pmax, d.noise, units.cycles.reshape(-1), kappa,
+                         fmax, round_s)
     costs = g * sends.reshape(n, n_units)
     spread = g * units.compute_floor / round_s ** 2 if round_s > 0 and round_s >= units.compute_s else np.inf
     relaxed = max(float(cover_cost(costs, costs, np.zeros(n), units)), spread) + d.fixed_j

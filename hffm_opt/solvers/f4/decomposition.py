@@ -226,6 +226,10 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
     if model.objective == "energy":
         return optimise_energy(model, known=known, **options)
     known = {} if known is None else known
+    limit = exact_limit if exact else exact_cluster_limit
+    floor = None
+    if model.alternates:  # every target's solve starts from the faster placement
+        model, floor = free_latency_floor(model, limit)
 
     def solve_at(target: float) -> Result:
         at = model.at_target(target)
@@ -234,10 +238,6 @@ def optimise(model: JointModel, exact: bool = False, local_search: bool = True, 
                           message=f"infeasible: {at.precheck_message}")
         return (energy_solver or optimise_energy)(at, known=known, **options)
 
-    limit = exact_limit if exact else exact_cluster_limit
-    floor = None
-    if model.alternates:
-        model, floor = free_latency_floor(model, limit)
     search = minimise_latency if model.objective == "latency" else minimise_weighted
     res = search(model, solve_at, limit, floor)
     if floor is not None and floor.lower <= 0 and model.objective == "latency" and res.ok:

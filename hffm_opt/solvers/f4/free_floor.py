@@ -22,7 +22,7 @@ from ...formulations.joint import JointModel, edge_allowed
 from ...plan import AGG, EDGE, Plan
 from .balance import balanced_train
 from .objectives import LatencyFloor, least_latency, period_floor
-from .subset_bound import able_modules, module_units
+from .subset_bound import able_modules, module_units, relaxed_plan
 
 
 def fastest_placement(model: JointModel) -> Plan:
@@ -52,10 +52,7 @@ def free_latency_floor(model: JointModel, exact_cluster_limit: float) -> tuple[J
     start = floors[upper]
     lower = 0.0
     if model.association == "fixed":
-        relaxed = start.replace(tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], AGG, start.tier),
-                                aggregator=np.full(scenario.n_edges, -1), parent=np.full(scenario.n_devices, -1))
-        if model.coverage == "cluster":
-            relaxed = relaxed.replace(train=able_modules(scenario))
+        relaxed = relaxed_plan(model, start)
         for e in range(scenario.n_edges):
             members = np.flatnonzero(start.association == e)
             if not len(members):

@@ -79,7 +79,7 @@ def module_units(scenario: Scenario, plan: Plan, members: np.ndarray, min_traine
     need = np.minimum(int(min_trainers), able.sum(axis=0))
     cycles = plan.module_cycles(scenario, members)
     work = scenario.module_arrays["flops_per_sample"]
-    per_work = plan.replace(train=np.ones_like(plan.train)).round_cycles(scenario, members) / max(work.sum(), 1e-300)
+    per_work = plan.cycles_per_flop(scenario, members)
     speed = np.where(able.any(axis=1) & (per_work > 0), scenario.devices.cpu_hz[members] / per_work, 0.0)
     required = float(need @ work)  # work the members must do in a round, shared perfectly at full speed:
     compute_s = required / speed.sum() if required > 0 and speed.sum() > 0 else 0.0
@@ -87,12 +87,13 @@ def module_units(scenario: Scenario, plan: Plan, members: np.ndarray, min_traine
                  compute_floor=compute_floor(scenario.devices.kappa[members], per_work, work, able, need))
 
 
-def _relaxed(model: JointModel, plan: Plan) -> Plan:
-    """``plan`` with every able module trained (the modules a cluster must train) and every module that may stay in
-    its cluster at the aggregator tier, without D2D."""
+def relaxed_plan(model: JointModel, plan: Plan) -> Plan:
+    """``plan`` without D2D, every module that may stay in its cluster at the aggregator tier (no upload, no edge
+    downlink: below every tier choice) and, with coverage ``"cluster"``, every able module trained (the modules a
+    cluster must train): the plan whose fixed transfers the relaxations of a free placement price."""
     scenario = model.scenario
-    return plan.replace(train=able_modules(scenario),
-                        tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], AGG, plan.tier),
+    train = able_modules(scenario) if model.coverage == "cluster" else plan.train
+    return plan.replace(train=train, tier=np.where(edge_allowed(scenario, model.edge_tiers)[None, :], AGG, plan.tier),
                         aggregator=np.full(scenario.n_edges, -1), parent=np.full(scenario.n_devices, -1))
 
 
@@ -103,7 +104,7 @@ def subset_bound(model: JointModel, plan: Plan, budget_s: float, candidates: np.
     association (``candidates`` None) or any within ``candidates`` (U, E) bool, e_agg ``plan.e_agg`` and period
     budget ``budget_s`` (s) (module docstring)."""
     scenario, g = model.scenario, plan.e_agg
-    relaxed = _relaxed(model, plan)
+    relaxed = relaxed_plan(model, plan)
     if candidates is None:
         total = 0.0
         for e in range(scenario.n_edges):
