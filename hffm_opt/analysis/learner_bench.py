@@ -18,9 +18,11 @@ training rows per device), all in one process and on one torch device (``cpu``, 
 - ``reference_samples_per_s``: :func:`~hffm_opt.learners.local.local_train_reference` (one device after the
   other, plain autograd) on the first ``reference_devices`` participants (a subset for large ``n``),
   ``speedup_vs_reference`` = FL / reference;
-- ``peak_mem_mb``: the process's peak resident memory on the CPU, the peak allocated GPU memory on CUDA;
-- ``cpu_time_ratio`` (CPU only): the ratio in process CPU seconds (all threads) instead of wall seconds, which
-  other processes sharing the cores disturb much less;
+- ``peak_mem_mb``: on the CPU the process's peak resident memory plus its training workers' (the forked processes
+  that run the calls of a wave at once, :mod:`hffm_opt.learners.workers`; pages they share with the process are
+  counted in each, so this is an upper bound), the peak allocated GPU memory on CUDA;
+- ``cpu_time_ratio`` (CPU only): the ratio in CPU seconds (all threads of the process and of its workers) instead
+  of wall seconds, which other processes sharing the cores disturb much less;
 - and what the rows were made of: ``benchmark``, ``n_edges``, ``devices_per_call`` (of the first call),
   ``calls_at_once``, ``compute_batch``, ``central_steps`` (of ``central_steps_planned``), ``reference_devices``,
   ``threads``.
@@ -32,10 +34,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import glob
 import math
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -74,12 +79,30 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_mb(device) -> float:
+def _peak_mb(device, workers_mb: float) -> float:
     import torch
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + workers_mb  # KiB on Linux
+
+
+def _children() -> tuple[float, float]:
+    """(CPU seconds, sum of peak resident MiB) of this process's live child processes (the training workers), read
+    from Linux's ``/proc``; (0, 0) elsewhere."""
+    cpu_s, peak_mb, me = 0.0, 0.0, str(os.getpid())
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            if fields[1] != me:  # the parent's pid
+                continue
+            cpu_s += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            status = Path(stat).with_name("status").read_text()
+            peak_mb += int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or no /proc
+            continue
+    return cpu_s, peak_mb
 
 
 def _central(model, data, rows: list[np.ndarray], waves: list[np.ndarray], lr: float, device, budget_s: float,
@@ -177,12 +200,15 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
         if dev.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
-        marks, cpu_marks = [], []
+        marks, cpu_marks, workers_mb = [], [], [0.0]
 
         def mark(record):
             _sync(dev)
             marks.append(time.perf_counter())
-            cpu_marks.append(time.process_time())
+            child_cpu_s, child_mb = _children()
+            done = resource.getrusage(resource.RUSAGE_CHILDREN)  # children that ended (none while a run trains)
+            cpu_marks.append(time.process_time() + child_cpu_s + done.ru_utime + done.ru_stime)
+            workers_mb[0] = max(workers_mb[0], child_mb)
 
         hist = train(setup.scenario, plan, setup.data, config, on_round=mark)  # round 1 is the warm-up
         # the fastest of the repeated global rounds (and its CPU time)
@@ -203,7 +229,7 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
         rows_out.append({
             "n_devices": setup.scenario.n_devices, "device": str(dev), "round_s": round_s, "fl_samples_per_s": fl,
             "central_samples_per_s": central, "reference_samples_per_s": reference, "ratio": fl / central,
-            "speedup_vs_reference": fl / reference, "peak_mem_mb": _peak_mb(dev), "benchmark": name,
+            "speedup_vs_reference": fl / reference, "peak_mem_mb": _peak_mb(dev, workers_mb[0]), "benchmark": name,
             "n_edges": setup.scenario.n_edges, "devices_per_call": int(waves[0][0].stop - waves[0][0].start),
             "calls_at_once": len(waves[0]), "compute_batch": int(len(positions[0]) * batch_size),
             "central_steps": steps, "central_steps_planned": len(waves) * local_steps * g,

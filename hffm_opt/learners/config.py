@@ -52,8 +52,8 @@ class TrainConfig:
       with ``seed``), the last round always every row.
     - ``eval_batch`` (2048): rows per evaluation forward pass; ``devices_per_call`` (None = automatic: 256 on a
       CPU, on a GPU as many as fit in half its free memory): most devices one local-training call trains (on a CPU
-      the calls of an edge round are balanced and run one per torch thread at once, see
-      :func:`~hffm_opt.learners.device.on_cores`).
+      the calls of an edge round are balanced and run one per torch thread at once, in forked worker processes, see
+      :mod:`~hffm_opt.learners.workers`).
     - ``device`` (``"cpu"``): the torch device every tensor of training, aggregation and evaluation lives on:
       ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); CUDA where there is none is a
       ``ConfigError``. Results on the CPU and on CUDA agree to float tolerance.

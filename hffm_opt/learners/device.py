@@ -4,15 +4,14 @@ vectorised call trains there.
 ``"cpu"`` (the default everywhere), ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (CUDA when available, else the CPU).
 Asking for CUDA where there is none is a :class:`~hffm_opt.errors.ConfigError` (exit 2 at the command line).
 On a CPU the calls of an edge round share the cores: :func:`cpu_calls` splits the devices into balanced calls and
-:func:`on_cores` runs one call per core at once, each on one torch thread (a device's result does not depend on which
-call holds it or on how many cores there are). Units: bytes for memory.
+:func:`waves` groups them into waves of one call per core, which the trainer runs at once, each on one torch thread, in
+forked worker processes (:mod:`.workers`; a device's result does not depend on which call holds it or on how many
+cores there are). Units: bytes for memory.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -93,7 +92,8 @@ def keep_freed_memory() -> bool:
     except OSError:  # not glibc
         return False
     m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    # one arena: the threads of on_cores would otherwise get arenas of their own, whose heaps fault pages in anew
+    # one arena: threads (e.g. torch's intra-op threads) would otherwise get arenas of their own, whose heaps fault
+    # pages in anew
     return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
             and bool(libc.mallopt(m_arena_max, 1)))
 
@@ -125,28 +125,3 @@ def waves(n_devices: int, per_call: int, workers: int) -> list[list[slice]]:
     calls that run at once (:func:`cpu_calls`; one worker, e.g. a GPU: one call of at most ``per_call`` a wave)."""
     calls = cpu_calls(n_devices, per_call, workers)
     return [calls[i:i + workers] for i in range(0, len(calls), workers)]
-
-
-def on_cores(fn: Callable, items: Sequence, workers: int) -> list:
-    """``[fn(item) for item in items]``, up to ``workers`` at once on threads of this process, each running on one
-    torch intra-op thread (torch's kernels release the GIL, so a 2-core CPU runs two calls in the time of one); the
-    caller's thread count is restored afterwards. With one worker or one item: in this thread, on one torch thread."""
-    threads = torch.get_num_threads()
-
-    def one(item):
-        torch.set_num_threads(1)
-        return fn(item)
-
-    try:
-        if workers <= 1 or len(items) <= 1:
-            return [one(item) for item in items]
-        with ThreadPoolExecutor(min(workers, len(items))) as pool:
-            futures = [pool.submit(one, item) for item in items]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:  # Ctrl-C or a failed call: drop what has not started
-                for f in futures:
-                    f.cancel()
-                raise
-    finally:
-        torch.set_num_threads(threads)

@@ -17,6 +17,18 @@ from .specs import ModalitySpec
 
 _MASKED = -1e9  # score of a masked attention entry: exp underflows to exactly 0 in float32
 EXPERT_BIAS_COLUMNS = 4  # a grouped expert product's bias column and its zero padding (16-byte rows for the kernel)
+SOFTMAX_WIDTH = 16  # torch's CPU softmax over a narrower last dimension falls off its vectorised path
+
+
+def softmax_last(x: Tensor) -> Tensor:
+    """Softmax over the last dimension. On a CPU a dimension narrower than :data:`SOFTMAX_WIDTH` is padded with
+    entries of probability exactly 0 (their exp underflows) and cut back after, so torch's vectorised kernel runs:
+    the same values to float rounding, 5-8x faster forward and backward on an AVX-512 CPU (attention over 14 keys,
+    a gate over 4 experts)."""
+    width = x.shape[-1]
+    if width >= SOFTMAX_WIDTH or x.device.type != "cpu":
+        return x.softmax(dim=-1)
+    return F.pad(x, (0, SOFTMAX_WIDTH - width), value=_MASKED).softmax(dim=-1)[..., :width]
 
 
 def _groups(channels: int) -> int:
@@ -103,7 +115,7 @@ class Attention(nn.Module):
             k, v = torch.cat([k.expand(b, -1, -1, -1), kc], dim=2), torch.cat([v.expand(b, -1, -1, -1), vc], dim=2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
         scores = scores.masked_fill(~allowed[:, None], _MASKED)
-        att = scores.softmax(dim=-1)
+        att = softmax_last(scores)
         y = (att @ v).transpose(1, 2).reshape(b, n, d)
         return self.out(y)
 
@@ -193,7 +205,7 @@ class MoE(nn.Module):
 
     def _route(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(probs (B, L, E), top indices (B, L, k), their renormalised weights (B, L, k), balance loss)."""
-        probs = self.gate(x).softmax(dim=-1)
+        probs = softmax_last(self.gate(x))
         n_exp = probs.shape[-1]
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         weights = top_p / top_p.sum(dim=-1, keepdim=True)

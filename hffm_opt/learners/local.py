@@ -261,7 +261,7 @@ def _loss_fn(model: M3TModel, mods: tuple[str, ...], tasks: tuple[str, ...], aux
         task_valid = {t: labels[..., j] >= 0 for t, j in zip(tasks, task_index)}
         out = functional_call(model, {**fixed, **diff}, (inputs, present),
                               {"tasks": tasks, "task_valid": task_valid, "encoded": encoded, "stream": stream},
-                              strict=False)
+                              strict=False, tie_weights=False)  # the model ties no weights
         return task_loss(model, out, labels, tasks, task_index, aux_weight)
 
     return loss

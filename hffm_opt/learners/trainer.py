@@ -49,34 +49,33 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from hffm_opt._io import atomic_path
 from hffm_opt.evaluate import Metrics, evaluate
 from hffm_opt.network.scenario import Scenario
 from hffm_opt.plan import CLOUD, Plan
 
+from . import checkpoint
+from .checkpoint import CHECKPOINT
 from .config import FederatedData, TrainConfig, _require
-from .device import cpu_workers, devices_per_call, on_cores, resolve_device, waves
+from .device import cpu_workers, devices_per_call, resolve_device, waves
 from .dynamics import RoundPricer
 from .evaluation import accuracy, correct, device_accuracy, distinct, seeded_rows, served_accuracy
 from .history import History
-from .local import LocalResult, local_train
+from .local import local_train
 from .packed import PackedTables
 from .participation import Participation
 from .server import server_optimizer
 from .table import MultiModalTable
+from .workers import ForkedWorkers, fork_available
 
 __all__ = ["CHECKPOINT", "FederatedData", "History", "TrainConfig", "learning_key", "reclock", "train", "train_plans",
            "training_calls"]
 
-CHECKPOINT = "checkpoint.pt"
 EVAL_SUBSET_STREAM = 7  # the random stream (with the config's seed) that draws the ``eval_rows`` subset
 
 
@@ -94,14 +93,17 @@ def train(scenario: Scenario, plan: Plan, data: FederatedData, config: TrainConf
     of another run.
     """
     run = _Run(scenario, plan, data, config)
-    start = run.resume(checkpoint_dir) if checkpoint_dir is not None else 0
-    rounds = range(start + 1, config.rounds + 1)
-    for r in (progress(rounds) if progress is not None else rounds):
-        record = run.edge_round(r)
-        if checkpoint_dir is not None and (r % plan.e_agg == 0 or r == config.rounds):
-            run.checkpoint(checkpoint_dir, r)
-        if on_round is not None:
-            on_round(record)
+    try:
+        start = checkpoint.resume(run, checkpoint_dir) if checkpoint_dir is not None else 0
+        rounds = range(start + 1, config.rounds + 1)
+        for r in (progress(rounds) if progress is not None else rounds):
+            record = run.edge_round(r)
+            if checkpoint_dir is not None and (r % plan.e_agg == 0 or r == config.rounds):
+                checkpoint.save(run, checkpoint_dir, r)
+            if on_round is not None:
+                on_round(record)
+    finally:
+        run.close()
     return History([dict(r) for r in run.records if r["round"] <= config.rounds], run.meta())
 
 
@@ -159,7 +161,7 @@ class _Run:
         self._w_plan = w * plan.train
         #: (U, K) aggregation weight of device u for module k this round (0 = does not contribute)
         self.weights = self._w_plan * self.participants[:, None]
-        self._seen = np.zeros(scenario.n_devices, bool)  # took part in a round of the current period
+        self.seen = np.zeros(scenario.n_devices, bool)  # took part in a round of the current period
         self.clusters = {n: p.detach().unsqueeze(0).repeat(self.n_edges, *([1] * p.dim())).clone()
                          for n, p in self.model.named_parameters() if n in self.param_names}
         kw = {"lr": config.server_lr, "momentum": config.server_momentum, "betas": config.server_betas,
@@ -175,7 +177,7 @@ class _Run:
         self.pricer = RoundPricer(scenario, as_run, self.metrics, config.fading, config.seed)
         self._round = (self.metrics, scenario.n_devices, int((self.eligible & self.metrics.stragglers).sum()), None)
         self.records: list[dict] = []
-        self._signature = ""  # set by resume(), before any checkpoint is written
+        self.signature = ""  # set by checkpoint.resume, before any checkpoint is written
         self._eval_sizes = np.bincount(self.assoc, minlength=self.n_edges).astype(float)
         self._weights_t = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
         self._eval_table: MultiModalTable | None = None
@@ -189,10 +191,10 @@ class _Run:
         tokens = cfg.n_prompts * len(cfg.tasks) + sum(m.n_tokens for m in cfg.modalities)
         self.chunk = config.devices_per_call or devices_per_call(
             self.device, tokens, self.batch, cfg.d_model, sum(p.numel() for p in model.parameters() if p.requires_grad))
-        # a CPU runs one call per torch thread at once (at most one per core), each on one thread (device.on_cores)
-        # and its own copy of the model (functional_call swaps a module's parameters while it runs)
-        self.workers = cpu_workers() if self.device.type == "cpu" else 1
-        self._replicas = [self.model] + [copy.deepcopy(self.model) for _ in range(self.workers - 1)]
+        # a CPU runs one call per torch thread at once (at most one per core), each on one thread, in forked worker
+        # processes (self._on_cores)
+        self.workers = cpu_workers() if self.device.type == "cpu" and fork_available() else 1
+        self._workers: ForkedWorkers | None = None
 
     # ------------------------------------------------------------------ one edge round
     def edge_round(self, r: int) -> dict:
@@ -200,7 +202,7 @@ class _Run:
         at period ends."""
         if self.config.dynamic:
             self._realise(r)
-        self._seen |= self.participants
+        self.seen |= self.participants
         self._train_and_aggregate()
         position = (r - 1) % self.plan.e_agg
         if position == self.plan.e_agg - 1:
@@ -229,63 +231,103 @@ class _Run:
         num = {n: torch.zeros_like(x) for n, x in self.clusters.items()}
         den = {n: torch.zeros(self.n_edges, dtype=x.dtype, device=self.device) for n, x in self.clusters.items()}
         if self.device.type == "cpu":
-            for wave in waves(devs.size, self.chunk, self.workers):  # on the cores at once, summed in order
-                results = on_cores(lambda c: self._local(devs[c[0]], rows[c[0]], c[1]), list(zip(wave, self._replicas)),
-                                   self.workers)
-                for s, res in zip(wave, results):
-                    self._add_to_clusters(devs[s], res, num, den)
+            for wave in waves(devs.size, self.chunk, self.workers):  # the calls of a wave at once, summed in order
+                for s, sums in zip(wave, self._on_cores([(devs[s], rows[s]) for s in wave])):
+                    self._add_to_clusters(devs[s], sums, num, den)
         else:
             start = 0
             while start < devs.size:
-                size = self.chunk
-                idx = devs[start:start + size]
+                idx = devs[start:start + self.chunk]
                 try:
-                    self._add_to_clusters(idx, self._local(idx, rows[start:start + size], self.model), num, den)
+                    sums = self._sums(idx, rows[start:start + self.chunk])
                 except torch.cuda.OutOfMemoryError:
                     if self.chunk <= 1:
                         raise
                     torch.cuda.empty_cache()
                     self.chunk = max(1, self.chunk // 2)  # retry the same devices in smaller calls
                     continue
-                start += size
+                self._add_to_clusters(idx, sums, num, den)
+                start += idx.size
         for n in self.param_names:  # the edge tier's server optimiser on the clusters that aggregated n
             d = den[n].view(-1, *([1] * (num[n].dim() - 1)))
             mean = num[n] / d.clamp(min=1e-30)
             self.clusters[n] = self.edge_opt.step(self.clusters[n], mean, self.server_state["edge"][n], den[n] > 0)
 
-    def _local(self, idx: np.ndarray, rows: np.ndarray, model) -> LocalResult:
-        """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows``, from their clusters'
-        copies, with ``model`` (the run's model or a copy of it) for the frozen parts."""
-        c = self.config
-        home_t = torch.from_numpy(self.assoc[idx]).to(self.device)
-        stacked = {n: x.index_select(0, home_t) for n, x in self.clusters.items()}
-        batches = self.train_data.gather(rows, self._mods)
-        return local_train(model, stacked, self.plan.train[idx], batches, self.tau, c.lr,
-                           optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
-                           prox_mu=c.prox_mu, module_names=self.scenario.module_names, groups=self._groups[idx])
+    def _on_cores(self, calls: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[dict, dict]]:
+        """:meth:`_sums` of every call (devices, rows) on a CPU, each on one torch thread: one call in this process,
+        several at once in forked workers (:mod:`.workers`, made at the first such wave and kept for the run)."""
+        if len(calls) == 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return [self._sums(*calls[0])]
+            finally:
+                torch.set_num_threads(threads)
+        if self._workers is None:
+            self._workers = ForkedWorkers(self._worker_sums, self.workers)
+        items = []
+        for idx, rows in calls:  # what changes between calls: the home clusters' copies and the weights
+            copies, weights = self._home_copies(idx)
+            items.append((idx, rows, {n: x.numpy() for n, x in copies.items()}, weights.numpy()))
+        return [({n: torch.from_numpy(x) for n, x in a.items()}, {n: torch.from_numpy(x) for n, x in b.items()})
+                for a, b in self._workers.map(items)]
 
-    def _add_to_clusters(self, idx: np.ndarray, res: LocalResult, num: dict, den: dict) -> None:
-        """The weighted copies of devices ``idx`` (sorted by cluster) added into the clusters' sums ``num``/``den``
-        (a matmul per parameter: deterministic)."""
-        home = self.assoc[idx]
-        homes, inverse = np.unique(home, return_inverse=True)
-        onehot = torch.zeros(len(homes), len(idx), dtype=torch.float32, device=self.device)
-        onehot[torch.from_numpy(inverse.reshape(-1)).to(self.device), torch.arange(len(idx), device=self.device)] = 1
-        w = self._weights_t[torch.from_numpy(idx).to(self.device)]  # (D, K)
-        homes_t = torch.from_numpy(homes).to(self.device)
+    def _worker_sums(self, item) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`_sums` in a worker process, on numpy arrays (what travels through its pipe)."""
+        idx, rows, copies, weights = item
+        a, b = self._sums(idx, rows, ({n: torch.from_numpy(x) for n, x in copies.items()}, torch.from_numpy(weights)))
+        return {n: x.numpy() for n, x in a.items()}, {n: x.numpy() for n, x in b.items()}
+
+    def _home_copies(self, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The copies of the distinct home clusters of devices ``idx``, in cluster order ({n: (H, *shape)}), and the
+        devices' aggregation weights per module ((D, K))."""
+        homes = torch.from_numpy(np.unique(self.assoc[idx])).to(self.device)
+        weights = self._weights_t[torch.from_numpy(idx).to(self.device)]
+        return {n: x.index_select(0, homes) for n, x in self.clusters.items()}, weights
+
+    def _sums(self, idx: np.ndarray, rows: np.ndarray, state=None) -> tuple[dict[str, torch.Tensor], dict]:
+        """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows`` from their home clusters'
+        copies, and the trained copies' weighted sums per home cluster: ({n: (H, *shape)}, {n: (H,)} the weights;
+        a matmul per parameter: deterministic). ``state`` (:meth:`_home_copies`) defaults to the run's own."""
+        c = self.config
+        copies, weights = self._home_copies(idx) if state is None else state
+        _, inverse = np.unique(self.assoc[idx], return_inverse=True)
+        inverse_t = torch.from_numpy(inverse.reshape(-1)).to(self.device)
+        stacked = {n: x.index_select(0, inverse_t) for n, x in copies.items()}
+        res = local_train(self.model, stacked, self.plan.train[idx], self.train_data.gather(rows, self._mods), self.tau,
+                          c.lr, optimizer=c.optimizer, momentum=c.momentum, weight_decay=c.weight_decay,
+                          prox_mu=c.prox_mu, module_names=self.scenario.module_names, groups=self._groups[idx])
+        n_homes = int(inverse.max()) + 1
+        onehot = torch.zeros(n_homes, len(idx), dtype=torch.float32, device=self.device)
+        onehot[inverse_t, torch.arange(len(idx), device=self.device)] = 1
+        num, den = {}, {}
         for n, k in zip(self.param_names, self.param_module):
-            wk = onehot * w[:, k]
+            wk = onehot * weights[:, k]
             x = res.params[n]
-            num[n].index_add_(0, homes_t, (wk @ x.reshape(len(idx), -1)).view(len(homes), *x.shape[1:]))
-            den[n].index_add_(0, homes_t, wk.sum(dim=1))
+            num[n] = (wk @ x.reshape(len(idx), -1)).view(n_homes, *x.shape[1:])
+            den[n] = wk.sum(dim=1)
+        return num, den
+
+    def _add_to_clusters(self, idx: np.ndarray, sums: tuple[dict, dict], num: dict, den: dict) -> None:
+        """One call's sums per home cluster (:meth:`_sums`) added into the clusters' sums ``num``/``den``."""
+        homes = torch.from_numpy(np.unique(self.assoc[idx])).to(self.device)
+        for n in self.param_names:
+            num[n].index_add_(0, homes, sums[0][n])
+            den[n].index_add_(0, homes, sums[1][n])
+
+    def close(self) -> None:
+        """Stop the run's worker processes, if it has any."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def _cloud_aggregate(self) -> None:
         """Each cloud-tier module averaged over its clusters (weights: the devices that took part in the period),
         through the cloud tier's server optimiser, and sent back."""
         tier = self.plan.tier
         cluster_weights = np.zeros((self.n_edges, tier.shape[1]))  # (E, K)
-        np.add.at(cluster_weights, self.assoc, self._w_plan * self._seen[:, None])
-        self._seen[:] = False
+        np.add.at(cluster_weights, self.assoc, self._w_plan * self.seen[:, None])
+        self.seen[:] = False
         one = torch.ones(1, dtype=torch.bool, device=self.device)
         for n, k in zip(self.param_names, self.param_module):
             to_cloud = tier[:, k] == CLOUD
@@ -353,69 +395,9 @@ class _Run:
                 "served_accuracy_by_task": {t: _pct(v) if np.isfinite(v) else None for t, v in zip(tasks, served_task)},
                 "personalised_accuracy": personal}
 
-    # ------------------------------------------------------------------ checkpoints
     def meta(self) -> dict:
         """What the history was produced from."""
         return _meta(self.scenario, self.plan, self.metrics, self.config, self.tau, self.batch)
-
-    def signature(self) -> str:
-        """Hash of every input of the run but ``config.rounds`` (a checkpoint is only resumed by the same run):
-        plan, configuration, availability trace, scenario name and modules, data sizes and the starting model's
-        parameters."""
-        h = hashlib.sha1()
-        cfg = asdict(self.config)
-        cfg.pop("rounds")
-        h.update(json.dumps({"plan": self.plan.to_dict(), "config": cfg, "scenario": self.scenario.name,
-                             "modules": self.scenario.module_names, "devices": self.scenario.n_devices,
-                             "rows": self.rows.tolist(), "trace": self.who.fingerprint()},
-                            sort_keys=True, default=str).encode())
-        for n, p in self.model.named_parameters():
-            h.update(p.detach().cpu().numpy().tobytes())
-        return h.hexdigest()
-
-    def checkpoint(self, directory, r: int) -> None:
-        """Write the state after edge round ``r`` atomically into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        on_cpu = _tensors(lambda x: x.cpu())  # portable: a CPU copy whatever the device
-        state = {"signature": self._signature, "round": r, "clusters": on_cpu(self.clusters),
-                 "server": on_cpu(self.server_state), "seen": torch.from_numpy(self._seen.copy()),
-                 "rng": json.dumps(self.rng.bit_generator.state), "records": json.dumps(self.records),
-                 "who": self.who.state(), "pricer": self.pricer.state()}
-        with atomic_path(directory / CHECKPOINT) as tmp:
-            torch.save(state, tmp)
-
-    def resume(self, directory) -> int:
-        """Load the checkpoint in ``directory`` if there is one; returns the last edge round it holds (0 = none)."""
-        self._signature = self.signature()
-        path = Path(directory) / CHECKPOINT
-        if not path.exists():
-            return 0
-        from hffm_opt.errors import CheckpointError
-
-        afresh = "delete it, or start afresh with hffm-opt train --restart"
-        try:  # truncated, corrupted or not a checkpoint: zip, pickle, torch, key, type and JSON errors alike
-            state = torch.load(path, weights_only=True)
-            signature, last, clusters = state["signature"], int(state["round"]), dict(state["clusters"])
-            server, seen = dict(state["server"]), state["seen"].numpy().astype(bool)
-            rng, records = json.loads(state["rng"]), json.loads(state["records"])
-            who, pricer = state["who"], state["pricer"]
-        except Exception as exc:  # noqa: BLE001
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-            raise CheckpointError(f"checkpoint_dir = {str(directory)!r}: the checkpoint {str(path)!r} is unreadable "
-                                  f"({reason}); {afresh}") from None
-        if signature != self._signature:
-            raise CheckpointError(f"checkpoint_dir = {str(directory)!r}: the checkpoint {str(path)!r} was written by a "
-                                  f"run with other inputs (scenario, plan, configuration or data); use another --out, "
-                                  f"or {afresh}")
-        on_device = _tensors(lambda x: x.to(self.device).clone())
-        self.clusters, self.server_state = on_device(clusters), on_device(server)
-        self._seen = seen.copy()
-        self.rng.bit_generator.state = rng
-        self.who.load_state(who)
-        self.pricer.load_state(pricer)
-        self.records = records
-        return last
 
 
 def _clock(m: Metrics, mode: str, r: int) -> dict:
@@ -482,15 +464,6 @@ def reclock(history: History, scenario: Scenario, plan: Plan, config: TrainConfi
     m = evaluate(scenario, plan.replace(local_steps=tau, batch_size=batch))
     records = [{**r, **_clock(m, plan.mode, r["round"])} for r in history.records]
     return History(records, _meta(scenario, plan, m, config, tau, batch))
-
-
-def _tensors(fn):
-    """``fn`` applied to every tensor of nested dicts (a new structure; other values kept)."""
-    def walk(value):
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        return fn(value) if isinstance(value, torch.Tensor) else value
-    return walk
 
 
 def _pct(fraction: float) -> float:

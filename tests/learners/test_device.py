@@ -3,6 +3,7 @@ where CUDA exists; skipped with its reason elsewhere)."""
 
 import copy
 import dataclasses
+import multiprocessing as mp
 import os
 
 import numpy as np
@@ -15,7 +16,6 @@ from hffm_opt.learners.device import (
     cpu_calls,
     devices_per_call,
     free_memory,
-    on_cores,
     resolve_device,
     waves,
 )
@@ -61,23 +61,9 @@ def test_cpu_calls_cover_every_device_once_in_balanced_calls(n, per_call, worker
     assert [c for w in grouped for c in w] == calls and all(1 <= len(w) <= workers for w in grouped)
 
 
-def test_on_cores_keeps_the_order_runs_each_item_on_one_torch_thread_and_restores_the_caller():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seen = on_cores(lambda i: (i * i, torch.get_num_threads()), list(range(7)), workers=2)
-        assert [v for v, _ in seen] == [i * i for i in range(7)] and {t for _, t in seen} == {1}
-        assert torch.get_num_threads() == 2
-        with pytest.raises(ZeroDivisionError):
-            on_cores(lambda i: 1 // (i - 3), list(range(6)), workers=2)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_training_on_two_cores_is_deterministic_and_agrees_with_one_core():
-    """Two torch threads: the calls of an edge round run two at once (device.on_cores), each on its own model copy;
-    the result does not depend on which finishes first, and equals the one-thread run to float rounding."""
+    """Two torch threads: the calls of an edge round run two at once in forked workers (learners.workers); the
+    result does not depend on which finishes first, and equals the one-thread run to float rounding."""
     scenario, plan, data = _small()
     config = dataclasses.replace(CFG, devices_per_call=2)  # 6 devices: 3 calls, two of them at once
     torch.set_num_threads(2)
@@ -90,6 +76,28 @@ def test_training_on_two_cores_is_deterministic_and_agrees_with_one_core():
     for r, s in zip(runs[0].records, one.records):
         assert r["time_s"] == s["time_s"] and r["participants"] == s["participants"]
         assert r["accuracy"] == pytest.approx(s["accuracy"], abs=1.0)  # percent; a near tie may flip a prediction
+
+
+def test_a_training_run_stops_its_workers_when_it_ends_or_fails():
+    scenario, plan, data = _small()
+    config = dataclasses.replace(CFG, eval_every=0, devices_per_call=2)
+    torch.set_num_threads(2)
+    seen = []
+
+    def fail(record):
+        seen.append([p.pid for p in mp.active_children() if p.name == "hffm-opt-worker"])
+        raise KeyError("stop")
+
+    try:
+        train(scenario, plan, data, config, on_round=lambda r: seen.append(
+            [p.pid for p in mp.active_children() if p.name == "hffm-opt-worker"]))
+        assert len(seen[0]) == 2  # two calls at once ran in two workers
+        assert not [p for p in mp.active_children() if p.name == "hffm-opt-worker"]
+        with pytest.raises(KeyError):
+            train(scenario, plan, data, config, on_round=fail)
+        assert len(seen[-1]) == 2 and not [p for p in mp.active_children() if p.name == "hffm-opt-worker"]
+    finally:
+        torch.set_num_threads(1)
 
 
 _SETUP = {}

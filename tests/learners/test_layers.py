@@ -3,8 +3,10 @@ experts' routing and balance loss."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hffm_opt.learners.layers import Adapter, Attention, Backbone, ImageEncoder, MoE, VectorEncoder
+from hffm_opt.learners.layers import Adapter, Attention, Backbone, ImageEncoder, MoE, VectorEncoder, softmax_last
 from hffm_opt.learners.specs import ModalitySpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,6 +33,21 @@ def test_vector_encoder_shapes_with_and_without_hidden_layer():
     assert mlp.fc1.out_features == 5 and lin.fc1 is None and lin.fc2.in_features == 6
     # the layer norm makes the tokens blind to the input's scale
     torch.testing.assert_close(lin(_x(7, 6) * 100.0), lin(_x(7, 6)), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(1, 20), rows=st.integers(1, 5), masked=st.integers(0, 3), seed=st.integers(0, 10**6))
+def test_softmax_last_equals_softmax_values_and_gradients(width, rows, masked, seed):
+    """The narrow-softmax padding (widths under 16 on a CPU) changes nothing but float rounding, masked entries
+    (score -1e9, as attention's) included."""
+    x = (_x(rows, 3, width, seed=seed) * 5).requires_grad_(True)
+    scores = x.masked_fill(torch.arange(width) < min(masked, width - 1), -1e9)
+    out, ref = softmax_last(scores), scores.softmax(dim=-1)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
+    g = _x(*out.shape, seed=seed + 1)
+    grad, = torch.autograd.grad(out, x, g, retain_graph=True)
+    ref_grad, = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_masked_keys_have_exactly_no_influence():
