@@ -23,9 +23,10 @@ training rows per device), all in one process and on one torch device (``cpu``, 
   counted in each, so this is an upper bound), the peak allocated GPU memory on CUDA;
 - ``cpu_time_ratio`` (CPU only): the ratio in CPU seconds (all threads of the process and of its workers) instead
   of wall seconds, which other processes sharing the cores disturb much less;
-- and what the rows were made of: ``benchmark``, ``n_edges``, ``devices_per_call`` (of the first call),
-  ``calls_at_once``, ``compute_batch``, ``central_steps`` (of ``central_steps_planned``), ``reference_devices``,
-  ``threads``.
+- and what the rows were made of: ``cpu`` (the processor's model name, its widest vector instructions and the cores
+  this process may use: CPU figures differ between machines), ``benchmark``, ``n_edges``, ``devices_per_call`` (of
+  the first call), ``calls_at_once``, ``compute_batch``, ``central_steps`` (of ``central_steps_planned``),
+  ``reference_devices``, ``threads``.
 
 Units: seconds, samples per second, MiB.
 """
@@ -37,6 +38,7 @@ import copy
 import glob
 import math
 import os
+import platform
 import resource
 import sys
 import time
@@ -85,6 +87,21 @@ def _peak_mb(device, workers_mb: float) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + workers_mb  # KiB on Linux
+
+
+def _cpu_name() -> str:
+    """The processor's model name, its widest vector instructions (AVX-512, AVX2) and the cores this process may use,
+    from Linux's ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    from ..learners.device import cpu_cores
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = info.split("model name", 1)[1].split(":", 1)[1].split("\n", 1)[0].strip()
+        flags = set(info.split("\nflags", 1)[1].split(":", 1)[1].split("\n", 1)[0].split())
+        vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    except (OSError, IndexError):
+        name, vector = platform.processor() or "unknown", "vector width unknown"
+    return f"{name}, {vector}, {cpu_cores()} cores"
 
 
 def _children() -> tuple[float, float]:
@@ -229,8 +246,9 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
         rows_out.append({
             "n_devices": setup.scenario.n_devices, "device": str(dev), "round_s": round_s, "fl_samples_per_s": fl,
             "central_samples_per_s": central, "reference_samples_per_s": reference, "ratio": fl / central,
-            "speedup_vs_reference": fl / reference, "peak_mem_mb": _peak_mb(dev, workers_mb[0]), "benchmark": name,
-            "n_edges": setup.scenario.n_edges, "devices_per_call": int(waves[0][0].stop - waves[0][0].start),
+            "speedup_vs_reference": fl / reference, "peak_mem_mb": _peak_mb(dev, workers_mb[0]), "cpu": _cpu_name(),
+            "benchmark": name, "n_edges": setup.scenario.n_edges,
+            "devices_per_call": int(waves[0][0].stop - waves[0][0].start),
             "calls_at_once": len(waves[0]), "compute_batch": int(len(positions[0]) * batch_size),
             "central_steps": steps, "central_steps_planned": len(waves) * local_steps * g,
             "reference_devices": ref_n, "threads": torch.get_num_threads(),

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .grouped import grouped_available, grouped_mm
+from .grouped import grouped_available, grouped_mlp
 from .specs import ModalitySpec
 
 _MASKED = -1e9  # score of a masked attention entry: exp underflows to exactly 0 in float32
@@ -188,7 +188,7 @@ class MoE(nn.Module):
     """Top-k mixture of experts with sparse dispatch: each token runs only its ``top_k`` experts.
 
     The (token, choice) rows are sorted by expert. On a CPU (automatic ``block``) each expert's rows run as one
-    group of a grouped matrix product (:func:`~.grouped.grouped_mm`: exactly ``N * top_k`` rows for N tokens, the
+    group of a grouped matrix product (:func:`~.grouped.grouped_mlp`: exactly ``N * top_k`` rows for N tokens, the
     catalogue's ``top_k / E`` share, no padding). Elsewhere, or with a given ``block``, the rows are laid out in
     blocks of ``block`` rows, each expert's rows padded to whole blocks, and each block gathers its expert's
     weights and runs as one batched matmul (at most ``E * (block - 1)`` padding rows). Either way each token
@@ -263,8 +263,8 @@ class MoE(nn.Module):
         w2 = torch.stack([e.fc2.weight for e in self.experts]).transpose(1, 2)  # (E, h, d)
         b2 = torch.stack([e.fc2.bias for e in self.experts])
         ones = F.pad(x.new_ones(n, 1), (0, EXPERT_BIAS_COLUMNS - 1))
-        h = F.gelu(grouped_mm(torch.cat([x.reshape(n, d), ones], dim=1)[token], w1.transpose(1, 2), ends))
-        out = grouped_mm(h, w2, ends)[position].view(n, k, d)
+        out = grouped_mlp(torch.cat([x.reshape(n, d), ones], dim=1)[token], w1.transpose(1, 2), w2, ends)
+        out = out[position].view(n, k, d)
         gates = torch.zeros(n, len(self.experts), dtype=x.dtype, device=x.device).scatter(1, top_i.reshape(n, k),
                                                                                            weights.reshape(n, k))
         return (gates @ b2 + self._combine(out, weights.reshape(n, k))).view(b, n_tok, d)

@@ -2,13 +2,14 @@
 torch thread.
 
 Threads of one process take turns on Python's global interpreter lock between operators, and a vectorised call
-dispatches thousands of small operators a step: with 20 devices a call, two calls on two threads of a 2-core CPU
-trained 1.1x as fast as one call, two processes 1.9x (``experiments/learner_speed``). A worker is forked from the
+dispatches about 4,000 small operators a step: on a 2-core CPU, two calls at once on two threads trained 1.35 / 1.55 /
+1.72x as many samples per second as one thread at 40 / 400 / 1,000 devices, two worker processes 1.69 / 1.99 /
+2.05x (``hffm-opt bench --learner`` against ``--threads 1``, ``experiments/learner_speed``). A worker is forked from the
 caller when the :class:`ForkedWorkers` is made, so it shares what the caller holds then (the run's packed data and
 frozen model) without copying it; what changes from call to call travels through a pipe (pickled: numpy arrays,
 not tensors, so no shared-memory handles are left behind). A worker ignores Ctrl-C (the caller stops it), ends when
 the caller closes it or its pipe, and an error in a call is raised again in the caller, with its type. Linux and
-other systems with ``fork``; :func:`fork_available` says whether this one has it. Units: none.
+other systems with ``fork``; :func:`fork_available` says whether this process may fork them. Units: none.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ JOIN_S = 5.0  # seconds a closed worker has to exit before it is killed
 
 
 def fork_available() -> bool:
-    """Whether worker processes can be forked here (not on Windows; macOS has fork but Python defaults to spawn)."""
-    return "fork" in mp.get_all_start_methods()
+    """Whether this process may fork worker processes: the system has ``fork`` (not Windows), and this process is not
+    a daemon (a multiprocessing pool's worker, e.g. a sweep's, may have no children)."""
+    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
 
 
 def _serve(conn, target: Callable[[Any], Any]) -> None:
@@ -58,7 +60,7 @@ class ForkedWorkers:
 
     def __init__(self, target: Callable[[Any], Any], n: int):
         if not fork_available():
-            raise RuntimeError("worker processes need the 'fork' start method, which this system lacks")
+            raise RuntimeError("this process may not fork worker processes (no 'fork' start method, or a daemon)")
         ctx = mp.get_context("fork")
         for stream in (sys.stdout, sys.stderr):  # a child would flush the caller's buffered output a second time
             stream.flush()

@@ -1,6 +1,7 @@
 """`hffm-opt train`, `run` and the learner bench on a tiny synthetic experiment (default: easy-VQA, paper scenario)."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -170,3 +171,26 @@ def test_tune_torch_device_cuda_without_cuda_exits_2_before_any_trial(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CUDA is not available" in err[0]
     assert not (tmp_path / "t").exists()  # refused before the study was created
+
+
+def test_the_learner_bench_counts_its_workers_cpu_time_and_memory():
+    """The training workers are child processes: the bench's CPU seconds and peak memory must include them."""
+    from hffm_opt.analysis.learner_bench import _children, _cpu_name
+    from hffm_opt.learners.workers import ForkedWorkers, fork_available
+
+    if not fork_available():
+        pytest.skip("this system cannot fork worker processes")
+    before_s, before_mb = _children()  # other children of the test process, if any
+
+    def spin(seconds):
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+        return bytearray(50 * 2**20)[:1]  # 50 MiB touched
+
+    with ForkedWorkers(spin, 2) as workers:
+        workers.map([0.3, 0.3])
+        cpu_s, peak_mb = _children()
+    assert cpu_s >= before_s + 0.5 and peak_mb >= before_mb + 2 * 50
+    assert _children()[1] <= peak_mb - 2 * 50  # ended workers are no longer counted
+    assert "cores" in _cpu_name()

@@ -100,6 +100,27 @@ def test_a_training_run_stops_its_workers_when_it_ends_or_fails():
         torch.set_num_threads(1)
 
 
+def _records_in_a_daemon(queue, config):
+    torch.set_num_threads(2)
+    queue.put(train(*_small(), config).records)
+
+
+def test_training_inside_a_daemon_process_runs_its_calls_in_that_process():
+    """A multiprocessing pool's worker (a daemon, e.g. a sweep's: spawned, as here, since a child forked from a process
+    whose OpenMP threads ran may hang in its own) may not fork workers: the calls run one after the other there, with
+    the same result."""
+    scenario, plan, data = _small()
+    config = dataclasses.replace(CFG, eval_every=0, devices_per_call=2)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_records_in_a_daemon, args=(queue, config), daemon=True)
+    proc.start()
+    records = queue.get(timeout=120)
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert records == train(scenario, plan, data, config).records
+
+
 _SETUP = {}
 
 
