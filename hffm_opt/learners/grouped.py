@@ -3,16 +3,19 @@ two layers, without padding and without copying a weight per block.
 
 :func:`grouped_mlp` ``(x (R, K), w1 (G, K, H), w2 (G, H, N), offs (G,) int32) -> (R, N)``: rows ``offs[g-1]:offs[g]``
 of ``x`` through ``gelu(rows @ w1[g]) @ w2[g]`` (``offs`` cumulative row ends, ``offs[-1] == R``; an empty group is
-allowed). Each product is torch's ``_grouped_mm``; the two layers are one autograd function whose backward (the input
-gradients are grouped products by the transposed weights, the weight gradients grouped ``x^T dy`` products) is a
-second one, each with a ``vmap`` rule that turns a batch of D independent problems into one product over D x G
-groups, so the experts run under ``torch.func.vmap(grad(...))`` as one call for all devices. One function for both
-layers instead of one per product: under ``vmap(grad)`` every custom function call costs a dispatch in Python
-(a 20-device MoE step 19.9 -> 18.1 ms median on one thread, ``experiments/learner_speed``), and the backward reuses
-the first layer's output instead of computing it again. The FLOP counter learns the products' cost (2 R K N; a weight
-gradient 2 R K N too), so ``torch.utils.flop_counter`` measures what runs. The CPU kernel runs on one thread: with
-several torch threads its per-group parallel regions took 50x to 300x longer (60 ms -> 3 to 17 s for 1,024 groups of
-64 rows on 2 cores shared with another process). Units: none.
+allowed). Each product is torch's ``_grouped_mm``, differentiated by torch's own formula (the input gradient is a
+grouped product by the transposed weights, the weight gradient a grouped ``x^T dy`` split along the rows). torch has
+no ``vmap`` rule for it (its fallback loops over the batch), so this module registers one
+(``torch.library.register_vmap``): a batch of D independent problems becomes one product over D x G groups, and the
+experts run under ``torch.func.vmap(grad(...))`` as one call for all devices. A rule on torch's operator costs less
+than an autograd function of our own, whose every call under ``vmap(grad)`` runs Python dispatch code: a 20-device MoE
+step, forward and backward on one thread, took 17.3 ms median with the two layers as one such function, 14.5 ms with
+the rule (250 devices: 186 vs 156 ms; the same gradients bit for bit; ``experiments/learner_speed``). The FLOP counter
+learns the products' cost (2 R K N; a weight gradient 2 R K N too), so ``torch.utils.flop_counter`` measures what runs.
+The forward products run on one thread, and so do those of the backward under ``vmap``: with several torch threads the
+kernel's per-group parallel regions took 50x to 300x longer (60 ms -> 3 to 17 s for 1,024 groups of 64 rows on 2 cores
+shared with another process). Without ``vmap`` (one model, a few large groups: e.g. central training) torch's backward
+runs them on the caller's threads. Units: none.
 """
 
 from __future__ import annotations
@@ -23,13 +26,7 @@ from torch.nn import functional as F
 from torch.utils import flop_counter
 
 
-def _batched(info, in_dims, *tensors: Tensor) -> list[Tensor]:
-    """The tensors with their vmap dimension first (an unbatched one expanded to the batch)."""
-    return [t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-            for t, d in zip(tensors, in_dims)]
-
-
-def _grouped(a: Tensor, b: Tensor, offs: Tensor) -> Tensor:
+def _one_thread(a: Tensor, b: Tensor, offs: Tensor) -> Tensor:
     """``torch._grouped_mm`` on one thread (module docstring)."""
     threads = torch.get_num_threads()
     if threads == 1:
@@ -47,73 +44,27 @@ def _flat_offsets(offs: Tensor, rows: int) -> Tensor:
     return (offs + shift).reshape(-1)
 
 
-def _flat(t: Tensor) -> Tensor:
-    """(D, R, ...) -> (D * R, ...): a batch of problems' rows (or groups' weights) stacked."""
-    return t.reshape(-1, *t.shape[2:])
-
-
-class _GroupedMLP(torch.autograd.Function):
-    """``gelu(x @ w1[g]) @ w2[g]`` per group (the experts' two layers in one function: one dispatch forward, one
-    backward, instead of one per product); also returns the first layer's output before and after the GELU (not
-    differentiable), which the backward reuses."""
-
-    @staticmethod
-    def forward(x: Tensor, w1: Tensor, w2: Tensor, offs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        pre = _grouped(x, w1, offs)
-        h = F.gelu(pre)
-        return _grouped(h, w2, offs), pre, h
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(*inputs, *output[1:])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor, *_):
-        x, w1, w2, offs, pre, h = ctx.saved_tensors
-        return (*_GroupedMLPGrad.apply(grad.contiguous(), x, w1, w2, offs, pre, h), None)
-
-    @staticmethod
-    def vmap(info, in_dims, x, w1, w2, offs):
-        x, w1, w2, offs = _batched(info, in_dims, x, w1, w2, offs)
-        d, rows = x.shape[:2]
-        out = _GroupedMLP.apply(_flat(x), _flat(w1), _flat(w2), _flat_offsets(offs, rows))
-        return tuple(t.view(d, rows, -1) for t in out), (0, 0, 0)
-
-
-class _GroupedMLPGrad(torch.autograd.Function):
-    """The gradients (dx, dw1, dw2) of :class:`_GroupedMLP`, given its first layer's output ``pre`` and ``h`` =
-    gelu(pre)."""
-
-    @staticmethod
-    def forward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, offs: Tensor, pre: Tensor, h: Tensor):
-        dh = _grouped(dy, w2.transpose(-1, -2), offs)
-        dw2 = _grouped(h.t(), dy, offs)
-        dpre = torch.ops.aten.gelu_backward(dh, pre)
-        return _grouped(dpre, w1.transpose(-1, -2), offs), _grouped(x.t(), dpre, offs), dw2
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise NotImplementedError("grouped_mlp has no second derivative")
-
-    @staticmethod
-    def vmap(info, in_dims, dy, x, w1, w2, offs, pre, h):
-        dy, x, w1, w2, offs, pre, h = _batched(info, in_dims, dy, x, w1, w2, offs, pre, h)
-        d, rows = x.shape[:2]
-        dx, dw1, dw2 = _GroupedMLPGrad.apply(_flat(dy).contiguous(), _flat(x).contiguous(), _flat(w1), _flat(w2),
-                                             _flat_offsets(offs, rows), _flat(pre), _flat(h))
-        g = offs.shape[1]
-        return (dx.view(d, rows, -1), dw1.view(d, g, *dw1.shape[1:]), dw2.view(d, g, *dw2.shape[1:])), (0, 0, 0)
+def _grouped_mm_vmap(info, in_dims, a: Tensor, b: Tensor, offs: Tensor | None = None, bias=None, out_dtype=None):
+    """The ``vmap`` rule of ``_grouped_mm`` for the two forms the experts use: (R, K) x (G, K, N) -> (R, N), and the
+    weight gradient's (K, R) x (R, N) split along R -> (G, K, N); D problems become one product over D x G groups."""
+    if offs is None or bias is not None or out_dtype is not None or b.dim() - (in_dims[1] is not None) not in (2, 3):
+        raise NotImplementedError("the vmap rule of _grouped_mm covers grouped rows with offsets only")
+    n = info.batch_size
+    a, b, offs = (t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
+                  for t, d in zip((a, b, offs), in_dims[:3]))
+    if b.dim() == 4:  # (D, R, K) x (D, G, K, N) -> (D, R, N)
+        rows = a.shape[1]
+        y = _one_thread(a.reshape(n * rows, -1), b.reshape(-1, *b.shape[2:]), _flat_offsets(offs, rows))
+        return y.view(n, rows, -1), 0
+    rows = a.shape[2]  # (D, K, R) x (D, R, N) -> (D, G, K, N)
+    y = _one_thread(a.transpose(0, 1).reshape(a.shape[1], n * rows), b.reshape(n * rows, -1), _flat_offsets(offs, rows))
+    return y.view(n, offs.shape[1], *y.shape[1:]), 0
 
 
 def grouped_mlp(x: Tensor, w1: Tensor, w2: Tensor, offs: Tensor) -> Tensor:
     """``gelu(rows @ w1[g]) @ w2[g]`` for the rows ``offs[g-1]:offs[g]`` of ``x`` (R, K); ``w1`` (G, K, H), ``w2``
     (G, H, N). Differentiable in ``x``, ``w1`` and ``w2``, and under ``torch.func.vmap``."""
-    return _GroupedMLP.apply(x, w1, w2, offs)[0]
+    return _one_thread(F.gelu(_one_thread(x, w1, offs)), w2, offs)
 
 
 def grouped_available(device: torch.device) -> bool:
@@ -132,3 +83,7 @@ def _grouped_flops(a_shape, b_shape, *args, **kwargs) -> int:
 
 if hasattr(torch.ops.aten, "_grouped_mm") and torch.ops.aten._grouped_mm not in flop_counter.flop_registry:
     flop_counter.register_flop_formula(torch.ops.aten._grouped_mm)(_grouped_flops)
+
+if hasattr(torch.ops.aten, "_grouped_mm") and not getattr(torch.ops.aten._grouped_mm, "_hffm_vmap", False):
+    torch.library.register_vmap("aten::_grouped_mm", _grouped_mm_vmap)
+    torch.ops.aten._grouped_mm._hffm_vmap = True  # once per process, whatever imports this module again

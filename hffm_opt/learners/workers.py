@@ -3,8 +3,8 @@ torch thread.
 
 Threads of one process take turns on Python's global interpreter lock between operators, and a vectorised call
 dispatches about 4,000 small operators a step: on a 2-core CPU, two calls at once on two threads trained 1.35 / 1.55 /
-1.72x as many samples per second as one thread at 40 / 400 / 1,000 devices, two worker processes 1.69 / 1.99 /
-2.05x (``hffm-opt bench --learner`` against ``--threads 1``, ``experiments/learner_speed``). A worker is forked from the
+1.72x as many samples per second as one thread at 40 / 400 / 1,000 devices, two worker processes 1.63 / 1.80 /
+1.88x (``hffm-opt bench --learner`` against ``--threads 1``, ``experiments/learner_speed``). A worker is forked from the
 caller when the :class:`ForkedWorkers` is made, so it shares what the caller holds then (the run's packed data and
 frozen model) without copying it; what changes from call to call travels through a pipe (pickled: numpy arrays,
 not tensors, so no shared-memory handles are left behind). A worker ignores Ctrl-C (the caller stops it), ends when

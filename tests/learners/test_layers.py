@@ -156,3 +156,36 @@ def test_sparse_moe_under_vmap_equals_a_loop_over_devices(top_k, block):
             torch.testing.assert_close(fast[n][d], one[n], rtol=1e-5, atol=1e-6)
     if top_k == 1:  # an expert no token of a device chose gets exactly zero gradient there (an empty group)
         assert any(float(fast[f"experts.{j}.fc1.weight"][d].abs().sum()) == 0 for d in range(3) for j in range(4))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_grouped_product_vmap_rule_equals_a_loop_and_replaces_torchs_fallback(shared):
+    """grouped.py registers torch's missing vmap rule for _grouped_mm: both of its forms (rows x per-group weights,
+    and the weight gradient's split along the rows), with batched or shared weights and empty groups, equal a loop
+    over the batch, and torch's slow per-sample fallback (which warns) is not used."""
+    import warnings
+
+    from torch.func import grad, vmap
+
+    from hffm_opt.learners.grouped import grouped_mlp
+
+    d, rows, k, h, n = 3, 12, 8, 12, 4  # the kernel wants 16-byte rows
+    x = _x(d, rows, k, seed=7)
+    w1 = _x(4, k, h, seed=8) if shared else _x(d, 4, k, h, seed=8)
+    w2 = _x(4, h, n, seed=9) if shared else _x(d, 4, h, n, seed=9)
+    offs = torch.tensor([[3, 3, 9, 12], [0, 5, 5, 12], [12, 12, 12, 12]], dtype=torch.int32)
+    dims = (0, None, None, 0) if shared else 0
+
+    def loss(xi, a, b, o):
+        return (grouped_mlp(xi, a, b, o) ** 2).sum()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback's "performance drop" warning would fail the test
+        out = vmap(grouped_mlp, in_dims=dims)(x, w1, w2, offs)
+        grads = vmap(grad(loss, argnums=(0, 1, 2)), in_dims=dims)(x, w1, w2, offs)
+    for i in range(d):
+        a, b = (w1, w2) if shared else (w1[i], w2[i])
+        torch.testing.assert_close(out[i], grouped_mlp(x[i], a, b, offs[i]))
+        ref = grad(loss, argnums=(0, 1, 2))(x[i], a, b, offs[i])
+        for g, r in zip(grads, ref):
+            torch.testing.assert_close(g[i], r, rtol=1e-5, atol=1e-5)
