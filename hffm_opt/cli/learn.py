@@ -196,8 +196,8 @@ def _common(p: argparse.ArgumentParser, rounds: int, eval_rows: int) -> None:
                         "round all of them (0 = all every time; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads; on a CPU local training runs one vectorised call per thread at once (default: "
-                        "every core, or 1 per process when run uses --workers > 1)")
+                   help="torch threads; on a CPU local training runs one vectorised call per thread at once, in "
+                        "forked worker processes (default: every core, or 1 per process when run uses --workers > 1)")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="torch device of training and evaluation (auto = cuda if available; default: %(default)s)")
     p.add_argument("--pricing", default="foundation", choices=("foundation", "proxy"),

@@ -308,7 +308,9 @@ def add_commands(sub) -> None:
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="torch device of --learner (auto = cuda if available; default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads of --learner on a CPU (default: every core this process may use)")
+                   help="torch threads of --learner on a CPU: the trainer runs one call per thread at once in forked "
+                        "worker processes, central training uses them intra-op (default: every core this process may "
+                        "use)")
     p.add_argument("--json", action="store_true")
     add_sweep_flags(p)
     p.add_argument("--config", help="TOML file whose [bench] table replaces these options")

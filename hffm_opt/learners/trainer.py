@@ -35,7 +35,9 @@ their tasks). Accuracies are in percent.
 
 Every tensor of training, aggregation and evaluation lives on ``config.device`` (the CPU by default, CUDA on
 request); the devices' rows are packed in contiguous tensors (:class:`~hffm_opt.learners.packed.PackedTables`) and
-an edge round draws all its minibatch rows at once; the caller's model and tables are never moved.
+an edge round draws all its minibatch rows at once; the caller's model and tables are never moved. On a CPU with
+several torch threads the vectorised calls of an edge round run at once in forked worker processes, one per core
+(:mod:`~hffm_opt.learners.workers`), which the run stops when it ends, fails or is interrupted.
 Randomness: the minibatch rows come from a generator seeded with ``config.seed``; fading, availability and
 sampling from their own streams of the same seed (:func:`~hffm_opt.learners.participation.stream`).
 
