@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import glob
 import math
-import os
 import platform
 import resource
 import sys
@@ -48,6 +46,7 @@ import numpy as np
 
 from .._io import dumps_json
 from .bench import size_layout
+from .memory import children_usage
 
 DEFAULT_SIZES = (40, 400, 1000)  # `bench --learner` without --sizes
 EASY_VQA_MAX = 1000  # larger sizes use the synthetic benchmark (easy-VQA has ~32,000 pool rows)
@@ -102,24 +101,6 @@ def _cpu_name() -> str:
     except (OSError, IndexError):
         name, vector = platform.processor() or "unknown", "vector width unknown"
     return f"{name}, {vector}, {cpu_cores()} cores"
-
-
-def _children() -> tuple[float, float]:
-    """(CPU seconds, sum of peak resident MiB) of this process's live child processes (the training workers), read
-    from Linux's ``/proc``; (0, 0) elsewhere."""
-    cpu_s, peak_mb, me = 0.0, 0.0, str(os.getpid())
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-            if fields[1] != me:  # the parent's pid
-                continue
-            cpu_s += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-            status = Path(stat).with_name("status").read_text()
-            peak_mb += int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
-        except (OSError, IndexError, ValueError):  # gone meanwhile, or no /proc
-            continue
-    return cpu_s, peak_mb
 
 
 def _central(model, data, rows: list[np.ndarray], waves: list[np.ndarray], lr: float, device, budget_s: float,
@@ -222,7 +203,7 @@ def bench_learner(sizes=DEFAULT_SIZES, *, benchmark: str | None = None, device: 
         def mark(record):
             _sync(dev)
             marks.append(time.perf_counter())
-            child_cpu_s, child_mb = _children()
+            child_cpu_s, child_mb = children_usage()
             done = resource.getrusage(resource.RUSAGE_CHILDREN)  # children that ended (none while a run trains)
             cpu_marks.append(time.process_time() + child_cpu_s + done.ru_utime + done.ru_stime)
             workers_mb[0] = max(workers_mb[0], child_mb)

@@ -1,13 +1,16 @@
-"""Peak resident memory of the process during one piece of work (for benchmarks).
+"""Peak resident memory of the process during one piece of work, and what its child processes use (for benchmarks).
 
 ``ru_maxrss`` only ever grows, so after a large instance every later record would repeat its peak. :class:`PeakRss`
 instead samples the resident set size (``/proc/self/statm``, Linux) every ``interval_s`` in a background thread
 while the ``with`` block runs and keeps the largest sample, in MiB. Where ``/proc`` is missing it falls back to
-``ru_maxrss`` (the process's peak so far), which is an upper bound.
+``ru_maxrss`` (the process's peak so far), which is an upper bound. :func:`children_usage` reads the CPU seconds and
+peak resident memory of the live child processes (e.g. the trainer's forked workers, :mod:`hffm_opt.learners.workers`)
+from ``/proc``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import resource
 import threading
@@ -56,3 +59,21 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.mb = max(self.mb, current_rss_mb() or 0.0)
+
+
+def children_usage() -> tuple[float, float]:
+    """(CPU seconds, sum of peak resident MiB) of this process's live child processes (the training workers), read
+    from Linux's ``/proc``; (0, 0) elsewhere."""
+    cpu_s, peak_mb, me = 0.0, 0.0, str(os.getpid())
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            if fields[1] != me:  # the parent's pid
+                continue
+            cpu_s += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            status = Path(stat).with_name("status").read_text()
+            peak_mb += int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or no /proc
+            continue
+    return cpu_s, peak_mb

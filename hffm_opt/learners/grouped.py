@@ -9,9 +9,10 @@ no ``vmap`` rule for it (its fallback loops over the batch), so this module regi
 (``torch.library.register_vmap``): a batch of D independent problems becomes one product over D x G groups, and the
 experts run under ``torch.func.vmap(grad(...))`` as one call for all devices. A rule on torch's operator costs less
 than an autograd function of our own, whose every call under ``vmap(grad)`` runs Python dispatch code: a 20-device MoE
-step, forward and backward on one thread, took 17.3 ms median with the two layers as one such function, 14.5 ms with
-the rule (250 devices: 186 vs 156 ms; the same gradients bit for bit; ``experiments/learner_speed``). The FLOP counter
-learns the products' cost (2 R K N; a weight gradient 2 R K N too), so ``torch.utils.flop_counter`` measures what runs.
+layer step, forward and backward on one thread, took 13.5 ms with the two layers as one such function (commit
+``1e754b6``), 12.1 ms with the rule (256 devices: 147 vs 131 ms; ``experiments/learner_speed/micro.py``). The FLOP
+counter learns the products' cost (2 R K N; a weight gradient 2 R K N too), so ``torch.utils.flop_counter`` measures
+what runs.
 The forward products run on one thread, and so do those of the backward under ``vmap``: with several torch threads the
 kernel's per-group parallel regions took 50x to 300x longer (60 ms -> 3 to 17 s for 1,024 groups of 64 rows on 2 cores
 shared with another process). Without ``vmap`` (one model, a few large groups: e.g. central training) torch's backward

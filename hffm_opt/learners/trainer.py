@@ -196,7 +196,7 @@ class _Run:
         # a CPU runs one call per torch thread at once (at most one per core), each on one thread, in forked worker
         # processes (self._on_cores)
         self.workers = cpu_workers() if self.device.type == "cpu" and fork_available() else 1
-        self._workers: ForkedWorkers | None = None
+        self._pool: ForkedWorkers | None = None
 
     # ------------------------------------------------------------------ one edge round
     def edge_round(self, r: int) -> dict:
@@ -265,14 +265,14 @@ class _Run:
                 return [self._sums(*calls[0])]
             finally:
                 torch.set_num_threads(threads)
-        if self._workers is None:
-            self._workers = ForkedWorkers(self._worker_sums, self.workers)
+        if self._pool is None:
+            self._pool = ForkedWorkers(self._worker_sums, self.workers)
         items = []
         for idx, rows in calls:  # what changes between calls: the home clusters' copies and the weights
             copies, weights = self._home_copies(idx)
             items.append((idx, rows, {n: x.numpy() for n, x in copies.items()}, weights.numpy()))
         return [({n: torch.from_numpy(x) for n, x in a.items()}, {n: torch.from_numpy(x) for n, x in b.items()})
-                for a, b in self._workers.map(items)]
+                for a, b in self._pool.map(items)]
 
     def _worker_sums(self, item) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """:meth:`_sums` in a worker process, on numpy arrays (what travels through its pipe)."""
@@ -319,9 +319,9 @@ class _Run:
 
     def close(self) -> None:
         """Stop the run's worker processes, if it has any."""
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _cloud_aggregate(self) -> None:
         """Each cloud-tier module averaged over its clusters (weights: the devices that took part in the period),

@@ -2,7 +2,7 @@
 torch thread.
 
 Threads of one process take turns on Python's global interpreter lock between operators, and a vectorised call
-dispatches about 4,000 small operators a step: on a 2-core CPU, two calls at once on two threads trained 1.35 / 1.55 /
+dispatches thousands of small operators a step: on a 2-core CPU, two calls at once on two threads trained 1.35 / 1.55 /
 1.72x as many samples per second as one thread at 40 / 400 / 1,000 devices, two worker processes 1.63 / 1.80 /
 1.88x (``hffm-opt bench --learner`` against ``--threads 1``, ``experiments/learner_speed``). A worker is forked from the
 caller when the :class:`ForkedWorkers` is made, so it shares what the caller holds then (the run's packed data and

@@ -175,12 +175,13 @@ def test_tune_torch_device_cuda_without_cuda_exits_2_before_any_trial(tmp_path, 
 
 def test_the_learner_bench_counts_its_workers_cpu_time_and_memory():
     """The training workers are child processes: the bench's CPU seconds and peak memory must include them."""
-    from hffm_opt.analysis.learner_bench import _children, _cpu_name
+    from hffm_opt.analysis.learner_bench import _cpu_name
+    from hffm_opt.analysis.memory import children_usage
     from hffm_opt.learners.workers import ForkedWorkers, fork_available
 
     if not fork_available():
         pytest.skip("this system cannot fork worker processes")
-    before_s, before_mb = _children()  # other children of the test process, if any
+    before_s, before_mb = children_usage()  # other children of the test process, if any
 
     def spin(seconds):
         end = time.process_time() + seconds
@@ -190,7 +191,7 @@ def test_the_learner_bench_counts_its_workers_cpu_time_and_memory():
 
     with ForkedWorkers(spin, 2) as workers:
         workers.map([0.3, 0.3])
-        cpu_s, peak_mb = _children()
+        cpu_s, peak_mb = children_usage()
     assert cpu_s >= before_s + 0.5 and peak_mb >= before_mb + 2 * 50
-    assert _children()[1] <= peak_mb - 2 * 50  # ended workers are no longer counted
+    assert children_usage()[1] <= peak_mb - 2 * 50  # ended workers are no longer counted
     assert "cores" in _cpu_name()
