@@ -11,7 +11,9 @@ cores there are). Units: bytes for memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -125,3 +127,19 @@ def waves(n_devices: int, per_call: int, workers: int) -> list[list[slice]]:
     calls that run at once (:func:`cpu_calls`; one worker, e.g. a GPU: one call of at most ``per_call`` a wave)."""
     calls = cpu_calls(n_devices, per_call, workers)
     return [calls[i:i + workers] for i in range(0, len(calls), workers)]
+
+
+@contextlib.contextmanager
+def one_torch_thread(device: torch.device | None = None) -> Iterator[None]:
+    """Run the block on one torch intra-op thread (on a CPU ``device``; any other device: unchanged), the count
+    restored after. Used where other processes or threads already keep every core busy: this process's idle
+    OpenMP threads would spin beside them."""
+    threads = torch.get_num_threads()
+    if threads == 1 or (device is not None and device.type != "cpu"):
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

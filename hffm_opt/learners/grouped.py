@@ -26,17 +26,13 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils import flop_counter
 
+from .device import one_torch_thread
+
 
 def _one_thread(a: Tensor, b: Tensor, offs: Tensor) -> Tensor:
     """``torch._grouped_mm`` on one thread (module docstring)."""
-    threads = torch.get_num_threads()
-    if threads == 1:
+    with one_torch_thread():
         return torch._grouped_mm(a, b, offs=offs)
-    torch.set_num_threads(1)
-    try:
-        return torch._grouped_mm(a, b, offs=offs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _flat_offsets(offs: Tensor, rows: int) -> Tensor:

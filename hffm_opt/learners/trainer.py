@@ -64,7 +64,7 @@ from hffm_opt.plan import CLOUD, Plan
 from . import checkpoint
 from .checkpoint import CHECKPOINT
 from .config import FederatedData, TrainConfig, _require
-from .device import cpu_workers, devices_per_call, resolve_device, waves
+from .device import cpu_workers, devices_per_call, one_torch_thread, resolve_device, waves
 from .dynamics import RoundPricer
 from .evaluation import accuracy, correct, device_accuracy, distinct, seeded_rows, served_accuracy
 from .history import History
@@ -73,7 +73,7 @@ from .packed import PackedTables
 from .participation import Participation
 from .server import server_optimizer
 from .table import MultiModalTable
-from .workers import ForkedWorkers, fork_available
+from .workers import ForkedWorkers, fork_available, shared_zeros
 
 __all__ = ["CHECKPOINT", "FederatedData", "History", "TrainConfig", "learning_key", "reclock", "train", "train_plans",
            "training_calls"]
@@ -205,10 +205,11 @@ class _Run:
         if self.config.dynamic:
             self._realise(r)
         self.seen |= self.participants
-        self._train_and_aggregate()
         position = (r - 1) % self.plan.e_agg
-        if position == self.plan.e_agg - 1:
-            self._cloud_aggregate()
+        with one_torch_thread(self.device):  # on a CPU the calls of a wave each hold a core (_on_cores)
+            self._train_and_aggregate()
+            if position == self.plan.e_agg - 1:
+                self._cloud_aggregate()
         record = self._record(r, position)
         self.records.append(record)
         return record
@@ -256,36 +257,43 @@ class _Run:
             self.clusters[n] = self.edge_opt.step(self.clusters[n], mean, self.server_state["edge"][n], den[n] > 0)
 
     def _on_cores(self, calls: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[dict, dict]]:
-        """:meth:`_sums` of every call (devices, rows) on a CPU, each on one torch thread: one call in this process,
-        several at once in forked workers (:mod:`.workers`, made at the first such wave and kept for the run)."""
+        """:meth:`_sums` of every call (devices, rows) on a CPU, each on one torch thread (the edge round runs on one,
+        :meth:`edge_round`): one call in this process,
+        several at once in forked workers (:mod:`.workers`, made at the first such wave and kept for the run). The
+        clusters' copies go to the workers, and call ``i``'s sums come back, through shared memory (slot ``i``);
+        only the devices, their rows and weights travel through the pipes."""
         if len(calls) == 1:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return [self._sums(*calls[0])]
-            finally:
-                torch.set_num_threads(threads)
+            return [self._sums(*calls[0])]
         if self._pool is None:
+            homes = min(self.chunk, self.n_edges)  # a call's devices have at most this many home clusters
+            self._shared = {n: shared_zeros(x.shape) for n, x in self.clusters.items()}
+            self._slots = [({n: shared_zeros((homes, *x.shape[1:])) for n, x in self.clusters.items()},
+                            {n: shared_zeros((homes,)) for n in self.clusters}) for _ in range(self.workers)]
             self._pool = ForkedWorkers(self._worker_sums, self.workers)
-        items = []
-        for idx, rows in calls:  # what changes between calls: the home clusters' copies and the weights
-            copies, weights = self._home_copies(idx)
-            items.append((idx, rows, {n: x.numpy() for n, x in copies.items()}, weights.numpy()))
-        return [({n: torch.from_numpy(x) for n, x in a.items()}, {n: torch.from_numpy(x) for n, x in b.items()})
-                for a, b in self._pool.map(items)]
+        for n, x in self.clusters.items():
+            self._shared[n].copy_(x)
+        items = [(i, idx, rows, self._weights_t[torch.from_numpy(idx)].numpy()) for i, (idx, rows) in enumerate(calls)]
+        return [tuple({n: x[:h] for n, x in part.items()} for part in self._slots[i])
+                for i, h in enumerate(self._pool.map(items))]
 
-    def _worker_sums(self, item) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """:meth:`_sums` in a worker process, on numpy arrays (what travels through its pipe)."""
-        idx, rows, copies, weights = item
-        a, b = self._sums(idx, rows, ({n: torch.from_numpy(x) for n, x in copies.items()}, torch.from_numpy(weights)))
-        return {n: x.numpy() for n, x in a.items()}, {n: x.numpy() for n, x in b.items()}
+    def _worker_sums(self, item) -> int:
+        """:meth:`_sums` of one call in a worker process, from the shared clusters' copies into shared slot ``i``;
+        returns the number of home clusters written."""
+        i, idx, rows, weights = item
+        num, den = self._sums(idx, rows, (self._home_copies(idx, self._shared)[0], torch.from_numpy(weights)))
+        for part, sums in zip(self._slots[i], (num, den)):
+            for n, x in sums.items():
+                part[n][:len(x)].copy_(x)
+        return len(next(iter(num.values())))
 
-    def _home_copies(self, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The copies of the distinct home clusters of devices ``idx``, in cluster order ({n: (H, *shape)}), and the
-        devices' aggregation weights per module ((D, K))."""
+    def _home_copies(self, idx: np.ndarray, clusters: dict | None = None) -> tuple[dict[str, torch.Tensor],
+                                                                                  torch.Tensor]:
+        """The copies (of ``clusters``, default the run's) of the distinct home clusters of devices ``idx``, in cluster
+        order ({n: (H, *shape)}), and the devices' aggregation weights per module ((D, K))."""
         homes = torch.from_numpy(np.unique(self.assoc[idx])).to(self.device)
         weights = self._weights_t[torch.from_numpy(idx).to(self.device)]
-        return {n: x.index_select(0, homes) for n, x in self.clusters.items()}, weights
+        source = self.clusters if clusters is None else clusters
+        return {n: x.index_select(0, homes) for n, x in source.items()}, weights
 
     def _sums(self, idx: np.ndarray, rows: np.ndarray, state=None) -> tuple[dict[str, torch.Tensor], dict]:
         """Local training of devices ``idx`` (sorted by cluster) on their minibatch ``rows`` from their home clusters'

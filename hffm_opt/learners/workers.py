@@ -7,13 +7,16 @@ dispatches thousands of small operators a step: on a 2-core CPU, two calls at on
 1.88x (``hffm-opt bench --learner`` against ``--threads 1``, ``experiments/learner_speed``). A worker is forked from the
 caller when the :class:`ForkedWorkers` is made, so it shares what the caller holds then (the run's packed data and
 frozen model) without copying it; what changes from call to call travels through a pipe (pickled: numpy arrays,
-not tensors, so no shared-memory handles are left behind). A worker ignores Ctrl-C (the caller stops it), ends when
+not tensors, so no shared-memory handles are left behind); large arrays that both sides read or write every call
+belong in :func:`shared_zeros` buffers, made before the fork. A worker ignores Ctrl-C (the caller stops it), ends when
 the caller closes it or its pipe, and an error in a call is raised again in the caller, with its type. Linux and
 other systems with ``fork``; :func:`fork_available` says whether this process may fork them. Units: none.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 import multiprocessing as mp
 import signal
 import sys
@@ -29,6 +32,14 @@ def fork_available() -> bool:
     """Whether this process may fork worker processes: the system has ``fork`` (not Windows), and this process is not
     a daemon (a multiprocessing pool's worker, e.g. a sweep's, may have no children)."""
     return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
+
+
+def shared_zeros(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A CPU tensor of zeros in anonymous shared memory: processes forked after it is made see each other's writes
+    (nothing is copied through a pipe). Freed with the last process that holds it."""
+    count = math.prod(shape)
+    buffer = mmap.mmap(-1, max(1, count) * torch.empty((), dtype=dtype).element_size())
+    return torch.frombuffer(buffer, dtype=dtype, count=max(1, count))[:count].view(*shape)
 
 
 def _serve(conn, target: Callable[[Any], Any]) -> None:

@@ -16,13 +16,14 @@ from hffm_opt.learners.device import (
     cpu_calls,
     devices_per_call,
     free_memory,
+    one_torch_thread,
     resolve_device,
     waves,
 )
 from hffm_opt.learners.local import local_train, stack_params
 from hffm_opt.learners.packed import PackedTables
 from hffm_opt.learners.setup import learning_setup
-from hffm_opt.learners.trainer import CHECKPOINT, TrainConfig, train
+from hffm_opt.learners.trainer import CHECKPOINT, TrainConfig, _Run, train
 from hffm_opt.schedulers import schedule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,6 +46,22 @@ def test_device_names_and_the_missing_cuda_error():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             train(*_small()[:2], _small()[2], dataclasses.replace(CFG, device="cuda"))
     assert devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000) == 256
+
+
+def test_one_torch_thread_inside_the_block_on_a_cpu_and_the_count_restored_after():
+    torch.set_num_threads(2)
+    try:
+        with one_torch_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError), one_torch_thread():
+            assert torch.get_num_threads() == 1
+            raise KeyError("a failing block")
+        assert torch.get_num_threads() == 2
+        with one_torch_thread(torch.device("cuda")):  # another device: this process's CPU threads untouched
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("n,per_call,workers", [(1000, 256, 2), (400, 256, 2), (40, 256, 2), (1, 256, 4),
@@ -76,6 +93,32 @@ def test_training_on_two_cores_is_deterministic_and_agrees_with_one_core():
     for r, s in zip(runs[0].records, one.records):
         assert r["time_s"] == s["time_s"] and r["participants"] == s["participants"]
         assert r["accuracy"] == pytest.approx(s["accuracy"], abs=1.0)  # percent; a near tie may flip a prediction
+
+
+def test_workers_train_from_the_current_cluster_models_and_return_every_clusters_sums():
+    """The workers read the clusters' copies and write their sums through shared memory (learners.workers.shared_zeros):
+    after edge rounds across a cloud aggregation, with a cluster split between two calls of a wave, the cluster models
+    equal those of the one-thread run (all calls in this process) to float rounding."""
+    scenario, plan, data = _small()
+    config = dataclasses.replace(CFG, eval_every=0, devices_per_call=2)  # calls 0-1 | 2-3 (two clusters) | 4-5
+
+    def clusters_after(threads, rounds=3):
+        torch.set_num_threads(threads)
+        run = _Run(scenario, plan, data, config)
+        try:
+            for r in range(1, rounds + 1):
+                run.edge_round(r)
+            assert (run._pool is not None) == (threads > 1)
+            return {n: x.clone() for n, x in run.clusters.items()}
+        finally:
+            run.close()
+            torch.set_num_threads(1)
+
+    two, one = clusters_after(2), clusters_after(1)
+    start = {n: p.detach() for n, p in data.model.named_parameters() if n in one}
+    assert any(not torch.allclose(one[n][e], start[n]) for n in one for e in range(2))  # training moved them
+    for n in one:
+        torch.testing.assert_close(two[n], one[n], rtol=1e-4, atol=1e-5)
 
 
 def test_a_training_run_stops_its_workers_when_it_ends_or_fails():

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from hffm_opt.learners.workers import ForkedWorkers, fork_available
+from hffm_opt.learners.workers import ForkedWorkers, fork_available, shared_zeros
 
 pytestmark = [pytest.mark.skipif(not fork_available(), reason="this system cannot fork worker processes"),
               pytest.mark.usefixtures("one_torch_thread")]
@@ -67,3 +67,18 @@ def test_close_kills_a_busy_worker_at_once_and_leaves_no_process():
         with pytest.raises((ChildProcessError, ProcessLookupError)):
             os.waitpid(pid, os.WNOHANG)
     assert not [p for p in mp.active_children() if p.name == "hffm-opt-worker"]
+
+
+def test_shared_buffers_carry_writes_both_ways_between_a_worker_and_its_caller():
+    buffers = {"a": shared_zeros((3, 4)), "b": shared_zeros((5,), torch.int64), "empty": shared_zeros((0, 2))}
+    assert buffers["a"].shape == (3, 4) and buffers["b"].dtype == torch.int64 and buffers["empty"].numel() == 0
+    assert not buffers["a"].any()
+
+    def double_a_into_b(scale):
+        buffers["b"].copy_(torch.arange(5) * scale)
+        return float(buffers["a"].sum())
+
+    with ForkedWorkers(double_a_into_b, 1) as workers:
+        buffers["a"].fill_(0.5)  # written after the fork: the worker sees it
+        assert workers.map([3]) == [6.0]
+        assert buffers["b"].tolist() == [0, 3, 6, 9, 12]
