@@ -20,6 +20,7 @@ import hashlib
 import json
 import multiprocessing
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -52,8 +53,31 @@ def _load(path: Path):
         return None  # missing, or unreadable: computed again (never trusted half-way)
 
 
-def _ignore_sigint() -> None:
+STOP_S = 3.0  # seconds the workers of a stopped sweep have to exit through Python before they are killed
+
+
+def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """A terminated worker exits through Python, so that its clean-up runs (named semaphores that a library made,
+    e.g. pyomo's, unlinked; a killed worker leaves them to the resource tracker, which warns about them at exit)."""
+    raise SystemExit(128 + signum)
+
+
+def _stop(pool) -> None:
+    """Terminate ``pool``: its workers get :data:`STOP_S` seconds to exit cleanly (one inside a long native call,
+    e.g. a solver's, cannot), then the ones still running are killed."""
+    workers = [p for p in multiprocessing.active_children() if p.name.startswith("SpawnPoolWorker")]
+    stopping = threading.Thread(target=pool.terminate, daemon=True)
+    stopping.start()
+    stopping.join(STOP_S)
+    for proc in workers:
+        if proc.is_alive():
+            proc.kill()
+    stopping.join()
 
 
 def _indexed(job: tuple[Callable, int, dict]) -> tuple[int, object]:
@@ -63,12 +87,14 @@ def _indexed(job: tuple[Callable, int, dict]) -> tuple[int, object]:
 
 def _local(fn: Callable, cells: list[dict], todo: list[int], workers: int) -> Iterator[tuple[int, object]]:
     """(index, result) of the cells ``todo`` as they finish on ``workers`` local processes."""
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
     try:
         yield from pool.imap_unordered(_indexed, [(fn, i, cells[i]) for i in todo])
-        pool.close()
+        pool.close()  # the workers exit on their own
+    except BaseException:
+        _stop(pool)  # on an error, Ctrl-C or an abandoned sweep no cell keeps running
+        raise
     finally:
-        pool.terminate()  # at the end a no-op; on an error or Ctrl-C no cell keeps running
         pool.join()
 
 

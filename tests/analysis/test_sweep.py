@@ -94,3 +94,59 @@ def test_optimal_runs_inside_a_worker_process(tmp_path):
     parallel, _ = run_cells(compare.compare_cell, cells, workers=2)
     serial, _ = run_cells(compare.compare_cell, cells)
     assert [r["energy_j"] for r in parallel] == [r["energy_j"] for r in serial]
+
+
+@pytest.mark.parametrize("failing", [None, 3])
+def test_a_sweep_lets_its_worker_processes_clean_up_when_it_ends_or_stops(tmp_path, failing):
+    """Workers that made a named semaphore (pyomo's import makes one) exit through Python, whether the sweep finishes
+    or an error in a cell stops it while another cell still runs: none is killed before its clean-up, which the
+    resource tracker would report at exit as a leaked semaphore."""
+    (tmp_path / "cellmod.py").write_text(
+        "import multiprocessing, time\n"
+        "LOCKS = []\n"
+        "def square_with_a_lock(cell):\n"
+        "    LOCKS.append(multiprocessing.Lock())\n"
+        "    if cell['x'] == cell['failing']:\n"
+        "        time.sleep(0.5)\n"
+        "        raise ValueError('cell failed')\n"
+        "    time.sleep(0.2 if cell['failing'] is None else 5)\n"
+        "    return cell['x'] ** 2\n")
+    script = ("import sys\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from cellmod import square_with_a_lock\n"
+              "from hffm_opt.analysis.sweep import run_cells\n"
+              "try:\n"
+              f"    print(run_cells(square_with_a_lock, [{{'x': x, 'failing': {failing}}} for x in range(6)],"
+              " workers=2)[0])\n"
+              "except ValueError as exc:\n"
+              "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (str([x * x for x in range(6)]) if failing is None else "cell failed")
+    assert "leaked" not in done.stderr and "resource_tracker" not in done.stderr, done.stderr
+
+
+def test_a_worker_that_cannot_exit_cleanly_is_killed_when_a_sweep_stops(tmp_path):
+    """A worker that does not act on the terminate signal (as inside a long native call, e.g. a solver's) is killed
+    STOP_S seconds after the sweep stops, so Ctrl-C or an error never waits for its cell to end."""
+    (tmp_path / "stuckmod.py").write_text(
+        "import signal, time\n"
+        "def stuck_or_failing(cell):\n"
+        "    if cell['x'] == 0:\n"
+        "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+        "        time.sleep(120)\n"
+        "    time.sleep(1)\n"
+        "    raise ValueError('cell failed')\n")
+    script = ("import sys, time\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from stuckmod import stuck_or_failing\n"
+              "from hffm_opt.analysis.sweep import run_cells\n"
+              "start = time.perf_counter()\n"
+              "try:\n"
+              "    run_cells(stuck_or_failing, [{'x': 0}, {'x': 1}], workers=2)\n"
+              "except ValueError as exc:\n"
+              "    print(exc, round(time.perf_counter() - start))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    message, seconds = done.stdout.strip().rsplit(" ", 1)
+    assert done.returncode == 0 and message == "cell failed", done.stderr
+    assert int(seconds) < 60  # the stuck cell sleeps 120 s
