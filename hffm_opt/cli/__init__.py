@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        if not getattr(args, "worker_only", False):  # a child of `tune --workers`: its parent says it once
+            print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except HffmError as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)

@@ -8,6 +8,7 @@ done. Another machine joins the same study with the same command, ``--storage`` 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import warnings
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from .._io import dumps_json
 from .args import count, out_path, real
+
+WORKER_STOP_S = 30.0  # seconds an interrupted worker has to record its trial and exit before it is killed
 
 
 def add_commands(sub) -> None:
@@ -110,7 +113,18 @@ def _spawn(args, url: str) -> None:
         if value is not None:
             cmd += [flag, str(value)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(args.workers)]
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too; passed on where only this process got it
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(WORKER_STOP_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
     if any(codes):
         raise ValueError(f"worker exit codes = {codes}: every worker must exit with 0 (see stderr)")
 

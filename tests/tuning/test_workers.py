@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -184,3 +186,43 @@ def test_killed_worker_restart_keeps_finished_trials_and_exact_count(tmp_path):
     for k in running:  # the killed trial was run again, keeping the parameters it had drawn
         assert before[k][2].items() <= after[k][2].items() and after[k][0] != "RUNNING"
     check_counts(json.loads(out), n)
+
+
+def _worker_processes(marker: str) -> list[int]:
+    """Process ids whose command line holds ``--worker-only`` and ``marker``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if "--worker-only" in cmd and marker in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the worker processes")
+def test_ctrl_c_of_tune_with_workers_says_interrupted_once_and_stops_them(tmp_path):
+    cfg = tiny_config(tmp_path, time_s=2.0, max_rounds=16)
+    url = f"sqlite:///{tmp_path / 'ctrlc.db'}"
+    script = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as in a terminal
+              "from hffm_opt.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, "tune", "--study", "ctrlc", "--storage", url, "--trials",
+                             "8", "--workers", "2", "--config", str(cfg), "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:  # Ctrl-C while the workers run trials
+        time.sleep(0.3)
+        try:
+            if [s for s, _, _ in snapshot(url, "ctrlc").values()].count("RUNNING") >= 1:
+                break
+        except Exception:  # the workers have not created the study yet
+            continue
+    assert len(_worker_processes(str(tmp_path))) == 2
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == ""
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    assert [line for line in lines if "interrupted" in line] == ["hffm-opt tune: interrupted"] == lines[-1:], err
+    assert not _worker_processes(str(tmp_path))
