@@ -261,6 +261,14 @@ def _check_paper_format(data: dict) -> None:
         as_numbers(d["position"], f"devices[id={d['id']}].position", err, length=2)
         as_number(d["edge_server"], f"devices[id={d['id']}].edge_server", err, integer=True)
         as_number(d["uplink_gain"], f"devices[id={d['id']}].uplink_gain", err)
+    for name, items in (("edge_servers", edges), ("devices", devices)):
+        if not items:
+            raise err(f"{name} = []: a scenario needs at least one")
+        seen: set = set()
+        for item in items:
+            if item["id"] in seen:
+                raise err(f"{name}[id={item['id']}]: the id appears more than once (ids must be unique)")
+            seen.add(item["id"])
     for i, lk in enumerate(links):
         check_keys(lk, f"d2d_links[{i}]", ("from", "to", "gain"), err, required=("from", "to", "gain"))
         for key in ("from", "to"):

@@ -253,6 +253,9 @@ def load_scenario(name_or_path, profile: generators.DeviceProfile | None = None)
     if not path.exists():
         raise ScenarioError(f"scenario = {key!r}: neither an embedded scenario {list(EMBEDDED)} nor an existing file")
     data = read_document(path, "scenario", ScenarioError, nesting=False)  # typed fields are checked by the readers
+    if "format" in data and data["format"] != FORMAT:
+        raise ScenarioError(f"scenario file {key!r}: format = {short(data['format'])}: a scenario file has format "
+                            f"{FORMAT!r} (or none: a paper-format file or a [generator] config)")
     try:
         if data.get("format") == FORMAT:
             return from_dict(data)
@@ -262,9 +265,8 @@ def load_scenario(name_or_path, profile: generators.DeviceProfile | None = None)
             return generators.from_paper_format(data, profile, name=path.stem)
     except ScenarioError as exc:
         raise ScenarioError(f"scenario file {key!r}: {exc}") from None
-    hint_ = f" ('format' must be {FORMAT!r})" if "format" in data else ""
     raise ScenarioError(f"scenario file {key!r} = <unknown format>: expected a native scenario (format {FORMAT!r}), "
-                        f"a paper-format file or a [generator] config{hint_}")
+                        f"a paper-format file or a [generator] config")
 
 
 def from_config(data: dict, profile: generators.DeviceProfile | None) -> Scenario:

@@ -113,6 +113,22 @@ def test_paper_format_errors_name_the_field(tmp_path):
         load_scenario(p)
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.update(devices=[], d2d_links=[], d2d_aggregators={}), r"devices = \[\]: a scenario needs at least"),
+    (lambda d: d.update(edge_servers=[]), r"edge_servers = \[\]: a scenario needs at least one"),
+    (lambda d: d["devices"][1].update(id=0), r"devices\[id=0\]: the id appears more than once"),
+    (lambda d: d["edge_servers"][2].update(id=1), r"edge_servers\[id=1\]: the id appears more than once"),
+    (lambda d: d.update(format="hffm-opt/plan"), r"format = 'hffm-opt/plan': a scenario file has format"),
+])
+def test_paper_format_without_devices_or_with_repeated_ids_is_refused(tmp_path, change, message):
+    data = generators.embedded_paper_data()
+    change(data)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(p)
+
+
 def test_generator_config_toml(tmp_path):
     p = tmp_path / "cfg.toml"
     p.write_text('[generator]\nname = "clustered"\nn_edges = 4\ndevices_per_edge = 6\nseed = 1\n'
