@@ -43,9 +43,11 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
     dev, ids = scenario.devices, scenario.devices.ids
     eid = scenario.edges.ids
     if plan.scenario_fingerprint and plan.scenario_fingerprint != scenario.fingerprint:
+        other = ("another version of scenario" if plan.scenario_name == scenario.name
+                 else f"scenario {plan.scenario_name!r}, not for scenario")
         _bad("plan.scenario_fingerprint", plan.scenario_fingerprint,
-             f"the plan was made for scenario {plan.scenario_name!r}, not for scenario {scenario.name!r} (fingerprint "
-             f"{scenario.fingerprint}); make a plan for this scenario")
+             f"the plan was made for {other} {scenario.name!r} (fingerprint {scenario.fingerprint}); make a plan for "
+             f"this scenario")
     if plan.mode not in MODES:
         _bad("mode", plan.mode, f"must be one of {MODES}")
     if plan.relay_mode not in RELAY_MODES:

@@ -68,22 +68,23 @@ def prototype_latency_graph(scenario: Scenario, members: np.ndarray, bits: float
     keep, i, j = cluster_links(scenario, members)
     rate = shannon_rate(proto.d2d_bandwidth_hz, proto.d2d_rate_power_w, scenario.d2d.gain[keep],
                         scenario.noise_psd_w_per_hz)
-    lat = np.full((len(members), len(members)), np.inf)
-    lat[i, j] = bits / rate
+    per_bit = np.full((len(members), len(members)), np.inf)  # s per bit: the arcs, also when bits = 0
+    per_bit[i, j] = 1.0 / rate
     pos = scenario.devices.position_m[members]
     dist = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
-    graph = np.where(dist <= proto.d2d_connect_radius_m, lat, np.inf)
+    graph = np.where(dist <= proto.d2d_connect_radius_m, per_bit, np.inf)
     n = len(members)
-    if n <= 1 or _strongly_connected(graph):
-        return graph
-    sym = np.minimum(lat, lat.T)
-    mst = minimum_spanning_tree(csgraph_from_dense(sym, null_value=np.inf)).tocoo()
-    if mst.nnz < n - 1:
-        raise ScenarioError(f"d2d.links of cluster with devices {scenario.devices.ids[members].tolist()} = "
-                            f"{mst.nnz} spanning edges: the listed D2D links do not connect the cluster")
-    for i, j in zip(mst.row, mst.col):
-        graph[i, j] = lat[i, j]
-        graph[j, i] = lat[j, i]
+    if n > 1 and not _strongly_connected(graph):
+        sym = np.minimum(per_bit, per_bit.T)
+        mst = minimum_spanning_tree(csgraph_from_dense(sym, null_value=np.inf)).tocoo()
+        if mst.nnz < n - 1:
+            raise ScenarioError(f"d2d.links of cluster with devices {scenario.devices.ids[members].tolist()} = "
+                                f"{mst.nnz} spanning edges: the listed D2D links do not connect the cluster")
+        for i, j in zip(mst.row, mst.col):
+            graph[i, j] = per_bit[i, j]
+            graph[j, i] = per_bit[j, i]
+    arcs = np.isfinite(graph)
+    graph[arcs] *= bits
     return graph
 
 

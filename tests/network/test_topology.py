@@ -141,6 +141,11 @@ def test_prototype_graph_scales_with_the_bits_and_ignores_other_clusters():
     assert np.isinf(first[0, 2]) and np.isinf(first[2, 0]) and np.isinf(np.diag(first)).all()
     other = topology.prototype_latency_graph(s, np.array([3, 4]), 1e6)
     assert other.shape == (2, 2) and np.isfinite(other[0, 1]) and np.isfinite(other[1, 0])
+    far = tiny_scenario((3,), positions=[[0, 0], [100, 0], [200, 0]], d2d_gain=2e-9)  # no arc in the radius: the MST
+    for scenario, members in ((s, [0, 1, 2]), (far, [0, 1, 2])):
+        some = topology.prototype_latency_graph(scenario, np.array(members), 1e6)
+        nothing = topology.prototype_latency_graph(scenario, np.array(members), 0.0)  # nobody trains: the same arcs
+        assert (np.isfinite(nothing) == np.isfinite(some)).all() and (nothing[np.isfinite(some)] == 0).all()
 
 
 def test_a_cluster_its_listed_links_cannot_connect_is_refused():

@@ -179,6 +179,14 @@ def test_a_plan_made_for_another_scenario_of_the_same_size_is_refused_with_both_
              "the plan was made for scenario 'clustered-2x2-s0', not for scenario 'clustered-2x2-s5'")
 
 
+def test_a_plan_made_for_another_version_of_its_scenario_is_refused_saying_so(files):
+    data = json.loads((files / "s.json").read_text())
+    data["devices"][0]["cpu_hz"] *= 2  # the same name, other contents
+    (files / "s_changed.json").write_text(json.dumps(data))
+    _refused(["evaluate", "--scenario", str(files / "s_changed.json"), "--plan", str(files / "plan.json")],
+             "the plan was made for another version of scenario 'clustered-2x2-s0' (fingerprint ")
+
+
 def test_a_plan_every_device_misses_the_deadline_of_is_refused_not_priced(files):
     path = _doc(files, "late.json", lambda d: d.update(deadline_s=1e-6), "plan.json")
     _refused(["evaluate", "--scenario", str(files / "s.json"), "--plan", path],
