@@ -26,6 +26,7 @@ from typing import NoReturn
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ..errors import ConfigError, ScenarioError
+from ..formulations.joint import check_full_options
 from ..network.documents import as_number, hint, keyword_types, read_document
 from ..network.io import load_scenario
 from ..network.limits import MAX_ROUNDS
@@ -201,6 +202,22 @@ def _range(name: str, value, kind: type, log: bool | None):
     return FloatDistribution(float(value[0]), float(value[1]), log=value[0] > 0 if log is None else log)
 
 
+def _option_range(name: str, value, schedulers: list[str]):
+    """The distribution of the numeric scheduler option ``name`` (integer where the schedulers' default is one); both
+    ends must be values full F4 accepts (checked by :func:`~hffm_opt.formulations.joint.check_full_options`)."""
+    defaults = [scheduler_options(n)[name] for n in schedulers if takes_option(n, name)]
+    kind = int if all(isinstance(d, int) and not isinstance(d, bool) for d in defaults) else float
+    dist = _range(f"search.options.{name}", value, kind, None)
+    if name in inspect.signature(check_full_options).parameters:
+        context = {"coverage": "cluster"} if name == "w_U" else {}  # w_U is searched with coverage 'cluster' only
+        for end in (dist.low, dist.high):
+            try:
+                check_full_options(**context, **{name: end})
+            except ConfigError as exc:
+                reject(f"search.options.{name}", value, f"every value in the range must be valid ({exc})")
+    return dist
+
+
 def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
     _check_keys("search", search, set(DEFAULTS["search"]))
     names = search["schedulers"]
@@ -226,7 +243,7 @@ def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
                 and value["choices"]:
             space[name] = CategoricalDistribution(tuple(value["choices"]))
         else:
-            space[name] = _range(f"search.options.{name}", value, float, None)
+            space[name] = _option_range(name, value, names)
     for name, (other, value) in OPTION_REQUIRES.items():
         if name in space and not (other in space and isinstance(space[other], CategoricalDistribution)
                                   and value in space[other].choices):

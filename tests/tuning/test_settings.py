@@ -32,6 +32,18 @@ def test_settings_errors_name_field_value_and_rule():
         settings_from_dict({"setup": {"n_edgez": 2}})
 
 
+def test_a_scheduler_options_range_holds_only_values_the_scheduler_accepts_of_its_type():
+    options = {"coverage": {"choices": ["full", "cluster"]}}
+    with pytest.raises(TuneConfigError, match=r"search.options.w_U = \[-1.0, 10.0\]: every value in the range must be "
+                                              r"valid \(w_U = -1.0: must be a finite number >= 0\)"):
+        settings_from_dict({"search": {"options": {**options, "w_U": [-1.0, 10.0]}}})
+    with pytest.raises(TuneConfigError, match=r"search.options.min_trainers = \[0, 3\]: must be integers >= 1"):
+        settings_from_dict({"search": {"options": {**options, "min_trainers": [0, 3]}}})
+    space = settings_from_dict({"search": {"options": {**options, "min_trainers": [1, 3], "w_U": [0.0, 10.0]}}}).space
+    assert isinstance(space["min_trainers"], IntDistribution)  # an integer option is drawn as an integer
+    assert isinstance(space["w_U"], FloatDistribution) and not space["w_U"].log  # low 0: a linear scale
+
+
 def test_toml_file_is_merged_over_the_defaults(tmp_path):
     s = load_settings(tiny_config(tmp_path, time_s=0.7, max_rounds=5))
     assert s.setup["benchmark"] == "synthetic" and s.setup["n_edges"] == 2
