@@ -187,11 +187,15 @@ def check_out(path, kind: str) -> Path:
         raise OutputError(f"{text!r}: cannot be written ({exc.strerror or exc})") from None
 
 
-def out_path(kind: str):
+def out_path(kind: str, suffix: str | None = None):
     """The ``type=`` of an ``--out`` that names a ``"file"`` or a ``"folder"`` (see :func:`check_out`), or either
-    (``"auto"``: a file when the path has a suffix such as ``.png``)."""
+    (``"auto"``: a file when the path has a suffix such as ``.png``); a file that must end in ``suffix`` (e.g.
+    ``.png``: the bytes written are of that format) is refused otherwise."""
 
     def parse(text: str) -> str:
+        if suffix is not None and Path(text).suffix.lower() != suffix:
+            raise argparse.ArgumentTypeError(f"{text!r}: must end in {suffix} (the file written is a "
+                                             f"{suffix[1:].upper()} file)")
         try:
             check_out(text, kind if kind != "auto" else "file" if Path(text).suffix else "folder")
         except ValueError as exc:  # OutputError, or a path the OS cannot take (a NUL byte)
@@ -215,6 +219,7 @@ FLAG_RULES = {  # the rule of a number flag of any command, by its destination
 }
 OUT_KINDS = {"schedule": "file", "optimize": "file", "compare": "folder", "train": "folder", "run": "folder",
              "tune": "folder", "plot": "file"}  # any other command: a file when the path has a suffix, else a folder
+OUT_SUFFIXES = {"plot": ".png"}  # the commands whose --out file has one format
 
 
 def scenario_spec(names: tuple[str, ...]):
@@ -246,6 +251,6 @@ def apply_rules(command: str, parser: argparse.ArgumentParser) -> None:
         elif action.type is float:
             action.type = FLAG_RULES.get(action.dest, real(-math.inf, math.inf))
         elif action.dest == "out" and action.type is None:
-            action.type = out_path(OUT_KINDS.get(command, "auto"))
+            action.type = out_path(OUT_KINDS.get(command, "auto"), OUT_SUFFIXES.get(command))
         elif action.dest == "scenario" and action.type is None and command in LATE_SCENARIO:
             action.type = scenario_spec(LATE_SCENARIO[command])

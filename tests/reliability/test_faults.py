@@ -80,6 +80,7 @@ def test_out_naming_an_existing_folder_is_refused_and_leaves_no_stray_file(files
     ("schedule", "/proc/plan.json", "cannot be written"),
     ("compare", "{tmp}/file.txt/runs", "is a file, so the folder cannot be created"),
     ("train", "/proc/train-run", "cannot be written"),
+    ("plot", "{tmp}/map.txt", "must end in .png (the file written is a PNG file)"),
 ])
 def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, command, out, part):
     (tmp_path / "file.txt").write_text("x")
