@@ -51,15 +51,25 @@ def resolve_device(name: str | torch.device = "cpu") -> torch.device:
     return torch.device(name)
 
 
-def devices_per_call(device: torch.device, tokens: int, batch_size: int, d_model: int, n_params: int) -> int:
-    """Clients one vectorised call trains on ``device``: on a CPU :data:`CPU_DEVICES_PER_CALL`; on a GPU as many
-    as fit in half its free memory, a client's step estimated at 4 bytes x (:data:`ACTIVATION_COPIES` x
-    ``batch_size`` samples x ``tokens`` x ``d_model`` + :data:`PARAMETER_COPIES` x ``n_params`` trainable
-    parameters), a multiple of 256 in 256..32,768 (the trainer halves it if a call still runs out of memory)."""
-    if device.type != "cuda":
-        return CPU_DEVICES_PER_CALL
-    free, _ = torch.cuda.mem_get_info(device)
+def devices_per_call(device: torch.device, tokens: int, batch_size: int, d_model: int, n_params: int,
+                     calls_at_once: int = 1) -> int:
+    """Clients one vectorised call trains on ``device``, a client's step estimated at 4 bytes x
+    (:data:`ACTIVATION_COPIES` x ``batch_size`` samples x ``tokens`` x ``d_model`` + :data:`PARAMETER_COPIES` x
+    ``n_params`` trainable parameters): on a CPU :data:`CPU_DEVICES_PER_CALL`, fewer where ``calls_at_once`` such
+    calls would not fit in half the available memory; on a GPU as many as fit in half its free memory, a multiple of
+    256 in 256..32,768 (the trainer halves it if a call still runs out of memory). A CPU on which even one client's
+    step does not fit is a :class:`~hffm_opt.errors.ConfigError` naming the batch size."""
     per_client = 4 * (ACTIVATION_COPIES * batch_size * tokens * d_model + PARAMETER_COPIES * n_params)
+    if device.type != "cuda":
+        free = free_memory(device)
+        fit = free // 2 // calls_at_once // per_client
+        if fit < 1:
+            raise ConfigError(f"batch_size = {batch_size}: one device's local step needs about "
+                              f"{per_client / 2 ** 30:.1f} GiB, and each of the {calls_at_once} calls at once may use "
+                              f"{free / 2 / calls_at_once / 2 ** 30:.1f} GiB (half the {free / 2 ** 30:.1f} GiB "
+                              f"available); use a smaller batch_size")
+        return int(min(CPU_DEVICES_PER_CALL, fit))
+    free, _ = torch.cuda.mem_get_info(device)
     return int(min(32768, max(256, free // 2 // per_client // 256 * 256)))
 
 

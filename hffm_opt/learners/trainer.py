@@ -191,11 +191,12 @@ class _Run:
         self._mods = [m for j, m in enumerate(model.modality_names) if has[:, j].any()]
         cfg = model.cfg
         tokens = cfg.n_prompts * len(cfg.tasks) + sum(m.n_tokens for m in cfg.modalities)
-        self.chunk = config.devices_per_call or devices_per_call(
-            self.device, tokens, self.batch, cfg.d_model, sum(p.numel() for p in model.parameters() if p.requires_grad))
         # a CPU runs one call per torch thread at once (at most one per core), each on one thread, in forked worker
         # processes (self._on_cores)
         self.workers = cpu_workers() if self.device.type == "cpu" and fork_available() else 1
+        self.chunk = config.devices_per_call or devices_per_call(
+            self.device, tokens, self.batch, cfg.d_model, sum(p.numel() for p in model.parameters() if p.requires_grad),
+            calls_at_once=self.workers)
         self._pool: ForkedWorkers | None = None
 
     # ------------------------------------------------------------------ one edge round

@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from hffm_opt.errors import ConfigError
+from hffm_opt.learners import device as device_module
 from hffm_opt.learners.device import (
+    ACTIVATION_COPIES,
+    CPU_DEVICES_PER_CALL,
+    PARAMETER_COPIES,
     check_device_name,
     cpu_calls,
     devices_per_call,
@@ -46,6 +50,19 @@ def test_device_names_and_the_missing_cuda_error():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             train(*_small()[:2], _small()[2], dataclasses.replace(CFG, device="cuda"))
     assert devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000) == 256
+
+
+def test_cpu_calls_shrink_to_the_available_memory_and_a_step_that_cannot_fit_is_refused(monkeypatch):
+    per_client = 4 * (ACTIVATION_COPIES * 16 * 14 * 64 + PARAMETER_COPIES * 70_000)  # bytes, the documented estimate
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 2 * 2 * 10 * per_client)
+    assert devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000, calls_at_once=2) == 10  # 2 calls in half of it
+    assert devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000, calls_at_once=1) == 20
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 10 ** 15)
+    assert devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000) == CPU_DEVICES_PER_CALL
+    monkeypatch.setattr(device_module, "free_memory", lambda device: per_client)
+    with pytest.raises(ConfigError, match=r"batch_size = 16: one device's local step needs about .* GiB, and each of "
+                                          r"the 1 calls at once may use"):
+        devices_per_call(torch.device("cpu"), 14, 16, 64, 70_000)
 
 
 def test_one_torch_thread_inside_the_block_on_a_cpu_and_the_count_restored_after():
