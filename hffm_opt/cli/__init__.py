@@ -46,6 +46,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "(no message)"
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars still shown (they clear their line), so that a last message starts a line of its
+    own."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (see the module docstring)."""
     try:
@@ -56,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        _close_progress_bars()
         if not getattr(args, "worker_only", False):  # a child of `tune --workers`: its parent says it once
             print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -260,6 +260,22 @@ def test_ctrl_c_while_writing_exits_2_with_one_line_and_no_partial_file(files, m
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_under_a_progress_bar_says_interrupted_on_a_line_of_its_own(files, monkeypatch, capsys):
+    from tqdm import tqdm
+
+    def interrupted(*args, **kwargs):
+        bar = tqdm(total=10, desc="cells", file=sys.stderr, leave=False)
+        bar.update(3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.plans, "load_scenario", interrupted)
+    assert cli.main(["schedule", "--scenario", str(files / "s.json")]) == 2
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").splitlines()[-1]
+    assert last == "hffm-opt schedule: interrupted" and "cells" in err  # the bar was shown, then cleared
+    assert not list(getattr(tqdm, "_instances", ()))
+
+
 def test_a_real_sigint_exits_2_with_one_line(tmp_path):
     # the default Ctrl-C handler, as in a terminal (a child of a background job inherits SIGINT ignored)
     script = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
