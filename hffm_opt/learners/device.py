@@ -6,7 +6,8 @@ Asking for CUDA where there is none is a :class:`~hffm_opt.errors.ConfigError` (
 On a CPU the calls of an edge round share the cores: :func:`cpu_calls` splits the devices into balanced calls and
 :func:`waves` groups them into waves of one call per core, which the trainer runs at once, each on one torch thread, in
 forked worker processes (:mod:`.workers`; a device's result does not depend on which call holds it or on how many
-cores there are). Units: bytes for memory.
+cores there are), while the run's own process stays on one thread (:func:`one_torch_thread`); a call holds no more
+devices than the available memory allows (:func:`devices_per_call`). Units: bytes for memory.
 """
 
 from __future__ import annotations
