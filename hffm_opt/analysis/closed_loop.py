@@ -166,6 +166,13 @@ def seed_runs(seed: int, shares: list[dict]) -> list[MethodRun]:
     return [MethodRun(DEFAULT_METHODS[i], seed, History(found[i]["records"], found[i]["meta"])) for i in sorted(found)]
 
 
+def plans_e_agg(grp: list[MethodRun]) -> int | str:
+    """The E_agg the plans of a method's seeds ran with: one number when every seed's plan chose the same, else the
+    choices joined by '/' (e.g. '4/16')."""
+    chosen = sorted({int(r.history.meta["e_agg"]) for r in grp})
+    return chosen[0] if len(chosen) == 1 else "/".join(map(str, chosen))
+
+
 def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:
     """One row per (method, e_agg), in the order first seen: means over seeds and 95 % CI half-widths.
 
@@ -222,7 +229,8 @@ def plot_curves(runs: list[MethodRun], target_pct: float, out: Path) -> list[Pat
         for (key, e_agg), grp in groups.items():
             x, y, half = _curves(grp, x_key)
             colour, marker = style[(key, e_agg)]
-            ax.plot(x, y, color=colour, marker=marker, markersize=4, label=f"{grp[0].method.label} E={e_agg}")
+            label = f"{grp[0].method.label} E={plans_e_agg(grp)}"
+            ax.plot(x, y, color=colour, marker=marker, markersize=4, label=label)
             ax.fill_between(x, y - half, y + half, color=colour, alpha=0.15, linewidth=0)
         ax.axhline(target_pct, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
@@ -245,6 +253,6 @@ def write(runs: list[MethodRun], document: dict, out) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for r in runs:
-        written += list(r.history.save(out, f"history_{r.method.key}_E{r.method.e_agg}_seed{r.seed}"))
+        written += list(r.history.save(out, f"history_{r.method.key}_E{plans_e_agg([r])}_seed{r.seed}"))
     written.append(atomic_write(out / "results.json", dumps_json(document, indent=1)))
     return written + plot_curves(runs, document["target_accuracy"], out)

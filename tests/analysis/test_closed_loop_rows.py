@@ -1,6 +1,6 @@
 """The rows of ``hffm-opt run``: a method that chooses its own E_agg reports the plans' choice."""
 
-from hffm_opt.analysis.closed_loop import Method, MethodRun, summarise
+from hffm_opt.analysis.closed_loop import Method, MethodRun, plans_e_agg, summarise, write
 from hffm_opt.learners.history import History
 
 
@@ -18,3 +18,13 @@ def test_a_method_choosing_its_own_e_agg_reports_the_plans_choice():
     split = summarise([_run(own, 0, 16, 71.0), _run(own, 1, 2, 73.0)], 60.0)
     assert split[0]["e_agg"] == 8  # the seeds chose differently: the method's own E_agg is kept
 
+
+
+def test_files_and_legends_name_the_e_agg_each_plan_ran_with(tmp_path):
+    """A method that chooses its own E_agg (starting from 8) writes each seed's history under the plan's choice."""
+    own = Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 16)})
+    runs = [_run(own, 0, 16, 71.0), _run(own, 1, 2, 73.0)]
+    assert plans_e_agg(runs[:1]) == 16 and plans_e_agg(runs) == "2/16"
+    write(runs, {"results": summarise(runs, 60.0), "target_accuracy": 60.0}, tmp_path)
+    names = sorted(p.name for p in tmp_path.glob("history_*.json"))
+    assert names == ["history_optimal-own-e-agg_E16_seed0.json", "history_optimal-own-e-agg_E2_seed1.json"]
