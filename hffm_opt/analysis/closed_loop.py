@@ -178,18 +178,18 @@ def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:
 
     ``time_to_target_s``/``energy_to_target_j`` average the seeds that reached the target (``n_reached`` of
     ``n_seeds``; None when none did); ``latency_s``/``energy_j`` are per edge round as planned (static channel);
-    ``e_agg`` is the plans' (a method that chooses its own reports its choice when every seed made the same)."""
+    ``e_agg`` is the plans' (:func:`plans_e_agg`: a method that chooses its own reports its choice, or the seeds'
+    different choices as one string, e.g. '4/16')."""
     groups: dict[tuple, list[MethodRun]] = {}
     for r in runs:
         groups.setdefault((r.method.key, r.method.e_agg), []).append(r)
     rows = []
-    for (key, e_agg), grp in groups.items():
+    for (key, _), grp in groups.items():
         hist = [r.history for r in grp]
         served = [h.final(METRIC) for h in hist]
         times = [h.time_to(target_pct, METRIC) for h in hist]
         energies = [h.energy_to(target_pct, METRIC) for h in hist]
-        chosen = {int(h.meta["e_agg"]) for h in hist}
-        rows.append({"method": key, "label": grp[0].method.label, "e_agg": chosen.pop() if len(chosen) == 1 else e_agg,
+        rows.append({"method": key, "label": grp[0].method.label, "e_agg": plans_e_agg(grp),
                      "latency_s": _mean(h.meta["latency_s"] for h in hist),
                      "energy_j": _mean(h.meta["energy_j"] for h in hist),
                      "accuracy": _mean(h.final("accuracy") for h in hist), "served_accuracy": _mean(served),
