@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import dumps_json
+from ..errors import ConfigError
 from .bench import size_layout
 from .memory import children_usage
 
@@ -257,7 +258,11 @@ def cmd_bench_learner(args, sizes) -> int:
     device = resolve_device(getattr(args, "torch_device", "cpu"))  # a bad device fails before any work
     keep_freed_memory()  # both sides reuse freed pages (no page fault per large temporary tensor)
     if device.type == "cpu":
-        torch.set_num_threads(getattr(args, "threads", None) or cpu_cores())
+        threads = getattr(args, "threads", None) or cpu_cores()
+        if threads > cpu_cores():  # oversubscribed threads would time the scheduler of the OS, not the learner
+            raise ConfigError(f"--threads = {threads}: more than the {cpu_cores()} cores this process may use; "
+                              f"the learner bench times both sides on real cores (at most {cpu_cores()})")
+        torch.set_num_threads(threads)
     progress = None
     if not args.json:
         from tqdm import tqdm

@@ -145,6 +145,16 @@ def test_a_size_the_benchmarks_cannot_lay_out_exits_2_before_any_run(tiny_bench,
     assert out == "" and len(err.strip().splitlines()) == 1 and "1234" in err and "1224" in err
 
 
+def test_the_learner_bench_refuses_more_threads_than_cores(tiny_bench, capsys):
+    """Oversubscribed threads would time the OS's scheduler: more threads than cores is one clear line, exit 2."""
+    from hffm_opt.learners.device import cpu_cores, one_torch_thread
+
+    with one_torch_thread():  # the command sets torch's threads; leave them as they were for the other tests
+        assert main(["bench", "--learner", "--threads", str(cpu_cores() + 1), "--sizes", "40", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and f"more than the {cpu_cores()} cores" in err
+
+
 def test_learner_bench_has_its_own_default_sizes():
     import argparse
 
