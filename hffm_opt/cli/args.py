@@ -93,11 +93,20 @@ def counts(low: int = 1, high: int | None = None):
         if not all(p.strip() for p in parts):
             raise argparse.ArgumentTypeError(f"{text!r}: must be a comma-separated list of integers, e.g. 2,8")
         try:
-            return tuple(one(p) for p in parts)
+            values = tuple(one(p) for p in parts)
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(f"{text!r}: item {exc}") from None
+        return _distinct(text, values)
 
     return _rule(parse, "list")
+
+
+def _distinct(text: str, values: tuple) -> tuple:
+    """``values`` when no item repeats; a repeated item would be computed (and counted in every statistic) twice."""
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {twice!r} is given twice (each item once)")
+    return values
 
 
 def cluster_address(text: str) -> str:
@@ -129,7 +138,7 @@ def names(choices=None):
                 close = difflib.get_close_matches(p, known, n=1)
                 raise argparse.ArgumentTypeError(f"{text!r}: {p!r} is unknown" + (f" (did you mean {close[0]!r}?)"
                                                  if close else "") + f"; choose from {', '.join(known)}")
-        return tuple(parts)
+        return _distinct(text, tuple(parts))
 
     return _rule(parse, "list")
 

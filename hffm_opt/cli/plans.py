@@ -174,7 +174,12 @@ def _cmd_compare(args) -> int:
     if args.reference not in args.schedulers and args.reference != _PARSERS["compare"].get_default("reference"):
         raise ConfigError(f"--reference = {args.reference!r}: must be one of the compared --schedulers "
                           f"{list(args.schedulers)} (the ratios are to it; without the default one they are empty)")
+    seen = {}
     for spec in args.scenario:  # read and check every scenario before any work
+        key = str(Path(spec).resolve()) if Path(spec).is_file() else spec
+        if key in seen:  # its cells would be computed twice and counted twice in every mean and CI
+            raise ConfigError(f"--scenario = {spec!r}: the same scenario as {seen[key]!r}, given twice (each once)")
+        seen[key] = spec
         if spec != "paper-random":
             load_scenario(spec)
     rows = compare.run(args.scenario, list(args.schedulers), list(range(args.seeds)), list(args.e_agg),

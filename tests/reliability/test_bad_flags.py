@@ -101,6 +101,12 @@ CASES = [
     ("tune", ["--study", ""], "--study = '': must be a non-empty printable name"),
     ("tune", ["--study", "s", "--out", "{file}"], "is an existing file; a folder is expected here"),
     ("tune", ["--study", "s", "--objective", "speed"], "--objective: invalid choice: 'speed'"),
+    # a repeated item would be computed, and counted in every mean and CI, twice
+    ("compare", ["--schedulers", "star,greedy,star"], "--schedulers = 'star,greedy,star': 'star' is given twice"),
+    ("compare", ["--e-agg", "2,8,2"], "--e-agg = '2,8,2': 2 is given twice (each item once)"),
+    ("compare", ["--scenario", "paper", "--scenario", "paper"], "--scenario = 'paper': the same scenario as 'paper'"),
+    ("bench", ["--learner", "--sizes", "40,40"], "--sizes = '40,40': 40 is given twice (each item once)"),
+    ("pareto", ["--schedulers", "greedy,greedy"], "--schedulers = 'greedy,greedy': 'greedy' is given twice"),
 ]
 
 
