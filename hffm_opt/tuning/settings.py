@@ -208,14 +208,30 @@ def _option_range(name: str, value, schedulers: list[str]):
     defaults = [scheduler_options(n)[name] for n in schedulers if takes_option(n, name)]
     kind = int if all(isinstance(d, int) and not isinstance(d, bool) for d in defaults) else float
     dist = _range(f"search.options.{name}", value, kind, None)
-    if name in inspect.signature(check_full_options).parameters:
-        context = {"coverage": "cluster"} if name == "w_U" else {}  # w_U is searched with coverage 'cluster' only
-        for end in (dist.low, dist.high):
-            try:
-                check_full_options(**context, **{name: end})
-            except ConfigError as exc:
-                reject(f"search.options.{name}", value, f"every value in the range must be valid ({exc})")
+    _check_option_values(name, value, (dist.low, dist.high), "every value in the range")
     return dist
+
+
+def _option_choices(name: str, value: dict) -> CategoricalDistribution:
+    """The distribution of a scheduler option searched over ``value["choices"]``: each choice once, each valid."""
+    choices = value["choices"]
+    if any(c in choices[:i] for i, c in enumerate(choices)):
+        reject(f"search.options.{name}", value, "each choice once (a repeated one would be sampled more often)")
+    _check_option_values(name, value, choices, "every choice")
+    return CategoricalDistribution(tuple(choices))
+
+
+def _check_option_values(name: str, value, values, which: str) -> None:
+    """Reject ``value`` (the option's search entry) unless full F4 accepts each of ``values`` for option ``name``
+    (:func:`~hffm_opt.formulations.joint.check_full_options`; an option it does not know is the scheduler's own)."""
+    if name not in inspect.signature(check_full_options).parameters:
+        return
+    context = {"coverage": "cluster"} if name == "w_U" else {}  # w_U is searched with coverage 'cluster' only
+    for v in values:
+        try:
+            check_full_options(**context, **{name: v})
+        except ConfigError as exc:
+            reject(f"search.options.{name}", value, f"{which} must be valid ({exc})")
 
 
 def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
@@ -223,8 +239,11 @@ def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
     names = search["schedulers"]
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         reject("search.schedulers", names, "must be a non-empty list of scheduler names")
-    for n in names:
+    for i, n in enumerate(names):
         get_scheduler(n)  # SchedulerError names an unknown scheduler
+        if n in names[:i]:
+            reject("search.schedulers", names, f"{n!r} is given twice (each once: a repeated one would be sampled "
+                                              "more often)")
     space = {"scheduler": CategoricalDistribution(tuple(names)),
              "e_agg": _range("search.e_agg", search["e_agg"], int, False),
              "deadline_factor": _range("search.deadline_factor", search["deadline_factor"], float, False),
@@ -241,7 +260,7 @@ def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
             reject(f"search.options.{name}", value, f"no scheduler of {names} takes this keyword")
         if isinstance(value, dict) and set(value) == {"choices"} and isinstance(value["choices"], list) \
                 and value["choices"]:
-            space[name] = CategoricalDistribution(tuple(value["choices"]))
+            space[name] = _option_choices(name, value)
         else:
             space[name] = _option_range(name, value, names)
     for name, (other, value) in OPTION_REQUIRES.items():

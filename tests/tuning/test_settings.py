@@ -44,6 +44,24 @@ def test_a_scheduler_options_range_holds_only_values_the_scheduler_accepts_of_it
     assert isinstance(space["w_U"], FloatDistribution) and not space["w_U"].log  # low 0: a linear scale
 
 
+def test_choices_and_schedulers_are_each_given_once_and_every_choice_is_valid():
+    """A repeated scheduler or choice would be sampled more often, an invalid choice fail (or pass as truthy) in a
+    trial: both are refused when the settings load."""
+    with pytest.raises(TuneConfigError, match=r"search.schedulers = \['greedy', 'star', 'greedy'\]: 'greedy' is "
+                                              r"given twice"):
+        settings_from_dict({"search": {"schedulers": ["greedy", "star", "greedy"], "options": {}}})
+    with pytest.raises(TuneConfigError, match=r"search.options.edge_tiers = \{'choices': \[False, True, True\]\}: "
+                                              r"each choice once"):
+        settings_from_dict({"search": {"options": {"edge_tiers": {"choices": [False, True, True]}}}})
+    with pytest.raises(TuneConfigError, match=r"search.options.edge_tiers = \{'choices': \['yes'\]\}: every choice "
+                                              r"must be valid \(edge_tiers = 'yes': must be true or false\)"):
+        settings_from_dict({"search": {"options": {"edge_tiers": {"choices": ["yes"]}}}})
+    with pytest.raises(TuneConfigError, match=r"every choice must be valid \(coverage = 'clusterz'"):
+        settings_from_dict({"search": {"options": {"coverage": {"choices": ["full", "clusterz"]}}}})
+    space = settings_from_dict({"search": {"options": {"edge_tiers": {"choices": [False, True]}}}}).space
+    assert space["edge_tiers"] == CategoricalDistribution((False, True))
+
+
 def test_toml_file_is_merged_over_the_defaults(tmp_path):
     s = load_settings(tiny_config(tmp_path, time_s=0.7, max_rounds=5))
     assert s.setup["benchmark"] == "synthetic" and s.setup["n_edges"] == 2
