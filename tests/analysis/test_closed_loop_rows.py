@@ -19,7 +19,6 @@ def test_a_method_choosing_its_own_e_agg_reports_the_plans_choice():
     assert split[0]["e_agg"] == "2/16"  # the seeds chose differently: both choices, not the starting E_agg (8)
 
 
-
 def test_files_and_legends_name_the_e_agg_each_plan_ran_with(tmp_path):
     """A method that chooses its own E_agg (starting from 8) writes each seed's history under the plan's choice."""
     own = Method("optimal-own-e-agg", "Optimal (F4, own E_agg)", "optimal", 8, {"e_aggs": (2, 16)})
