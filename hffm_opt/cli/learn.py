@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from hffm_opt._io import dumps_json
+from hffm_opt.errors import ConfigError
 
+CLUSTERED_LAYOUT = {"n_edges": 10, "devices_per_edge": 4}  # the 'clustered' scenario without --n-edges/--devices-...
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
 RUN_EVAL_ROWS = 2500  # test rows `run` scores before the last round (easy-VQA's test set has about 10,600)
 
@@ -43,9 +45,16 @@ def _threads(args) -> int:
 
 
 def _setup_kwargs(args) -> dict:
-    """The :func:`~hffm_opt.learners.setup.learning_setup` keywords the flags give (all but the seed)."""
-    return {"benchmark": args.benchmark, "scenario": args.scenario, "n_edges": args.n_edges,
-            "devices_per_edge": args.devices_per_edge, "pricing": args.pricing,
+    """The :func:`~hffm_opt.learners.setup.learning_setup` keywords the flags give (all but the seed); the layout
+    flags belong to the 'clustered' scenario (any other has its own network: they are refused there, not ignored)."""
+    layout = {"n_edges": args.n_edges, "devices_per_edge": args.devices_per_edge}
+    if args.scenario != "clustered":
+        given = [f"--{k.replace('_', '-')} = {v}" for k, v in layout.items() if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]}: applies to --scenario clustered only (the scenario {args.scenario!r} has "
+                              "its own network)")
+    layout = {k: CLUSTERED_LAYOUT[k] if v is None else v for k, v in layout.items()}
+    return {"benchmark": args.benchmark, "scenario": args.scenario, **layout, "pricing": args.pricing,
             "validation_fraction": args.validation_fraction}
 
 
@@ -184,8 +193,10 @@ def _common(p: argparse.ArgumentParser, rounds: int, eval_rows: int) -> None:
     p.add_argument("--scenario", default="paper",
                    help="'paper' (embedded), 'clustered' (with --n-edges/--devices-per-edge) or a scenario file")
     p.add_argument("--benchmark", default="easy_vqa", choices=("easy_vqa", "digits", "synthetic"))
-    p.add_argument("--n-edges", type=int, default=10, help="edge servers of a 'clustered' scenario")
-    p.add_argument("--devices-per-edge", type=int, default=4, help="devices per edge of a 'clustered' scenario")
+    p.add_argument("--n-edges", type=int, default=None,
+                   help=f"edge servers of a 'clustered' scenario (default: {CLUSTERED_LAYOUT['n_edges']})")
+    p.add_argument("--devices-per-edge", type=int, default=None,
+                   help=f"devices per edge of a 'clustered' scenario (default: {CLUSTERED_LAYOUT['devices_per_edge']})")
     p.add_argument("--rounds", type=int, default=rounds, help="edge rounds to train (default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-2, help="local Adam learning rate (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=5, help="tau, local steps per edge round (default: %(default)s)")

@@ -101,6 +101,16 @@ def tiny_bench(monkeypatch):
                                                                                          "encoder_epochs": 0}))
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+@pytest.mark.parametrize("flags", [["--n-edges", "3"], ["--scenario", "paper", "--devices-per-edge", "5"]])
+def test_layout_flags_of_another_scenario_than_clustered_are_refused_not_ignored(capsys, command, flags):
+    """--n-edges/--devices-per-edge shape the 'clustered' scenario only; with another they used to be ignored."""
+    assert main([command, "--benchmark", "synthetic", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert f"{flags[-2]} = {flags[-1]}: applies to --scenario clustered only (the scenario 'paper'" in err
+
+
 def test_learner_bench_rows(tiny_bench):
     from hffm_opt.analysis.learner_bench import bench_learner
 
