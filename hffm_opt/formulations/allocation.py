@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from ..network.channel import LN2, link_energy, min_bandwidth, power_for_time, transmit_time
+from ..network.channel import LN2, link_energy, load_price, min_bandwidth, power_for_time, transmit_time
 from .convex_model import ConvexModel
 
 FEAS_TOL = 1e-6  # relative tolerance of constraints, band use and equal latencies of a returned point
@@ -110,7 +110,7 @@ def marginal_price(data: AllocationData, band_hz: np.ndarray) -> np.ndarray:
     """-dE_u/db_u (J/Hz): energy saved per extra hertz, (N0 t_u/g_u)((x_u - 1) e^x_u + 1), x_u = S_u ln2/(b_u t_u)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         x = data.bits * LN2 / (band_hz * data.time_s)
-        return np.where(data.bits > 0, data.noise_psd * data.time_s / data.gain * ((x - 1.0) * np.exp(x) + 1.0), 0.0)
+        return np.where(data.bits > 0, data.noise_psd * data.time_s / data.gain * load_price(x), 0.0)
 
 
 def failed_check(checks: dict[str, tuple[float, float]]) -> str | None:
@@ -306,7 +306,7 @@ class CpuBlockData:
         bb = np.where(self.band_hz > 0, self.band_hz, 1.0)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             x = d.bits * LN2 / (bb * (self.round_s - compute_s))
-            de_dt = d.noise_psd * bb / d.gain * (np.expm1(x) - x * np.exp(x))
+            de_dt = -d.noise_psd * bb / d.gain * load_price(x)
             d_cpu = np.where(self.cycles > 0, -2 * self.kappa * self.cycles ** 3 / compute_s ** 3, 0.0)
         return d_cpu - np.where(d.bits > 0, de_dt, 0.0)
 

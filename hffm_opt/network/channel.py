@@ -8,6 +8,8 @@ Every link function takes its arguments in one order, a subset of
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 LN2 = np.log(2.0)
@@ -103,6 +105,30 @@ def power_for_time(bits, time_s, bandwidth_hz, gain, noise_psd):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         p = noise_psd * bandwidth_hz / gain * np.expm1(np.asarray(bits) * LN2 / (bandwidth_hz * t))
     return np.where(np.asarray(bits) > 0, p, 0.0)
+
+
+_SERIES_BELOW = 0.5  # spectral loads below this use the series of load_price (the closed form cancels there)
+_SERIES = [(n - 1) / math.factorial(n) for n in range(2, 22)]  # coefficients of x^2 .. x^21
+
+
+def load_price(x):
+    """``(x - 1) e^x + 1`` for spectral loads ``x = S ln2 / (B t) >= 0`` (the price of a hertz, -dE/dB, in units of
+    ``N0 t / g``), accurate to rounding also for small ``x``: there the closed form cancels (it is ``x^2 / 2`` to
+    first order, and rounds to 0 below ``x ~ 1e-8``, e.g. a long time budget), so it is summed as its series
+    ``sum_n (n - 1) x^n / n!`` below ``_SERIES_BELOW`` (only where needed: the solvers call this in their inner
+    loops). Overflows to inf above ``x ~ 700``."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.atleast_1d((x - 1.0) * np.exp(x) + 1.0)
+    flat = np.atleast_1d(x)
+    small = flat < _SERIES_BELOW  # loads are >= 0
+    if small.any():
+        xs = flat[small]
+        series = np.zeros_like(xs)
+        for c in reversed(_SERIES):
+            series = series * xs + c
+        out[small] = series * xs * xs
+    return out.reshape(x.shape)
 
 
 def link_energy(bits, time_s, bandwidth_hz, gain, noise_psd):

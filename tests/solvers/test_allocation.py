@@ -233,3 +233,28 @@ def test_fast_split_is_feasible_and_stationary_on_near_infeasible_bands(seed, n,
         lam = np.median(price[free])
         assert np.allclose(price[free], lam, rtol=1e-6)  # every free device at the same bandwidth price
         assert (price[~free] <= lam * (1 + 1e-6)).all()  # a capped device would not pay more for band
+
+
+@pytest.mark.parametrize("time_s", [1e6, 1e9, 1e12])
+def test_min_energy_split_of_a_long_time_budget_tends_to_its_closed_form(time_s):
+    """For t -> inf the energy of a band b is N0 (S ln2)^2 / (2 g b t) to first order, so the least-energy split
+    tends to b_u proportional to S_u / sqrt(g_u). The fast solver returned NaN bands there (the price (x - 1) e^x + 1
+    cancelled to 0 for spectral loads x below 1e-8), which no check caught."""
+    from hffm_opt.solvers.fast.kkt import min_energy_allocation
+
+    bits, gain = np.array([48e6, 20e6, 48e6, 5e6]), np.array([5.7e-10, 2e-10, 1e-9, 3e-11])
+    alloc = min_energy_allocation(bits, np.full(4, time_s), gain, N0, 1e6, np.full(4, 1.0))
+    limit = 1e6 * (bits / np.sqrt(gain)) / np.sum(bits / np.sqrt(gain))
+    assert np.all(np.isfinite(alloc.bandwidth_hz)) and alloc.bandwidth_hz.sum() == pytest.approx(1e6, rel=1e-12)
+    assert alloc.bandwidth_hz == pytest.approx(limit, rel=1e-6 if time_s >= 1e9 else 1e-4)
+
+
+def test_optimal_plans_for_the_longest_latency_target_the_command_line_allows():
+    """optimize --target-latency 1e9 (the flag's upper end) stopped with 'band_hz[0] = nan'; its plan now passes
+    evaluate's checks, within the target, for no more energy than a far shorter target's plan (1e-6 relative)."""
+    from hffm_opt import evaluate, load_scenario, schedule
+
+    s = load_scenario("paper")
+    long, short = (schedule(s, "optimal", e_agg=8, target_latency_s=t) for t in (1e9, 1e3))
+    m = evaluate(s, long)
+    assert m.latency_s <= 1e9 * (1 + 1e-9) and m.energy_j <= evaluate(s, short).energy_j * (1 + 1e-6)

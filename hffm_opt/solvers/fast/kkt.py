@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...formulations.allocation import CpuBlockData
-from ...network.channel import LN2
+from ...network.channel import LN2, load_price
 
 
 class AllocationInfeasible(ValueError):
@@ -63,7 +63,7 @@ def x_for_ratio(ratio: np.ndarray, x0: np.ndarray | None = None) -> np.ndarray:
     ln ratio + 1) is, and a warm start ``x0`` is used only where it is too (elsewhere the default replaces it).
     """
     r = np.asarray(ratio, dtype=float)
-    h = lambda x: (x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0 - r  # noqa: E731
+    h = lambda x: load_price(np.minimum(x, 700.0)) - r  # noqa: E731
     start = np.sqrt(2.0 * r)
     start = np.where(r > 3.0, np.minimum(start, np.log(np.maximum(r, 3.0)) + 1.0), start)
     if x0 is not None:
@@ -94,7 +94,7 @@ def growth_root(c: np.ndarray, w0: np.ndarray | None = None) -> np.ndarray:
 
 def _price_of(x: np.ndarray, a: np.ndarray) -> np.ndarray:
     """The bandwidth price a((x - 1) e^x + 1) (J/Hz) at which a device's spectral load is x (inverse of x(lambda))."""
-    return a * ((x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0)
+    return a * load_price(np.minimum(x, 700.0))
 
 
 def _clear_band(k: np.ndarray, a: np.ndarray, x_cap: np.ndarray, total: float) -> tuple[float, np.ndarray, int]:
@@ -175,12 +175,14 @@ def min_energy_allocation(bits, time_s, gain, noise_psd, bandwidth_total, pmax) 
     power = np.where(send, energy / np.where(t > 0, t, 1.0), 0.0)
     x = np.where(send, k / np.where(send, b, 1.0), 0.0)
     free = send & (b > b_min * (1 + 1e-9))
-    stationarity = a * ((x - 1.0) * np.exp(np.minimum(x, 700.0)) + 1.0)
+    stationarity = a * load_price(np.minimum(x, 700.0))
     resid = float(np.max(np.abs(stationarity[free] / hi - 1.0), initial=0.0))
     over_band = b.sum() / bandwidth_total - 1.0
     over_power = float(np.max(power / pmax - 1.0, initial=0.0))
-    if over_band > FEASIBILITY_TOL or over_power > FEASIBILITY_TOL or not resid <= KKT_TOL:
-        raise AllocationNotConverged(f"min-energy split after {iterations} price iterations: band overrun "
+    finite = bool(np.isfinite(b).all() and np.isfinite(energy).all())
+    if not finite or over_band > FEASIBILITY_TOL or over_power > FEASIBILITY_TOL or not resid <= KKT_TOL:
+        raise AllocationNotConverged(f"min-energy split after {iterations} price iterations: "
+                                     f"{'' if finite else 'a band or an energy is not finite, '}band overrun "
                                      f"{over_band:.3g}, power overrun {over_power:.3g}, KKT residual {resid:.3g} "
                                      f"(tolerances {FEASIBILITY_TOL:g}, {FEASIBILITY_TOL:g}, {KKT_TOL:g})")
     return Allocation(b, power, t, energy, float(energy.sum()), iterations, max(resid, over_band, over_power, 0.0))
