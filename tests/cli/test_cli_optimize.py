@@ -54,6 +54,16 @@ def test_optimize_reports_an_infeasible_target_with_exit_1(small_file, capsys):
     assert out["status"] == "infeasible" and "deadline" in out["message"]
 
 
+def test_an_exact_mode_far_too_large_says_so_in_one_short_line(capsys):
+    """The paper scenario with module subsets free has ~1e132 choices: the count is shown to 3 digits (it was
+    printed whole, 133 digits), exit code 2."""
+    assert main(["optimize", "--scenario", "paper", "--e-agg", "8", "--coverage", "cluster", "--exact"]) == 2
+    out, err = capsys.readouterr()
+    line = (out + err).strip().splitlines()[-1]
+    assert "exact mode = 2.78e+132 association x module-assignment choices: above the limit of 20000" in line
+    assert len(line) < 250
+
+
 def test_compare_reads_a_config_and_command_line_options_win(small_file, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[compare]\nscenario = ["{small_file}"]\nschedulers = ["hierarchical", "greedy"]\nseeds = 2\n'

@@ -34,7 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from ..._version import __version__
-from ...errors import InstanceTooLarge
+from ...errors import exact_too_large
 from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel
@@ -271,8 +271,8 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
     if exact:
         count = count_exact_choices(scenario, start)
         if count > exact_limit:
-            raise InstanceTooLarge(f"exact mode = {count:.0f} discrete choices (direct or a rooted spanning tree per "
-                                   f"cluster): above the limit of {exact_limit}; use 'optimal'")
+            raise exact_too_large(count, "discrete choices (direct or a rooted spanning tree per cluster)",
+                                  exact_limit)
     milp = None if milp_solver is None else {"solver": milp_solver, "time_limit": milp_time_limit, "mip_gap": milp_gap}
     job = ((scenario, start, budget, exact, local_search and not exact, local_search_max_n, milp, exact_cluster_limit,
             known), {"round_cap_s": model.round_cap_s})

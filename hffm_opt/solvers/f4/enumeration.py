@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._version import __version__
-from ...errors import InstanceTooLarge
+from ...errors import exact_too_large
 from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel, candidate_edges, covers, edge_allowed
@@ -212,8 +212,7 @@ def exact_full(model: JointModel, exact_limit: float = CHOICES_LIMIT, **_options
     sets_of = [module_sets(scenario, model.coverage, u) for u in range(n)]
     count = float(np.prod([len(x) for x in edges_of], dtype=float) * np.prod([len(x) for x in sets_of], dtype=float))
     if count > exact_limit:
-        raise InstanceTooLarge(f"exact mode = {count:.0f} association x module-assignment choices: above the limit of "
-                               f"{exact_limit:.0f}; use 'optimal'")
+        raise exact_too_large(count, "association x module-assignment choices", exact_limit)
     value = module_value(scenario)
     base = start.replace(tier=np.tile(base_tiers(scenario, model.edge_tiers), (n_e, 1)), aggregator=np.full(n_e, -1),
                          parent=np.full(n, -1))
