@@ -202,6 +202,9 @@ def out_path(kind: str, suffix: str | None = None):
     ``.png``: the bytes written are of that format) is refused otherwise."""
 
     def parse(text: str) -> str:
+        if kind == "folder" and Path(text).suffix.lower() in FILE_SUFFIXES and not Path(text).exists():
+            raise argparse.ArgumentTypeError(f"{text!r}: names a {Path(text).suffix} file, but this command writes a "
+                                             "folder of files here (give a folder path)")
         if suffix is not None and Path(text).suffix.lower() != suffix:
             raise argparse.ArgumentTypeError(f"{text!r}: must end in {suffix} (the file written is a "
                                              f"{suffix[1:].upper()} file)")
@@ -229,6 +232,7 @@ FLAG_RULES = {  # the rule of a number flag of any command, by its destination
 OUT_KINDS = {"schedule": "file", "optimize": "file", "compare": "folder", "train": "folder", "run": "folder",
              "tune": "folder", "plot": "file"}  # any other command: a file when the path has a suffix, else a folder
 OUT_SUFFIXES = {"plot": ".png"}  # the commands whose --out file has one format
+FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".csv", ".json", ".txt", ".toml", ".db"}  # not a folder's
 
 
 def scenario_spec(names: tuple[str, ...]):

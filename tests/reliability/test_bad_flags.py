@@ -107,6 +107,9 @@ CASES = [
     ("compare", ["--scenario", "paper", "--scenario", "paper"], "--scenario = 'paper': the same scenario as 'paper'"),
     ("bench", ["--learner", "--sizes", "40,40"], "--sizes = '40,40': 40 is given twice (each item once)"),
     ("pareto", ["--schedulers", "greedy,greedy"], "--schedulers = 'greedy,greedy': 'greedy' is given twice"),
+    # a folder output named like a file (pareto --out front.png wrote a folder called front.png)
+    ("pareto", ["--out", "{dir}/front.png"], "names a .png file, but this command writes a folder of files here"),
+    ("train", ["--out", "{dir}/run.json"], "names a .json file, but this command writes a folder of files here"),
 ]
 
 
