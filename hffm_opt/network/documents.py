@@ -114,7 +114,7 @@ def parse_text(text: str, toml: bool, label: str, error: type[Exception], nestin
 
 
 def read_document(path, what: str, error: type[Exception], nesting: bool = True) -> dict:
-    """Read the JSON (or, for a ``.toml`` suffix, TOML) document at ``path`` as a dict; ``what`` names it in
+    """Read the JSON (or, for a ``.toml`` suffix in any case, TOML) document at ``path`` as a dict; ``what`` names it in
     messages (``scenario``, ``plan``, ``config``). Any unreadable file raises ``error``. ``nesting``: see
     :func:`parse_text`."""
     path = Path(path)
@@ -133,7 +133,9 @@ def read_document(path, what: str, error: type[Exception], nesting: bool = True)
         raise error(f"{label}: not UTF-8 text (unreadable at byte {exc.start})") from None
     except OSError as exc:
         raise error(f"{what} = {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
-    return parse_text(text, path.suffix == ".toml", label, error, nesting)
+    toml = path.suffix.lower() == ".toml"
+    hint = " (read as JSON: its name does not end in .toml)" if "config" in what and not toml else ""  # configs: TOML
+    return parse_text(text, toml, label + hint, error, nesting)
 
 
 # ----------------------------------------------------------------------------------------------- fields

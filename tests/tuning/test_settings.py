@@ -136,3 +136,16 @@ def test_w_u_is_searched_only_with_coverage_cluster():
     assert "w_U" not in full.defaults
     with pytest.raises(TuneConfigError, match=r"defaults.w_U = None: missing"):
         settings_from_dict({"defaults": {"scheduler": "optimal", "coverage": "cluster", "edge_tiers": False, **core}})
+
+
+def test_a_config_is_toml_whatever_the_case_of_its_suffix_and_else_says_it_was_read_as_json(tmp_path):
+    """config.TOML is TOML; a config named otherwise is read as JSON, and the error says why (it said only 'not
+    valid JSON' for a TOML file named config.cfg)."""
+    upper = tmp_path / "study.TOML"
+    upper.write_text('[budget]\ntime_s = 50.0\n')
+    assert load_settings(upper).budget["time_s"] == 50.0
+    other = tmp_path / "study.cfg"
+    other.write_text('[budget]\ntime_s = 50.0\n')
+    with pytest.raises(TuneConfigError, match=r"study.cfg' \(read as JSON: its name does not end in \.toml\): not "
+                                              r"valid JSON"):
+        load_settings(other)
