@@ -201,6 +201,18 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    parser = _PARSERS["bench"]
+    if args.learner:  # the options of the other benchmarks would be ignored: refused
+        other = [flag for flag, dest in (("--schedulers", "schedulers"), ("--workers", "workers"),
+                                         ("--cluster", "cluster"), ("--config", "config"))
+                 if getattr(args, dest) != parser.get_default(dest)]
+        if other:
+            raise ConfigError(f"{other[0]}: an option of the scheduler benchmarks, not of bench --learner")
+    else:
+        other = [flag for flag, dest in (("--threads", "threads"), ("--torch-device", "torch_device"))
+                 if getattr(args, dest) != parser.get_default(dest)]
+        if other:
+            raise ConfigError(f"{other[0]}: an option of bench --learner only (the scheduler benchmarks run no torch)")
     if args.learner:
         from ..analysis.learner_bench import cmd_bench_learner, default_sizes
 

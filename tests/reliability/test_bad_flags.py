@@ -110,6 +110,11 @@ CASES = [
     # a folder output named like a file (pareto --out front.png wrote a folder called front.png)
     ("pareto", ["--out", "{dir}/front.png"], "names a .png file, but this command writes a folder of files here"),
     ("train", ["--out", "{dir}/run.json"], "names a .json file, but this command writes a folder of files here"),
+    # an option of the other kind of benchmark would be ignored
+    ("bench", ["--threads", "2"], "--threads: an option of bench --learner only"),
+    ("bench", ["--torch-device", "cuda"], "--torch-device: an option of bench --learner only"),
+    ("bench", ["--learner", "--workers", "2"], "--workers: an option of the scheduler benchmarks, not of bench --learner"),
+    ("bench", ["--learner", "--schedulers", "greedy"], "--schedulers: an option of the scheduler benchmarks"),
 ]
 
 
