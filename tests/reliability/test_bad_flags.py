@@ -113,7 +113,7 @@ CASES = [
     # an option of the other kind of benchmark would be ignored
     ("bench", ["--threads", "2"], "--threads: an option of bench --learner only"),
     ("bench", ["--torch-device", "cuda"], "--torch-device: an option of bench --learner only"),
-    ("bench", ["--learner", "--workers", "2"], "--workers: an option of the scheduler benchmarks, not of bench --learner"),
+    ("bench", ["--learner", "--workers", "2"], "--workers: an option of the scheduler benchmarks, not of bench"),
     ("bench", ["--learner", "--schedulers", "greedy"], "--schedulers: an option of the scheduler benchmarks"),
 ]
 
