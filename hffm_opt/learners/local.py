@@ -285,7 +285,7 @@ def _device_grads(loss_fn, chunk_size: int | None):
         if not diff:
             return {}
         n_dev = _n_devices(diff)
-        step = n_dev if chunk_size is None else max(1, int(chunk_size))
+        step = n_dev if chunk_size is None else chunk_size
         names, parts = list(diff), []
         for lo in range(0, n_dev, step):
             leaves = [_rows(diff[n], lo, step).detach().requires_grad_() for n in names]
@@ -344,6 +344,8 @@ def local_train(model: M3TModel, stacked: Mapping[str, Tensor], masks, batches: 
     module's copy is returned bit-identical.
     """
     tau, hmask, trains, counts = _prepare(model, stacked, masks, batches, tau, module_names, optimizer, prox_mu)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size = {chunk_size!r}: must be None (every device at once) or an integer >= 1")
     aux_weight = model.cfg.aux_loss_weight if aux_weight is None else aux_weight
     n_dev = _n_devices(stacked)
     out = dict(stacked)

@@ -47,6 +47,19 @@ def setup():
     return model, stacked, masks, batches, names, mods, tasks
 
 
+def test_chunks_of_devices_train_as_one_call_and_a_bad_chunk_size_is_refused(setup):
+    """chunk_size bounds the devices of one vmap and autograd pass: chunks of 2 of the 5 devices give the call's
+    result (to float rounding); 0, -1, 2.5 or True is refused (it was turned into 1 silently)."""
+    model, stacked, masks, batches, *_ = setup
+    whole = local_train(model, stacked, masks, batches, tau=3, lr=0.05)
+    chunks = local_train(model, stacked, masks, batches, tau=3, lr=0.05, chunk_size=2)
+    for n in stacked:
+        torch.testing.assert_close(chunks.params[n], whole.params[n], rtol=1e-5, atol=1e-6)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=r"chunk_size = .*: must be None \(every device at once\) or an integer"):
+            local_train(model, stacked, masks, batches, tau=1, chunk_size=bad)
+
+
 @pytest.mark.parametrize("optimizer,kw,tol", [("sgd", {}, 1e-5), ("sgd", {"momentum": 0.9, "weight_decay": 1e-3}, 1e-5),
                                               ("adam", {}, 1e-3)])
 def test_vectorised_equals_reference(setup, optimizer, kw, tol):
