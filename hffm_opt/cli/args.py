@@ -16,7 +16,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..errors import OutputError, ScenarioError
+from ..errors import ConfigError, OutputError, ScenarioError
 from ..network.limits import MAX_DEVICES, MAX_E_AGG, MAX_LOCAL_STEPS, MAX_ROUNDS
 
 SEED_MAX = 2 ** 63 - 1
@@ -107,6 +107,17 @@ def _distinct(text: str, values: tuple) -> tuple:
     if twice is not None:
         raise argparse.ArgumentTypeError(f"{text!r}: {twice!r} is given twice (each item once)")
     return values
+
+
+def scheduler_e_agg(args: argparse.Namespace, default: int) -> int:
+    """``--e-agg`` of a command that runs one ``--scheduler`` (``default`` when not given). Refused for ``star``,
+    which aggregates at the cloud every edge round (E_agg 1): the value would be ignored."""
+    if args.e_agg is None:
+        return default
+    if args.scheduler == "star" and args.e_agg != 1:
+        raise ConfigError(f"--e-agg = {args.e_agg}: the star scheduler aggregates at the cloud every edge round "
+                          "(E_agg 1); leave --e-agg out")
+    return args.e_agg
 
 
 def cluster_address(text: str) -> str:

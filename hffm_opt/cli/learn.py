@@ -17,7 +17,10 @@ from pathlib import Path
 from hffm_opt._io import dumps_json
 from hffm_opt.errors import ConfigError
 
+from .args import scheduler_e_agg
+
 CLUSTERED_LAYOUT = {"n_edges": 10, "devices_per_edge": 4}  # the 'clustered' scenario without --n-edges/--devices-...
+TRAIN_E_AGG = 2  # train's E_agg without --e-agg
 DEFAULT_ROUNDS = 16  # edge rounds per method in `run` (keeps the whole job under 10 minutes on 2 cores)
 RUN_EVAL_ROWS = 2500  # test rows `run` scores before the last round (easy-VQA's test set has about 10,600)
 
@@ -115,9 +118,9 @@ def _cmd_train(args) -> int:
 
     from ..learners.trainer import CHECKPOINT, train
 
-    config = _config(args)  # every option checked before any work
+    config, e_agg = _config(args), scheduler_e_agg(args, TRAIN_E_AGG)  # every option checked before any work
     setup = _setup(args)
-    plan = schedule(setup.scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed, local_steps=args.local_steps,
+    plan = schedule(setup.scenario, args.scheduler, e_agg=e_agg, seed=args.seed, local_steps=args.local_steps,
                     batch_size=args.batch_size)  # planned for the workload it trains
     if args.restart and args.out:  # a checkpoint of --out is never resumed: train from round 0
         (Path(args.out) / "checkpoint" / CHECKPOINT).unlink(missing_ok=True)
@@ -239,7 +242,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train the M3T model federatedly under one scheduler's plan")
     _common(p, rounds=DEFAULT_ROUNDS, eval_rows=0)
     p.add_argument("--scheduler", default="hierarchical", choices=available())
-    p.add_argument("--e-agg", type=int, default=2, help="edge rounds per global round (default: %(default)s)")
+    p.add_argument("--e-agg", type=int, default=None,
+                   help=f"edge rounds per global round (default: {TRAIN_E_AGG}; star: 1, not settable)")
     p.add_argument("--restart", action="store_true", help="discard the checkpoint in --out and train from round 0 "
                    "(without it, an unreadable or foreign checkpoint is an error, never silently replaced)")
     p.set_defaults(func=_cmd_train)

@@ -17,11 +17,12 @@ from ..network.io import load_scenario
 from ..network.limits import MAX_E_AGG
 from ..plan import Plan
 from ..schedulers import available, get_scheduler, schedule
-from .args import add_sweep_flags, count, counts, names, out_path, real, seed
+from .args import add_sweep_flags, count, counts, names, out_path, real, scheduler_e_agg, seed
 
 MAX_BENCH_DEVICES = 100_000  # the largest size `bench` builds (a clustered scenario, analysis.bench.size_layout)
 
 _PARSERS: dict[str, argparse.ArgumentParser] = {}  # each command's parser (its defaults), for --config
+SCHEDULE_E_AGG = 2  # schedule's E_agg without --e-agg
 CONFIG_SECTIONS = ("compare", "bench")  # the tables an experiment config (--config of compare and bench) may hold
 
 def _cmd_paper(args) -> int:
@@ -39,7 +40,7 @@ def _cmd_paper(args) -> int:
 
 def _cmd_schedule(args) -> int:
     scenario = load_scenario(args.scenario)
-    plan = schedule(scenario, args.scheduler, e_agg=args.e_agg, seed=args.seed)
+    plan = schedule(scenario, args.scheduler, e_agg=scheduler_e_agg(args, SCHEDULE_E_AGG), seed=args.seed)
     metrics = evaluate(scenario, plan)
     text = dumps_json({"scheduler": args.scheduler, **metrics.summary()}, indent=1)
     if args.out:
@@ -260,7 +261,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("schedule", help="run one scheduler, print its metrics, optionally save the plan")
     p.add_argument("--scenario", default="paper")
     p.add_argument("--scheduler", default="hierarchical", choices=available())
-    p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=2)
+    p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=None,
+                   help=f"edge rounds per global round (default: {SCHEDULE_E_AGG}; star: 1, not settable)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", type=out_path("file"), help="write the plan as JSON here")
     p.set_defaults(func=_cmd_schedule)

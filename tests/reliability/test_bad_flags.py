@@ -115,6 +115,10 @@ CASES = [
     ("bench", ["--torch-device", "cuda"], "--torch-device: an option of bench --learner only"),
     ("bench", ["--learner", "--workers", "2"], "--workers: an option of the scheduler benchmarks, not of bench"),
     ("bench", ["--learner", "--schedulers", "greedy"], "--schedulers: an option of the scheduler benchmarks"),
+    # star aggregates at the cloud every edge round; a plan file is drawn as it is
+    ("schedule", ["--scheduler", "star", "--e-agg", "3"], "--e-agg = 3: the star scheduler aggregates at the cloud"),
+    ("train", ["--scheduler", "star", "--e-agg", "8"], "--e-agg = 8: the star scheduler aggregates at the cloud"),
+    ("plot", ["--plan", "{file}", "--e-agg", "4", "--out", "/tmp/hffm-m.png"], "--e-agg: makes a plan when no"),
 ]
 
 
