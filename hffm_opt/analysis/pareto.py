@@ -2,11 +2,11 @@
 
 All figures per edge round in the consistent accounting of ``evaluate``: latency (s), energy (J), access energy
 (devices' uplink + D2D, J). The front runs from the least latency (F4's latency objective: its least-energy plan
-there) to the far end, the slowest placed heuristic's latency (or ``max_latency_s``; at least twice the least
-latency): the energy only approaches its infimum as the target grows, so the far end is where the plane's
-heuristics end. Its points are evenly spaced targets, each the least energy within that target, with its proven
-lower bound, gap and status. Every placement, point and check is an independent cell of a sweep (:func:`run`), so a
-front runs on several processes or a Dask cluster and an interrupted one resumes.
+there) to the far end: the slowest placed heuristic's latency, at least twice the least latency (the energy only
+approaches its infimum as the target grows, so the far end is where the plane's heuristics end), or
+``max_latency_s`` as given (above the least latency). Its points are evenly spaced targets, each the least energy
+within that target, with its proven lower bound, gap and status. Every placement, point and check is an independent
+cell of a sweep (:func:`run`), so a front runs on several processes or a Dask cluster and an interrupted one resumes.
 
 A heuristic is *dominated* when the front reaches its latency at no more energy: the front point at the largest
 target not above the heuristic's latency (a conservative reading of the front), or, failing that, F4 solved
@@ -77,13 +77,18 @@ def least_point(model) -> dict:
     return first
 
 
-def front_targets(first: dict, points: int, far_s: float | None) -> list[float]:
-    """The other points' latency targets (s per edge round), far end first (evenly spaced from the least latency
-    to ``far_s``, at least twice the least latency)."""
+def front_targets(first: dict, points: int, far_s: float | None, heuristics_s: float = 0.0) -> list[float]:
+    """The other points' latency targets (s per edge round), far end first, evenly spaced from the least latency to
+    the far end: ``far_s`` when given (it must exceed the least latency), else the slowest heuristic's latency
+    ``heuristics_s``, at least twice the least latency."""
     if points < 2:
         raise ConfigError(f"points = {points!r}: must be an integer >= 2 (both ends)")
     low = first["_target"]
-    return [float(t) for t in np.linspace(low, max(far_s or 0.0, 2 * low), points)[1:][::-1]]
+    if far_s is not None and not far_s > low:
+        raise ConfigError(f"max_latency_s = {far_s!r}: must exceed the least latency any plan reaches, {low:.6g} s "
+                          "(the front's near end)")
+    far = far_s if far_s is not None else max(heuristics_s, 2 * low)
+    return [float(t) for t in np.linspace(low, far, points)[1:][::-1]]
 
 
 def target_point(model, target_s: float) -> dict:
@@ -149,9 +154,9 @@ def run(spec: str, seed: int, e_agg: int, points: int, schedulers, far_s: float 
     first_wave = [base | {"kind": "heuristic", "scheduler": name} for name in schedulers] + [base | {"kind": "least"}]
     found, _ = run_cells(pareto_cell, first_wave, **sweep)
     heuristics, first = found[:-1], found[-1]
-    far = far_s or max((h["latency_s"] for h in heuristics), default=0.0)
+    slowest = max((h["latency_s"] for h in heuristics), default=0.0)
     rest, _ = run_cells(pareto_cell, [base | {"kind": "point", "target_s": t}
-                                      for t in front_targets(first, points, far)], **sweep)
+                                      for t in front_targets(first, points, far_s, slowest)], **sweep)
     front_points = [first] + rest[::-1]
     shared = [{k: p[k] for k in ("_target", "energy_j")} for p in front_points]
     checks, _ = run_cells(pareto_cell, [base | {"kind": "check", "scheduler": name, "points": shared}

@@ -60,3 +60,14 @@ def test_two_processes_and_a_rerun_from_the_kept_cells_give_the_same_front(solve
 def test_a_front_needs_both_ends(tmp_path):
     with pytest.raises(ConfigError, match="points = 1"):
         pareto.run(_spec(tmp_path), 1, 2, 1, ["greedy"])
+
+
+def test_the_far_end_is_the_one_asked_for_or_a_clear_error():
+    """max_latency_s is used as given when above the least latency (it was raised to twice the least latency without
+    a word), and refused at or below it; without it the far end is the slowest heuristic, at least twice the least."""
+    first = {"_target": 2.0}
+    assert pareto.front_targets(first, 3, 3.0) == [3.0, 2.5]
+    assert pareto.front_targets(first, 3, None, heuristics_s=3.0) == [4.0, 3.0]
+    assert pareto.front_targets(first, 3, None, heuristics_s=12.0) == [12.0, 7.0]
+    with pytest.raises(ConfigError, match=r"max_latency_s = 0.1: must exceed the least latency any plan reaches, 2 s"):
+        pareto.front_targets(first, 3, 0.1)
