@@ -64,7 +64,8 @@ def add_commands(sub) -> None:
                    help="comma-separated heuristics to place (default: every registered scheduler that is not an "
                         "optimiser)")
     p.add_argument("--max-latency", type=real(0.0, 1e9), default=None,
-                   help="far end of the front (s per edge round; default: the slowest heuristic's latency)")
+                   help="far end of the front (s per edge round, above the least latency; default: the slowest "
+                        "heuristic's latency, at least twice the least latency)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the schedulers (and of a paper-random draw)")
     p.add_argument("--json", action="store_true", help='print {"front": [...], "heuristics": [...]} only')
     p.add_argument("--out", type=out_path("folder"),
