@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError, ScenarioError
+from ..network.documents import first_repeat
 from ..network.limits import MAX_DEVICES, MAX_E_AGG, MAX_LOCAL_STEPS, MAX_ROUNDS
 
 SEED_MAX = 2 ** 63 - 1
@@ -103,7 +104,7 @@ def counts(low: int = 1, high: int | None = None):
 
 def _distinct(text: str, values: tuple) -> tuple:
     """``values`` when no item repeats; a repeated item would be computed (and counted in every statistic) twice."""
-    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    twice = first_repeat(values)
     if twice is not None:
         raise argparse.ArgumentTypeError(f"{text!r}: {twice!r} is given twice (each item once)")
     return values

@@ -277,8 +277,8 @@ def _device_grads(loss_fn, chunk_size: int | None):
     to its rows of ``diff``. The devices' losses are computed by one ``vmap`` of ``loss_fn`` (``chunk_size`` devices
     at a time, default all) and their sum is differentiated by plain autograd: a device's loss depends on its own
     rows only, so the sum's gradient is each device's own, and the backward runs on the stacked tensors without
-    ``vmap``'s per-operator batching (a 20-device call of 5 steps, one thread: 182 ms, 192 ms with
-    ``vmap(grad(...))``)."""
+    ``vmap``'s per-operator batching (faster than ``vmap(grad(...))``: ``bench --learner``,
+    ``experiments/learner_speed/README.md``)."""
     per_device = vmap(loss_fn)
 
     def grads(diff: dict[str, Tensor], *rest) -> dict[str, Tensor]:

@@ -248,6 +248,16 @@ def as_strings(value, where: str, error: type[Exception], unique: bool = False) 
     return value
 
 
+def first_repeat(items):
+    """The first item of ``items`` that an earlier one equals (the one a uniqueness rule names), else None."""
+    seen: list = []
+    for item in items:
+        if item in seen:
+            return item
+        seen.append(item)
+    return None
+
+
 def id_key(key: str, where: str, error: type[Exception]) -> int:
     """An integer id written as an object key (JSON and TOML keys are strings): ``"12"`` -> 12."""
     try:

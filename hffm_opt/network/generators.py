@@ -16,7 +16,17 @@ import numpy as np
 
 from ..errors import ScenarioError
 from .channel import dbm_to_w, pairwise_distance, path_loss, rayleigh_power
-from .documents import as_number, as_numbers, as_str, as_strings, as_table, check_depth, check_keys, id_key
+from .documents import (
+    as_number,
+    as_numbers,
+    as_str,
+    as_strings,
+    as_table,
+    check_depth,
+    check_keys,
+    first_repeat,
+    id_key,
+)
 from .limits import MAX_DEVICES, RANGES, check_size
 from .scenario import Cloud, D2DLinks, Devices, EdgeServers, ModuleSpec, PrototypeConstants, Scenario
 
@@ -264,11 +274,9 @@ def _check_paper_format(data: dict) -> None:
     for name, items in (("edge_servers", edges), ("devices", devices)):
         if not items:
             raise err(f"{name} = []: a scenario needs at least one")
-        seen: set = set()
-        for item in items:
-            if item["id"] in seen:
-                raise err(f"{name}[id={item['id']}]: the id appears more than once (ids must be unique)")
-            seen.add(item["id"])
+        twice = first_repeat(item["id"] for item in items)
+        if twice is not None:
+            raise err(f"{name}[id={twice}]: the id appears more than once (ids must be unique)")
     for i, lk in enumerate(links):
         check_keys(lk, f"d2d_links[{i}]", ("from", "to", "gain"), err, required=("from", "to", "gain"))
         for key in ("from", "to"):

@@ -40,6 +40,7 @@ from .documents import (
     check_keys,
     check_keywords,
     check_version,
+    first_repeat,
     id_key,
     read_document,
     short,
@@ -148,8 +149,7 @@ def _links(links: list, d_index: dict[int, int]) -> tuple[list, list, list]:
 def _index(ids: list[int], where: str) -> dict[int, int]:
     index = {i: k for k, i in enumerate(ids)}
     if len(index) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ScenarioError(f"{where}.id = {dup}: ids must be unique")
+        raise ScenarioError(f"{where}.id = {first_repeat(ids)}: ids must be unique")
     return index
 
 

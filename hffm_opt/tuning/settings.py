@@ -27,7 +27,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from ..errors import ConfigError, ScenarioError
 from ..formulations.joint import check_full_options
-from ..network.documents import as_number, hint, keyword_types, read_document
+from ..network.documents import as_number, first_repeat, hint, keyword_types, read_document
 from ..network.io import load_scenario
 from ..network.limits import MAX_ROUNDS
 from ..schedulers import SchedulerError, get_scheduler, scheduler_options
@@ -215,7 +215,7 @@ def _option_range(name: str, value, schedulers: list[str]):
 def _option_choices(name: str, value: dict) -> CategoricalDistribution:
     """The distribution of a scheduler option searched over ``value["choices"]``: each choice once, each valid."""
     choices = value["choices"]
-    if any(c in choices[:i] for i, c in enumerate(choices)):
+    if first_repeat(choices) is not None:
         reject(f"search.options.{name}", value, "each choice once (a repeated one would be sampled more often)")
     _check_option_values(name, value, choices, "every choice")
     return CategoricalDistribution(tuple(choices))
@@ -239,11 +239,11 @@ def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
     names = search["schedulers"]
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         reject("search.schedulers", names, "must be a non-empty list of scheduler names")
-    for i, n in enumerate(names):
+    for n in names:
         get_scheduler(n)  # SchedulerError names an unknown scheduler
-        if n in names[:i]:
-            reject("search.schedulers", names, f"{n!r} is given twice (each once: a repeated one would be sampled "
-                                              "more often)")
+    if first_repeat(names) is not None:
+        reject("search.schedulers", names, f"{first_repeat(names)!r} is given twice (each once: a repeated one would "
+                                          "be sampled more often)")
     space = {"scheduler": CategoricalDistribution(tuple(names)),
              "e_agg": _range("search.e_agg", search["e_agg"], int, False),
              "deadline_factor": _range("search.deadline_factor", search["deadline_factor"], float, False),
