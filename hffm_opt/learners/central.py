@@ -18,7 +18,7 @@ from hffm_opt.errors import ConfigError
 
 from .benchmarks import Benchmark
 from .cache import cache_dir
-from .device import resolve_device
+from .device import one_torch_thread, resolve_device
 from .model import M3TModel, task_loss
 from .pretraining import contrastive_pretrain, masked_pretrain
 from .table import MultiModalTable
@@ -296,7 +296,7 @@ def linear_probe(model: M3TModel, train: MultiModalTable, test: MultiModalTable,
     return acc
 
 
-_CACHE_VERSION = 5  # bump when a change to the model code changes what pre-training produces
+_CACHE_VERSION = 6  # bump when a change to the model code changes what pre-training produces (6: one thread)
 
 
 def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = None, cache: bool = True,
@@ -304,7 +304,10 @@ def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = N
     """A model for ``bench`` (``bench.model_config(**config)``, initialised with ``seed``) pre-trained by
     :func:`pretrain` (``pretrain_kwargs``). With ``cache`` the weights are stored in the user cache directory
     (:func:`hffm_opt.learners.cache.cache_dir`) under a key of the benchmark's parameters, the configuration,
-    the seed and the pre-training arguments (but ``progress``), and loaded from there the next time."""
+    the seed and the pre-training arguments (but ``progress``), and loaded from there the next time. Pre-training
+    runs on one torch thread whatever the caller's count (:func:`~.device.one_torch_thread`): a thread count
+    changes float rounding, which pre-training amplifies, and the cached model must not depend on which command
+    happened to create it."""
     import hashlib
     import json
 
@@ -319,7 +322,8 @@ def pretrained_model(bench: Benchmark, *, seed: int = 0, config: dict | None = N
     if cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model
-    pretrain(model, bench.public, seed=seed, **pretrain_kwargs)
+    with one_torch_thread():
+        pretrain(model, bench.public, seed=seed, **pretrain_kwargs)
     if cache:
         with atomic_path(path) as tmp:
             torch.save(model.state_dict(), tmp)
