@@ -62,13 +62,25 @@ def _setup_kwargs(args) -> dict:
 
 
 def _config(args):
+    """The TrainConfig of the flags; an availability trace is read at once (its device indices are checked against
+    the network by :func:`_check_trace` once the network is built)."""
     from ..learners.trainer import TrainConfig
 
+    _check_trace(args, None)
     return TrainConfig(rounds=args.rounds, lr=args.lr, local_steps=args.local_steps, batch_size=args.batch_size,
                        seed=args.seed, eval_every=args.eval_every, eval_rows=args.eval_rows, device=args.torch_device,
                        prox_mu=args.prox_mu, edge_optimizer=args.edge_optimizer, cloud_optimizer=args.cloud_optimizer,
                        server_lr=args.server_lr, fading=args.fading, availability=args.availability,
                        availability_trace=args.availability_trace, participation=args.participation)
+
+
+def _check_trace(args, n_devices: int | None) -> None:
+    """ConfigError for an unreadable or malformed ``--availability-trace`` (or one naming a device the network of
+    ``n_devices`` lacks) before any training."""
+    if args.availability_trace is not None:
+        from ..learners.participation import read_trace
+
+        read_trace(args.availability_trace, n_devices)
 
 
 def _bar(enabled: bool, desc: str):
@@ -120,6 +132,7 @@ def _cmd_train(args) -> int:
 
     config, e_agg = _config(args), scheduler_e_agg(args, TRAIN_E_AGG)  # every option checked before any work
     setup = _setup(args)
+    _check_trace(args, setup.scenario.n_devices)
     plan = schedule(setup.scenario, args.scheduler, e_agg=e_agg, seed=args.seed, local_steps=args.local_steps,
                     batch_size=args.batch_size)  # planned for the workload it trains
     if args.restart and args.out:  # a checkpoint of --out is never resumed: train from round 0
@@ -151,6 +164,7 @@ def _cmd_run(args) -> int:
     config = _config(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     setup = _setup(args, seeds[0])  # pre-trains the foundation model (cached) before any worker starts
+    _check_trace(args, setup.scenario.n_devices)
     if args.workers > 1:  # the plans, then the reference and each seed's methods in shares, on local processes
         from tqdm import tqdm
 

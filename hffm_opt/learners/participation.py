@@ -41,8 +41,9 @@ def stream(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(STREAMS[name],)))
 
 
-def read_trace(path, n_devices: int) -> np.ndarray:
-    """(L, 3) int64 rows ``device, start_round, end_round`` of the trace file ``path``, checked strictly."""
+def read_trace(path, n_devices: int | None) -> np.ndarray:
+    """(L, 3) int64 rows ``device, start_round, end_round`` of the trace file ``path``, checked strictly (device
+    indices against ``n_devices``; None: only that they are not negative, when the network is not known yet)."""
     p = Path(path)
     where = f"availability_trace = {str(path)!r}"
     try:
@@ -66,8 +67,9 @@ def read_trace(path, n_devices: int) -> np.ndarray:
             except ValueError:
                 raise ConfigError(f"{where}: line {line}: {name} = {cell!r}: must be an integer") from None
         device, start, end = values
-        if not 0 <= device < n_devices:
-            raise ConfigError(f"{where}: line {line}: device = {device}: must be a device index in [0, {n_devices})")
+        if device < 0 or (n_devices is not None and device >= n_devices):
+            span = f"[0, {n_devices})" if n_devices is not None else ">= 0"
+            raise ConfigError(f"{where}: line {line}: device = {device}: must be a device index {span}")
         if start < 1:
             raise ConfigError(f"{where}: line {line}: start_round = {start}: must be >= 1 (rounds are 1-based)")
         if end < start:

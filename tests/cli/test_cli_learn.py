@@ -111,6 +111,34 @@ def test_layout_flags_of_another_scenario_than_clustered_are_refused_not_ignored
     assert f"{flags[-2]} = {flags[-1]}: applies to --scenario clustered only (the scenario 'paper'" in err
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+@pytest.mark.parametrize("text, says", [(None, "cannot be read (FileNotFoundError"),
+                                        ("device,start,end\n", "header = ['device', 'start', 'end']"),
+                                        ("device,start_round,end_round\n-1,1,2\n", "device = -1: must be a device"),
+                                        ("device,start_round,end_round\n6,1,2\n", "device = 6: must be a device "
+                                                                               "index [0, 6)")])
+def test_a_bad_availability_trace_exits_2_before_any_training(command, text, says, tmp_path, capsys, monkeypatch):
+    """The trace was read when training started: after the plans (about a minute of `run`). A missing or malformed
+    file is refused before anything is built, a device the network lacks once the network is known, before any
+    plan is made."""
+    from hffm_opt.analysis import closed_loop
+    from hffm_opt.cli import learn
+
+    trace = tmp_path / "trace.csv"
+    if text is not None:
+        trace.write_text(text)
+    built = []
+    real_setup = learn._setup
+    monkeypatch.setattr(learn, "_setup", lambda *a, **k: built.append(1) or real_setup(*a, **k))
+    monkeypatch.setattr(closed_loop, "plan_methods", lambda *a, **k: pytest.fail("planned"))
+    monkeypatch.setattr("hffm_opt.schedulers.schedule", lambda *a, **k: pytest.fail("planned"))
+    assert main([command, *TINY, "--availability-trace", str(trace), "--workers" if command == "run" else "--seed",
+                 "1" if command == "run" else "0", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and says in err
+    assert built == ([1] if "[0, 6)" in says else [])  # the network was built only to check the device indices
+
+
 def test_learner_bench_rows(tiny_bench):
     from hffm_opt.analysis.learner_bench import bench_learner
 
