@@ -68,7 +68,7 @@ def read_trace(path, n_devices: int | None) -> np.ndarray:
                 raise ConfigError(f"{where}: line {line}: {name} = {cell!r}: must be an integer") from None
         device, start, end = values
         if device < 0 or (n_devices is not None and device >= n_devices):
-            span = f"[0, {n_devices})" if n_devices is not None else ">= 0"
+            span = f"in [0, {n_devices})" if n_devices is not None else ">= 0"
             raise ConfigError(f"{where}: line {line}: device = {device}: must be a device index {span}")
         if start < 1:
             raise ConfigError(f"{where}: line {line}: start_round = {start}: must be >= 1 (rounds are 1-based)")
