@@ -168,6 +168,22 @@ def _edges(ids, pos, bandwidth, proto: PrototypeConstants) -> EdgeServers:
 
 
 # ---------------------------------------------------------------------- the prototype's file format
+#: PrototypeConstants field -> its key under the file's "constants"
+PAPER_CONSTANTS = {"model_bits": "model_bits", "uplink_bandwidth_hz": "uplink.bandwidth_hz",
+                   "uplink_rate_power_w": "uplink.rate_power_w", "uplink_energy_power_w": "uplink.energy_power_w",
+                   "d2d_bandwidth_hz": "d2d.bandwidth_hz", "d2d_rate_power_w": "d2d.rate_power_w",
+                   "d2d_energy_power_w": "d2d.energy_power_w", "d2d_connect_radius_m": "d2d.connect_radius_m",
+                   "backhaul_delay_s": "backhaul.fixed_delay_s", "backhaul_rate_bps": "backhaul.rate_bps",
+                   "backhaul_energy_power_w": "backhaul.energy_power_w"}
+
+
+def _at(document: dict, key: str):
+    """The value at a dotted ``key`` of nested dicts (KeyError/TypeError where it is not there)."""
+    for part in key.split("."):
+        document = document[part]
+    return document
+
+
 def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: str = "paper") -> Scenario:
     """Build a scenario from the paper prototype's JSON format (see shared/data/README.md).
 
@@ -180,14 +196,7 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
     _check_paper_format(data)
     try:
         c = data["constants"]
-        proto = PrototypeConstants(
-            model_bits=float(c["model_bits"]), uplink_bandwidth_hz=float(c["uplink"]["bandwidth_hz"]),
-            uplink_rate_power_w=float(c["uplink"]["rate_power_w"]),
-            uplink_energy_power_w=float(c["uplink"]["energy_power_w"]),
-            d2d_bandwidth_hz=float(c["d2d"]["bandwidth_hz"]), d2d_rate_power_w=float(c["d2d"]["rate_power_w"]),
-            d2d_energy_power_w=float(c["d2d"]["energy_power_w"]), d2d_connect_radius_m=float(c["d2d"]["connect_radius_m"]),
-            backhaul_delay_s=float(c["backhaul"]["fixed_delay_s"]), backhaul_rate_bps=float(c["backhaul"]["rate_bps"]),
-            backhaul_energy_power_w=float(c["backhaul"]["energy_power_w"]))
+        values = {name: float(_at(c, key)) for name, key in PAPER_CONSTANTS.items()}
         e_ids = np.array([e["id"] for e in data["edge_servers"]], dtype=np.int64)
         e_pos = np.array([e["position"] for e in data["edge_servers"]], dtype=float)
         devs = data["devices"]
@@ -203,6 +212,11 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
         noise = float(dbm_to_w(c["noise_psd_dbm_hz_effective"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ScenarioError(f"paper-format field {exc!s}: missing or malformed (see shared/data/README.md)") from None
+    try:
+        proto = PrototypeConstants(**values)
+    except ScenarioError as exc:  # named as the file names it: constants.<key>
+        name = str(exc).split(" = ", 1)[0].removeprefix("prototype.")
+        raise ScenarioError(f"constants.{PAPER_CONSTANTS[name]}{str(exc)[len('prototype.' + name):]}") from None
     e_index = {int(i): k for k, i in enumerate(e_ids)}
     d_index = {int(i): k for k, i in enumerate(d_ids)}
     edge = np.array([e_index.get(int(h), -1) for h in home_ids])

@@ -113,6 +113,21 @@ def test_paper_format_errors_name_the_field(tmp_path):
         load_scenario(p)
 
 
+@pytest.mark.parametrize("section, key, value, message", [
+    (None, "model_bits", 0, r"^constants\.model_bits = 0\.0: must be in \[1, "),
+    ("uplink", "bandwidth_hz", -1, r"^constants\.uplink\.bandwidth_hz = -1\.0: must be in \[1, "),
+    ("backhaul", "fixed_delay_s", -2, r"^constants\.backhaul\.fixed_delay_s = -2\.0: must be in \[0, "),
+])
+def test_a_paper_format_constant_out_of_range_is_named_by_its_key_in_the_file(tmp_path, section, key, value, message):
+    """The rule is the prototype's; the name is the file's (it used to say e.g. prototype.uplink_bandwidth_hz)."""
+    data = generators.embedded_paper_data()
+    (data["constants"] if section is None else data["constants"][section])[key] = value
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ScenarioError, match=message):
+        generators.from_paper_format(json.loads(p.read_text()))
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda d: d.update(devices=[], d2d_links=[], d2d_aggregators={}), r"devices = \[\]: a scenario needs at least"),
     (lambda d: d.update(edge_servers=[]), r"edge_servers = \[\]: a scenario needs at least one"),
