@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.util
 import signal
 import threading
 from dataclasses import dataclass
@@ -59,11 +60,17 @@ STOP_S = 3.0  # seconds the workers of a stopped sweep have to exit through Pyth
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # a worker that is exiting (its pool closed, or terminated) ignores SIGTERM from then on: its exit callbacks
+    # (torch's among them) run after multiprocessing's finalizers, and a SystemExit raised inside one is printed
+    # as a traceback on the user's terminal
+    multiprocessing.util.Finalize(None, signal.signal, (signal.SIGTERM, signal.SIG_IGN), exitpriority=100)
 
 
 def _exit_on_sigterm(signum, frame) -> None:
     """A terminated worker exits through Python, so that its clean-up runs (named semaphores that a library made,
-    e.g. pyomo's, unlinked; a killed worker leaves them to the resource tracker, which warns about them at exit)."""
+    e.g. pyomo's, unlinked; a killed worker leaves them to the resource tracker, which warns about them at exit).
+    Once: a later SIGTERM is ignored (see :func:`_init_worker`)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

@@ -150,3 +150,38 @@ def test_a_worker_that_cannot_exit_cleanly_is_killed_when_a_sweep_stops(tmp_path
     message, seconds = done.stdout.strip().rsplit(" ", 1)
     assert done.returncode == 0 and message == "cell failed", done.stderr
     assert int(seconds) < 60  # the stuck cell sleeps 120 s
+
+
+def test_a_worker_terminated_while_it_exits_finishes_its_exit_callbacks_without_a_traceback(tmp_path):
+    """Ctrl-C on `run` printed a traceback: the stopped sweep terminated workers that were already exiting, and the
+    SIGTERM handler raised SystemExit inside an exit callback (torch's). An exiting worker now ignores SIGTERM."""
+    (tmp_path / "exitmod.py").write_text(
+        "import atexit, os, time\n"
+        "def slow_exit(cell):\n"
+        "    def callback():\n"
+        "        open(os.path.join(cell['dir'], f'exiting{os.getpid()}'), 'w').close()\n"
+        "        time.sleep(1.5)\n"
+        "        open(os.path.join(cell['dir'], f'done{os.getpid()}'), 'w').close()\n"
+        "    atexit.register(callback)\n"
+        "    return os.getpid()\n")
+    script = ("import os, signal, sys, threading, time\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from exitmod import slow_exit\n"
+              "from hffm_opt.analysis.sweep import run_cells\n"
+              f"d = {str(tmp_path)!r}\n"
+              "def terminate_exiting_workers():\n"
+              "    sent = set()\n"
+              "    while len(sent) < 2:\n"
+              "        for name in os.listdir(d):\n"
+              "            if name.startswith('exiting') and name not in sent:\n"
+              "                sent.add(name)\n"
+              "                os.kill(int(name[len('exiting'):]), signal.SIGTERM)\n"
+              "        time.sleep(0.01)\n"
+              "threading.Thread(target=terminate_exiting_workers, daemon=True).start()\n"
+              "pids, _ = run_cells(slow_exit, [{'x': x, 'dir': d} for x in range(2)], workers=2)\n"
+              "print(sorted(set(pids)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pids = json.loads(done.stdout)
+    assert "Traceback" not in done.stderr and "SystemExit" not in done.stderr, done.stderr
+    assert all((tmp_path / f"exiting{p}").exists() and (tmp_path / f"done{p}").exists() for p in pids)
