@@ -196,7 +196,7 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
     _check_paper_format(data)
     try:
         c = data["constants"]
-        values = {name: float(_at(c, key)) for name, key in PAPER_CONSTANTS.items()}
+        values = {field: float(_at(c, key)) for field, key in PAPER_CONSTANTS.items()}
         e_ids = np.array([e["id"] for e in data["edge_servers"]], dtype=np.int64)
         e_pos = np.array([e["position"] for e in data["edge_servers"]], dtype=float)
         devs = data["devices"]
@@ -215,8 +215,8 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
     try:
         proto = PrototypeConstants(**values)
     except ScenarioError as exc:  # named as the file names it: constants.<key>
-        name = str(exc).split(" = ", 1)[0].removeprefix("prototype.")
-        raise ScenarioError(f"constants.{PAPER_CONSTANTS[name]}{str(exc)[len('prototype.' + name):]}") from None
+        field = str(exc).split(" = ", 1)[0].removeprefix("prototype.")
+        raise ScenarioError(f"constants.{PAPER_CONSTANTS[field]}{str(exc)[len('prototype.' + field):]}") from None
     e_index = {int(i): k for k, i in enumerate(e_ids)}
     d_index = {int(i): k for k, i in enumerate(d_ids)}
     edge = np.array([e_index.get(int(h), -1) for h in home_ids])
