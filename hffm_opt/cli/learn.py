@@ -22,6 +22,7 @@ from .args import scheduler_e_agg
 CLUSTERED_LAYOUT = {"n_edges": 10, "devices_per_edge": 4}  # the 'clustered' scenario's layout when not given
 TRAIN_E_AGG = 2  # train's E_agg without --e-agg
 DEFAULT_ROUNDS = 32  # edge rounds per method (4 cloud aggregations at E_agg 8; `run` stays under 10 minutes on 2 cores)
+RUN_WORKERS = 2  # run's local processes without --workers (fewer where there are fewer cores)
 RUN_EVAL_ROWS = 2500  # test rows `run` scores before the last round (easy-VQA's test set has about 10,600)
 
 
@@ -154,12 +155,27 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _run_workers(asked: int | None) -> int:
+    """``run``'s local processes: ``--workers``, else :data:`RUN_WORKERS` or the cores when fewer; ConfigError for
+    more than the cores (each process trains on one core and holds a copy of the experiment's data)."""
+    from ..learners.device import cpu_cores
+
+    cores = cpu_cores()
+    if asked is None:
+        return min(RUN_WORKERS, cores)
+    if asked > cores:
+        raise ConfigError(f"--workers = {asked}: more than the {cores} cores this process may use (each worker "
+                          f"trains on one core and holds the experiment's data; use at most {cores})")
+    return asked
+
+
 def _cmd_run(args) -> int:
     from dataclasses import asdict, replace
 
     from ..analysis import closed_loop
 
     start = time.perf_counter()
+    args.workers = _run_workers(args.workers)
     out = _out_dir(args.out)
     config = _config(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -269,9 +285,9 @@ def add_commands(sub) -> None:
                                                 "(default: 95%% of central training's accuracy)")
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "
                    "each seed draws the network, the data partition and the model's trainable modules")
-    p.add_argument("--workers", type=int, default=2, help="local processes; each seed's methods are split in twice "
-                   "this many shares (methods that learn identically stay together) trained in parallel (default: "
-                   "%(default)s, the machine's two cores)")
+    p.add_argument("--workers", type=int, default=None, help="local processes, at most the cores; each seed's "
+                   "methods are split in twice this many shares (methods that learn identically stay together) "
+                   f"trained in parallel (default: {RUN_WORKERS}, or the cores when fewer)")
     p.add_argument("--central-epochs", type=float, default=1.0,
                    help="epochs of the central-training reference (default: %(default)s)")
     p.set_defaults(func=_cmd_run)

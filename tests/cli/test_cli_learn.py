@@ -139,6 +139,25 @@ def test_a_bad_availability_trace_exits_2_before_any_training(command, text, say
     assert built == ([1] if "[0, 6)" in says else [])  # the network was built only to check the device indices
 
 
+def test_run_refuses_more_workers_than_cores_and_defaults_to_no_more(capsys, monkeypatch):
+    """Each of run's worker processes trains on one core and holds the experiment's data: `--workers 64` on 2 cores
+    used to start 64 of them (129 shares) and thrash; now it exits 2 before any work. Without --workers run uses
+    2 processes, or the cores where there are fewer."""
+    from hffm_opt.cli import learn
+    from hffm_opt.learners import device
+
+    monkeypatch.setattr(learn, "_setup", lambda *a, **k: pytest.fail("built the experiment"))
+    monkeypatch.setattr(device, "cpu_cores", lambda: 3)
+    assert main(["run", *TINY, "--workers", "4", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [
+        "hffm-opt run: error: --workers = 4: more than the 3 cores this process may use (each worker trains on one "
+        "core and holds the experiment's data; use at most 3)"]
+    assert learn._run_workers(3) == 3 and learn._run_workers(None) == 2
+    monkeypatch.setattr(device, "cpu_cores", lambda: 1)
+    assert learn._run_workers(None) == 1
+
+
 def test_learner_bench_rows(tiny_bench):
     from hffm_opt.analysis.learner_bench import bench_learner
 
