@@ -45,7 +45,6 @@ from pathlib import Path
 import numpy as np
 
 from .._io import dumps_json
-from ..errors import ConfigError
 from .bench import size_layout
 from .memory import children_usage
 
@@ -253,15 +252,13 @@ def cmd_bench_learner(args, sizes) -> int:
     ``args.torch_device``; ``args.threads`` torch threads on a CPU, default every core the process may use)."""
     import torch
 
-    from ..learners.device import cpu_cores, keep_freed_memory, resolve_device
+    from ..learners.device import at_most_cores, cpu_cores, keep_freed_memory, resolve_device
 
     device = resolve_device(getattr(args, "torch_device", "cpu"))  # a bad device fails before any work
     keep_freed_memory()  # both sides reuse freed pages (no page fault per large temporary tensor)
     if device.type == "cpu":
-        threads = getattr(args, "threads", None) or cpu_cores()
-        if threads > cpu_cores():  # oversubscribed threads would time the scheduler of the OS, not the learner
-            raise ConfigError(f"--threads = {threads}: more than the {cpu_cores()} cores this process may use; "
-                              f"the learner bench times both sides on real cores (at most {cpu_cores()})")
+        threads = at_most_cores("--threads", getattr(args, "threads", None) or cpu_cores(),
+                                "the learner bench times both sides on real cores, not the scheduler of the OS")
         torch.set_num_threads(threads)
     progress = None
     if not args.json:

@@ -156,17 +156,13 @@ def _cmd_train(args) -> int:
 
 
 def _run_workers(asked: int | None) -> int:
-    """``run``'s local processes: ``--workers``, else :data:`RUN_WORKERS` or the cores when fewer; ConfigError for
-    more than the cores (each process trains on one core and holds a copy of the experiment's data)."""
-    from ..learners.device import cpu_cores
+    """``run``'s local processes: ``--workers``, at most the cores (each process trains on one core and holds a
+    copy of the experiment's data), else :data:`RUN_WORKERS` or the cores when fewer."""
+    from ..learners.device import at_most_cores, cpu_cores
 
-    cores = cpu_cores()
     if asked is None:
-        return min(RUN_WORKERS, cores)
-    if asked > cores:
-        raise ConfigError(f"--workers = {asked}: more than the {cores} cores this process may use (each worker "
-                          f"trains on one core and holds the experiment's data; use at most {cores})")
-    return asked
+        return min(RUN_WORKERS, cpu_cores())
+    return at_most_cores("--workers", asked, "each worker trains on one core and holds the experiment's data")
 
 
 def _cmd_run(args) -> int:

@@ -1,8 +1,9 @@
 """``hffm-opt tune``: run (or resume, or join) an Optuna study of :mod:`hffm_opt.tuning` and report it.
 
-One process is one worker; ``--workers W`` starts W worker processes on the same storage and reports when they are
-done. Another machine joins the same study with the same command, ``--storage`` set to the shared database URL and
-``--workers`` as it likes. Progress goes to stderr; ``--json`` prints only the summary on stdout.
+One process is one worker; ``--workers W`` starts W worker processes (at most the cores) on the same storage and
+reports when they are done. Another machine joins the same study with the same command, ``--storage`` set to the
+shared database URL and ``--workers`` up to its own cores. Progress goes to stderr; ``--json`` prints only the
+summary on stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def add_commands(sub) -> None:
                    "(default: SQLite file study.db in --out)")
     p.add_argument("--trials", type=count(1, 1_000_000), default=8, help="finished trials (complete, pruned or failed) "
                    "the study should hold (default: %(default)s)")
-    p.add_argument("--workers", type=count(1, 256), default=1, help="local worker processes (default: %(default)s)")
+    p.add_argument("--workers", type=count(1, 256), default=1, help="local worker processes, at most the cores "
+                   "(default: %(default)s)")
     p.add_argument("--timeout", type=real(0.0, 1e9), help="no new trial starts after this many seconds")
     p.add_argument("--objective", choices=("accuracy", "pareto"), default="accuracy",
                    help="accuracy within the budget (TPE + pruner), or accuracy up / energy down (Pareto front)")
@@ -61,6 +63,7 @@ def _cmd_tune(args) -> int:
     import sqlalchemy
 
     from .. import tuning
+    from ..learners.device import at_most_cores
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -68,6 +71,7 @@ def _cmd_tune(args) -> int:
     out = Path(args.out or f"runs/tune-{args.study}")
     url = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     try:
+        at_most_cores("--workers", args.workers, "each worker trains on one core and holds the experiment's data")
         settings = tuning.load_settings(args.config)
         if args.torch_device:
             from ..learners.device import resolve_device

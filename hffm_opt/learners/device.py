@@ -116,6 +116,16 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def at_most_cores(flag: str, asked: int, why: str) -> int:
+    """``asked`` (the processes or threads of the option ``flag``); ConfigError when it is more than the cores this
+    process may use (``why``: what each one needs a core for)."""
+    cores = cpu_cores()
+    if asked > cores:
+        raise ConfigError(f"{flag} = {asked}: more than the {cores} cores this process may use ({why}; use at most "
+                          f"{cores})")
+    return asked
+
+
 def cpu_workers() -> int:
     """Calls a CPU runs at once: torch's threads, at most :func:`cpu_cores`."""
     return max(1, min(torch.get_num_threads(), cpu_cores()))

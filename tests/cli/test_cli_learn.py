@@ -139,10 +139,10 @@ def test_a_bad_availability_trace_exits_2_before_any_training(command, text, say
     assert built == ([1] if "[0, 6)" in says else [])  # the network was built only to check the device indices
 
 
-def test_run_refuses_more_workers_than_cores_and_defaults_to_no_more(capsys, monkeypatch):
-    """Each of run's worker processes trains on one core and holds the experiment's data: `--workers 64` on 2 cores
-    used to start 64 of them (129 shares) and thrash; now it exits 2 before any work. Without --workers run uses
-    2 processes, or the cores where there are fewer."""
+def test_run_and_tune_refuse_more_workers_than_cores_and_run_defaults_to_no_more(capsys, monkeypatch, tmp_path):
+    """Each worker process of run (and of tune) trains on one core and holds the experiment's data: `run --workers
+    64` on 2 cores used to start 64 of them (129 shares) and thrash; now both exit 2 before any work. Without
+    --workers run uses 2 processes, or the cores where there are fewer."""
     from hffm_opt.cli import learn
     from hffm_opt.learners import device
 
@@ -154,6 +154,12 @@ def test_run_refuses_more_workers_than_cores_and_defaults_to_no_more(capsys, mon
         "hffm-opt run: error: --workers = 4: more than the 3 cores this process may use (each worker trains on one "
         "core and holds the experiment's data; use at most 3)"]
     assert learn._run_workers(3) == 3 and learn._run_workers(None) == 2
+    pytest.importorskip("optuna")
+    assert main(["tune", "--study", "s", "--workers", "4", "--out", str(tmp_path / "t"), "--json"]) == 2
+    assert not (tmp_path / "t").exists()  # refused before the study was created
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "hffm-opt tune: error: --workers = 4: more than the 3 cores this process may use (each worker trains on one "
+        "core and holds the experiment's data; use at most 3)"]
     monkeypatch.setattr(device, "cpu_cores", lambda: 1)
     assert learn._run_workers(None) == 1
 
