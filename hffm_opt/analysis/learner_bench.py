@@ -91,7 +91,7 @@ def _peak_mb(device, workers_mb: float) -> float:
 def _cpu_name() -> str:
     """The processor's model name, its widest vector instructions (AVX-512, AVX2) and the cores this process may use,
     from Linux's ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    from ..learners.device import cpu_cores
+    from .._cores import cpu_cores
 
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -252,7 +252,8 @@ def cmd_bench_learner(args, sizes) -> int:
     ``args.torch_device``; ``args.threads`` torch threads on a CPU, default every core the process may use)."""
     import torch
 
-    from ..learners.device import at_most_cores, cpu_cores, keep_freed_memory, resolve_device
+    from .._cores import at_most_cores, cpu_cores
+    from ..learners.device import keep_freed_memory, resolve_device
 
     device = resolve_device(getattr(args, "torch_device", "cpu"))  # a bad device fails before any work
     keep_freed_memory()  # both sides reuse freed pages (no page fault per large temporary tensor)

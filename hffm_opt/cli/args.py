@@ -16,6 +16,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from .._cores import more_than_cores
 from ..errors import ConfigError, OutputError, ScenarioError
 from ..network.documents import first_repeat
 from ..network.limits import MAX_DEVICES, MAX_E_AGG, MAX_LOCAL_STEPS, MAX_ROUNDS
@@ -64,6 +65,24 @@ def count(low: int = 1, high: int | None = None):
             raise argparse.ArgumentTypeError(f"{text!r}: {rule}") from None
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
+        return value
+
+    return _rule(parse, "count")
+
+
+TRAINING_WORKER = "each worker trains on one core and holds the experiment's data"  # why run/tune --workers <= cores
+
+
+def processes(why: str):
+    """A count of local processes in ``[1, 256]`` and no more than the cores this process may use (``why``: what
+    each one needs a core for; :func:`hffm_opt._cores.more_than_cores`)."""
+    one = count(1, 256)
+
+    def parse(text: str) -> int:
+        value = one(text)
+        reason = more_than_cores(value, why)
+        if reason:
+            raise argparse.ArgumentTypeError(f"{text!r}: {reason}")
         return value
 
     return _rule(parse, "count")
@@ -131,8 +150,8 @@ def cluster_address(text: str) -> str:
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """``--workers N`` and ``--cluster ADDRESS`` of the commands that sweep independent cells."""
-    p.add_argument("--workers", type=count(1, 256), default=1,
-                   help="local processes that compute cells in parallel (default: %(default)s)")
+    p.add_argument("--workers", type=processes("each process computes its cells on one core"), default=1,
+                   help="local processes that compute cells in parallel, at most the cores (default: %(default)s)")
     p.add_argument("--cluster", type=_rule(cluster_address, "address"),
                    help="compute the cells on the Dask scheduler at this address (tcp://HOST:8786) instead")
 
@@ -236,7 +255,7 @@ FLAG_RULES = {  # the rule of a number flag of any command, by its destination
     "local_steps": count(1, MAX_LOCAL_STEPS), "batch_size": count(1, 1_000_000), "eval_every": count(0, MAX_ROUNDS),
     "eval_rows": count(0, 100_000_000),
     "threads": count(1, 1024), "lr": real(0.0, 1e3), "target": real(0.0, 100.0), "trials": count(1, 1_000_000),
-    "workers": count(1, 256), "timeout": real(0.0, 1e9), "central_epochs": real(0.0, 1e3),
+    "timeout": real(0.0, 1e9), "central_epochs": real(0.0, 1e3),
     "time_limit": real(0.0, 1e7), "target_latency": real(0.0, 1e9), "prox_mu": real(0.0, 1e6, open_low=False),
     "server_lr": real(0.0, 1e3), "availability": real(0.0, 1.0), "participation": real(0.0, 1.0),
     "validation_fraction": real(0.0, 0.9, open_low=False),

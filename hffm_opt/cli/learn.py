@@ -17,7 +17,7 @@ from pathlib import Path
 from hffm_opt._io import dumps_json
 from hffm_opt.errors import ConfigError
 
-from .args import scheduler_e_agg
+from .args import TRAINING_WORKER, processes, scheduler_e_agg
 
 CLUSTERED_LAYOUT = {"n_edges": 10, "devices_per_edge": 4}  # the 'clustered' scenario's layout when not given
 TRAIN_E_AGG = 2  # train's E_agg without --e-agg
@@ -41,7 +41,7 @@ def _setup(args, seed: int | None = None):
 def _threads(args) -> int:
     """Torch threads of this process: ``--threads``, else every core it may use, or one per process when ``run``
     spreads its cells over ``--workers`` processes (on a CPU, local training runs one call per thread at once)."""
-    from ..learners.device import cpu_cores
+    from .._cores import cpu_cores
 
     if args.threads is not None:
         return args.threads
@@ -156,13 +156,11 @@ def _cmd_train(args) -> int:
 
 
 def _run_workers(asked: int | None) -> int:
-    """``run``'s local processes: ``--workers``, at most the cores (each process trains on one core and holds a
-    copy of the experiment's data), else :data:`RUN_WORKERS` or the cores when fewer."""
-    from ..learners.device import at_most_cores, cpu_cores
+    """``run``'s local processes: ``--workers`` (at most the cores, checked when parsed), else
+    :data:`RUN_WORKERS` or the cores when fewer."""
+    from .._cores import cpu_cores
 
-    if asked is None:
-        return min(RUN_WORKERS, cpu_cores())
-    return at_most_cores("--workers", asked, "each worker trains on one core and holds the experiment's data")
+    return min(RUN_WORKERS, cpu_cores()) if asked is None else asked
 
 
 def _cmd_run(args) -> int:
@@ -281,9 +279,9 @@ def add_commands(sub) -> None:
                                                 "(default: 95%% of central training's accuracy)")
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default: %(default)s); "
                    "each seed draws the network, the data partition and the model's trainable modules")
-    p.add_argument("--workers", type=int, default=None, help="local processes, at most the cores; each seed's "
-                   "methods are split in twice this many shares (methods that learn identically stay together) "
-                   f"trained in parallel (default: {RUN_WORKERS}, or the cores when fewer)")
+    p.add_argument("--workers", type=processes(TRAINING_WORKER), default=None, help="local processes, at most the "
+                   "cores; each seed's methods are split in twice this many shares (methods that learn identically "
+                   f"stay together) trained in parallel (default: {RUN_WORKERS}, or the cores when fewer)")
     p.add_argument("--central-epochs", type=float, default=1.0,
                    help="epochs of the central-training reference (default: %(default)s)")
     p.set_defaults(func=_cmd_run)

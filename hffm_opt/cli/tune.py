@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from .._io import dumps_json
-from .args import count, out_path, real
+from .args import TRAINING_WORKER, count, out_path, processes, real
 
 WORKER_STOP_S = 30.0  # seconds an interrupted worker has to record its trial and exit before it is killed
 
@@ -30,8 +30,8 @@ def add_commands(sub) -> None:
                    "(default: SQLite file study.db in --out)")
     p.add_argument("--trials", type=count(1, 1_000_000), default=8, help="finished trials (complete, pruned or failed) "
                    "the study should hold (default: %(default)s)")
-    p.add_argument("--workers", type=count(1, 256), default=1, help="local worker processes, at most the cores "
-                   "(default: %(default)s)")
+    p.add_argument("--workers", type=processes(TRAINING_WORKER), default=1,
+                   help="local worker processes, at most the cores (default: %(default)s)")
     p.add_argument("--timeout", type=real(0.0, 1e9), help="no new trial starts after this many seconds")
     p.add_argument("--objective", choices=("accuracy", "pareto"), default="accuracy",
                    help="accuracy within the budget (TPE + pruner), or accuracy up / energy down (Pareto front)")
@@ -63,7 +63,6 @@ def _cmd_tune(args) -> int:
     import sqlalchemy
 
     from .. import tuning
-    from ..learners.device import at_most_cores
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -71,7 +70,6 @@ def _cmd_tune(args) -> int:
     out = Path(args.out or f"runs/tune-{args.study}")
     url = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     try:
-        at_most_cores("--workers", args.workers, "each worker trains on one core and holds the experiment's data")
         settings = tuning.load_settings(args.config)
         if args.torch_device:
             from ..learners.device import resolve_device

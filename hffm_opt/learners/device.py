@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
+from hffm_opt._cores import cpu_cores
 from hffm_opt.errors import ConfigError
 
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
@@ -109,21 +110,6 @@ def keep_freed_memory() -> bool:
     # pages in anew
     return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
             and bool(libc.mallopt(m_arena_max, 1)))
-
-
-def cpu_cores() -> int:
-    """The CPU cores this process may use (its affinity where the OS tells it, else every core)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def at_most_cores(flag: str, asked: int, why: str) -> int:
-    """``asked`` (the processes or threads of the option ``flag``); ConfigError when it is more than the cores this
-    process may use (``why``: what each one needs a core for)."""
-    cores = cpu_cores()
-    if asked > cores:
-        raise ConfigError(f"{flag} = {asked}: more than the {cores} cores this process may use ({why}; use at most "
-                          f"{cores})")
-    return asked
 
 
 def cpu_workers() -> int:

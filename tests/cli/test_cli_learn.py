@@ -143,24 +143,24 @@ def test_run_and_tune_refuse_more_workers_than_cores_and_run_defaults_to_no_more
     """Each worker process of run (and of tune) trains on one core and holds the experiment's data: `run --workers
     64` on 2 cores used to start 64 of them (129 shares) and thrash; now both exit 2 before any work. Without
     --workers run uses 2 processes, or the cores where there are fewer."""
+    from hffm_opt import _cores
     from hffm_opt.cli import learn
-    from hffm_opt.learners import device
 
     monkeypatch.setattr(learn, "_setup", lambda *a, **k: pytest.fail("built the experiment"))
-    monkeypatch.setattr(device, "cpu_cores", lambda: 3)
+    monkeypatch.setattr(_cores, "cpu_cores", lambda: 3)
     assert main(["run", *TINY, "--workers", "4", "--json"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.strip().splitlines() == [
-        "hffm-opt run: error: --workers = 4: more than the 3 cores this process may use (each worker trains on one "
-        "core and holds the experiment's data; use at most 3)"]
+        "hffm-opt run: error: --workers = '4': more than the 3 cores this process may use (each worker trains on "
+        "one core and holds the experiment's data; use at most 3) (see hffm-opt run --help)"]
     assert learn._run_workers(3) == 3 and learn._run_workers(None) == 2
     pytest.importorskip("optuna")
     assert main(["tune", "--study", "s", "--workers", "4", "--out", str(tmp_path / "t"), "--json"]) == 2
     assert not (tmp_path / "t").exists()  # refused before the study was created
     assert capsys.readouterr().err.strip().splitlines() == [
-        "hffm-opt tune: error: --workers = 4: more than the 3 cores this process may use (each worker trains on one "
-        "core and holds the experiment's data; use at most 3)"]
-    monkeypatch.setattr(device, "cpu_cores", lambda: 1)
+        "hffm-opt tune: error: --workers = '4': more than the 3 cores this process may use (each worker trains on "
+        "one core and holds the experiment's data; use at most 3) (see hffm-opt tune --help)"]
+    monkeypatch.setattr(_cores, "cpu_cores", lambda: 1)
     assert learn._run_workers(None) == 1
 
 
@@ -210,7 +210,8 @@ def test_a_size_the_benchmarks_cannot_lay_out_exits_2_before_any_run(tiny_bench,
 
 def test_the_learner_bench_refuses_more_threads_than_cores(tiny_bench, capsys):
     """Oversubscribed threads would time the OS's scheduler: more threads than cores is one clear line, exit 2."""
-    from hffm_opt.learners.device import cpu_cores, one_torch_thread
+    from hffm_opt._cores import cpu_cores
+    from hffm_opt.learners.device import one_torch_thread
 
     with one_torch_thread():  # the command sets torch's threads; leave them as they were for the other tests
         assert main(["bench", "--learner", "--threads", str(cpu_cores() + 1), "--sizes", "40", "--json"]) == 2

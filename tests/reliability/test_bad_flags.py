@@ -130,6 +130,20 @@ def test_a_bad_flag_value_exits_2_with_one_line_naming_the_flag_and_the_rule(pat
     assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize("command, flags", [("compare", []), ("pareto", []), ("bench", []), ("run", []),
+                                            ("tune", ["--study", "s"])])
+def test_more_local_processes_than_cores_are_refused(command, flags, monkeypatch):
+    """`--workers 256` on 2 cores started 256 processes (about 180 MB each for the solver cells, the experiment's
+    data for run and tune): more than the machine's memory. At most the cores, whatever the count of the machine."""
+    from hffm_opt import _cores
+
+    monkeypatch.setattr(_cores, "cpu_cores", lambda: 2)
+    code, _, err = run_cli([command, *flags, "--workers", "3"])
+    assert code == 2 and "--workers = '3': more than the 2 cores this process may use" in err, err
+    assert "unrecognized arguments: --nosuch" in run_cli([command, *flags, "--workers", "2", "--nosuch"])[2]  # 2 is
+    # accepted: the parse goes on to the unknown flag
+
+
 def test_every_number_flag_and_every_out_of_every_command_has_a_rule():
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
