@@ -61,8 +61,11 @@ def storage_for(url: str, settings: TuneSettings) -> optuna.storages.RDBStorage:
                                                          heartbeat_interval=settings.study["heartbeat_s"],
                                                          grace_period=settings.study["grace_s"]))
     except ImportError as exc:
+        hint = ("for PostgreSQL: pip install 'hffm-opt[postgres]' (psycopg2), and the URL "
+                "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB" if url.startswith("postgresql") else
+                "install this database's SQLAlchemy driver")
         reject("--storage", mask_url(url), f"no driver for this database ({mask_text(exc.__cause__ or exc, url)}); "
-               "PostgreSQL needs the extra: pip install 'hffm-opt[postgres]'")
+               f"{hint}")
 
 
 def _retry(fn, tries: int = 5):

@@ -147,6 +147,21 @@ def test_a_bad_flag_or_config_exits_2_with_one_line_naming_the_field(tmp_path, t
     assert not (tmp_path / "out" / "study.db").exists()
 
 
+@pytest.mark.parametrize("url, hint", [
+    ("NO_DRIVER", "for PostgreSQL: pip install 'hffm-opt[postgres]' (psycopg2), and the URL postgresql+psycopg2://"),
+    ("mysql://user@127.0.0.1:1/db", "install this database's SQLAlchemy driver"),
+])
+def test_a_missing_database_driver_gets_the_hint_of_its_database(tmp_path, tune, url, hint):
+    """A bare postgresql:// URL wants psycopg 3 under SQLAlchemy 2.1, not the psycopg2 of the extra, and a MySQL URL
+    was told to install the PostgreSQL extra."""
+    if url.startswith("mysql") and importlib.util.find_spec("MySQLdb") is not None:  # pragma: no cover
+        pytest.skip("MySQLdb is installed: no missing database driver to show")
+    code, out, err = tune("--study", "s", "--out", tmp_path / "out",
+                          "--storage", _no_driver_url() if url == "NO_DRIVER" else url)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "no driver for this database" in err and hint in err
+
+
 def test_a_study_resumes_only_with_its_objective_and_settings(tmp_path, tune):
     cfg, url = tiny_config(tmp_path), f"sqlite:///{tmp_path / 'study.db'}"
     prepare("kept", url, load_settings(cfg), "accuracy")
