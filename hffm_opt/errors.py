@@ -46,10 +46,3 @@ class SolverUnavailable(SolverError):
 
 class InstanceTooLarge(SolverError):
     """The instance exceeds what the backend's licence (or the exact mode) may solve; the message gives the limit."""
-
-
-def exact_too_large(count: float, what: str, limit: float) -> InstanceTooLarge:
-    """The error of an exact mode that would enumerate ``count`` ``what`` (e.g. "discrete choices"), above ``limit``;
-    a count of more than 15 digits is shown to 3 significant digits."""
-    shown = f"{count:.0f}" if count < 1e15 else f"{count:.3g}"
-    return InstanceTooLarge(f"exact mode = {shown} {what}: above the limit of {limit:.0f}; use 'optimal'")

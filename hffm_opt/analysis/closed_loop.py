@@ -179,7 +179,8 @@ def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:
     ``time_to_target_s``/``energy_to_target_j`` average the seeds that reached the target (``n_reached`` of
     ``n_seeds``; None when none did); ``latency_s``/``energy_j`` are per edge round as planned (static channel);
     ``e_agg`` is the plans' (:func:`plans_e_agg`: a method that chooses its own reports its choice, or the seeds'
-    different choices as one string, e.g. '4/16')."""
+    different choices as one string, e.g. '4/16'). ``per_seed`` holds each seed's own figures (lists in the order of
+    ``seed``; None where a seed did not reach the target): the seed-by-seed comparisons of two methods."""
     groups: dict[tuple, list[MethodRun]] = {}
     for r in runs:
         groups.setdefault((r.method.key, r.method.e_agg), []).append(r)
@@ -196,7 +197,11 @@ def summarise(runs: list[MethodRun], target_pct: float) -> list[dict]:
                      "served_accuracy_ci95": ci95(served), "time_to_target_s": _mean(times),
                      "time_to_target_s_ci95": ci95(times), "energy_to_target_j": _mean(energies),
                      "energy_to_target_j_ci95": ci95(energies), "n_reached": sum(t is not None for t in times),
-                     "n_seeds": len(grp)})
+                     "n_seeds": len(grp),
+                     "per_seed": {"seed": [r.seed for r in grp], "served_accuracy": served,
+                                  "time_to_target_s": times, "energy_to_target_j": energies,
+                                  "time_s": [h.records[-1]["time_s"] for h in hist],
+                                  "total_energy_j": [h.records[-1]["energy_j"] for h in hist]}})
     return rows
 
 

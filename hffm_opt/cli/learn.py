@@ -16,10 +16,10 @@ from pathlib import Path
 
 from hffm_opt._io import dumps_json
 from hffm_opt.errors import ConfigError
+from hffm_opt.network.generators import PAPER_LAYOUT
 
 from .args import TRAINING_WORKER, processes, scheduler_e_agg
 
-CLUSTERED_LAYOUT = {"n_edges": 10, "devices_per_edge": 4}  # the 'clustered' scenario's layout when not given
 TRAIN_E_AGG = 2  # train's E_agg without --e-agg
 DEFAULT_ROUNDS = 32  # edge rounds per method (4 cloud aggregations at E_agg 8; `run` stays under 10 minutes on 2 cores)
 RUN_WORKERS = 2  # run's local processes without --workers (fewer where there are fewer cores)
@@ -57,7 +57,7 @@ def _setup_kwargs(args) -> dict:
         if given:
             raise ConfigError(f"{given[0]}: applies to --scenario clustered only (the scenario {args.scenario!r} has "
                               "its own network)")
-    layout = {k: CLUSTERED_LAYOUT[k] if v is None else v for k, v in layout.items()}
+    layout = {k: PAPER_LAYOUT[k] if v is None else v for k, v in layout.items()}
     return {"benchmark": args.benchmark, "scenario": args.scenario, **layout, "pricing": args.pricing,
             "validation_fraction": args.validation_fraction}
 
@@ -221,9 +221,9 @@ def _common(p: argparse.ArgumentParser, rounds: int, eval_rows: int) -> None:
                    help="'paper' (embedded), 'clustered' (with --n-edges/--devices-per-edge) or a scenario file")
     p.add_argument("--benchmark", default="easy_vqa", choices=("easy_vqa", "digits", "synthetic"))
     p.add_argument("--n-edges", type=int, default=None,
-                   help=f"edge servers of a 'clustered' scenario (default: {CLUSTERED_LAYOUT['n_edges']})")
+                   help=f"edge servers of a 'clustered' scenario (default: {PAPER_LAYOUT['n_edges']})")
     p.add_argument("--devices-per-edge", type=int, default=None,
-                   help=f"devices per edge of a 'clustered' scenario (default: {CLUSTERED_LAYOUT['devices_per_edge']})")
+                   help=f"devices per edge of a 'clustered' scenario (default: {PAPER_LAYOUT['devices_per_edge']})")
     p.add_argument("--rounds", type=int, default=rounds, help="edge rounds to train (default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-2, help="local Adam learning rate (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=5, help="tau, local steps per edge round (default: %(default)s)")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hffm_opt.errors import ConfigError, ScenarioError
-from hffm_opt.network.generators import DeviceProfile, clustered
+from hffm_opt.network.generators import PAPER_LAYOUT, DeviceProfile, clustered
 from hffm_opt.network.io import load_scenario
 from hffm_opt.network.scenario import Scenario
 
@@ -63,8 +63,9 @@ class LearningSetup:
     validation_rows: np.ndarray
 
 
-def learning_setup(benchmark: str = "easy_vqa", *, scenario: str = "paper", n_edges: int = 10,
-                   devices_per_edge: int = 4, heterogeneity: str = "cluster", p_modality: float = 0.7,
+def learning_setup(benchmark: str = "easy_vqa", *, scenario: str = "paper", n_edges: int = PAPER_LAYOUT["n_edges"],
+                   devices_per_edge: int = PAPER_LAYOUT["devices_per_edge"], heterogeneity: str = "cluster",
+                   p_modality: float = 0.7,
                    p_task: float = 0.6, alpha: float = 0.5, test_fraction: float = 0.2, min_rows: int = 8,
                    validation_fraction: float = 0.1, pricing: str = "foundation", seed: int = 0, pretrain_seed: int = 0,
                    benchmark_kwargs: dict | None = None, model_config: dict | None = None,

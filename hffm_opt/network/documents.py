@@ -249,12 +249,20 @@ def as_strings(value, where: str, error: type[Exception], unique: bool = False) 
 
 
 def first_repeat(items):
-    """The first item of ``items`` that an earlier one equals (the one a uniqueness rule names), else None."""
-    seen: list = []
+    """The first item of ``items`` that an earlier one equals (the one a uniqueness rule names), else None. Linear
+    in the number of items (a set) for hashable ones, such as 100,000 device ids; an unhashable item (a list in a
+    config) is compared with the earlier unhashable ones."""
+    seen: set = set()
+    unhashable: list = []
     for item in items:
-        if item in seen:
-            return item
-        seen.append(item)
+        try:
+            if item in seen:
+                return item
+            seen.add(item)
+        except TypeError:
+            if item in unhashable:
+                return item
+            unhashable.append(item)
     return None
 
 

@@ -31,6 +31,7 @@ from .limits import MAX_DEVICES, RANGES, check_size
 from .scenario import Cloud, D2DLinks, Devices, EdgeServers, ModuleSpec, PrototypeConstants, Scenario
 
 HETEROGENEITY = ("none", "device", "cluster")
+PAPER_LAYOUT = {"n_edges": 10, "devices_per_edge": 4}  # the paper prototype's network: 10 edges x 4 devices
 
 
 @dataclass(frozen=True)
@@ -168,13 +169,27 @@ def _edges(ids, pos, bandwidth, proto: PrototypeConstants) -> EdgeServers:
 
 
 # ---------------------------------------------------------------------- the prototype's file format
-#: PrototypeConstants field -> its key under the file's "constants"
-PAPER_CONSTANTS = {"model_bits": "model_bits", "uplink_bandwidth_hz": "uplink.bandwidth_hz",
+#: PrototypeConstants field -> its key under the file's "constants" (dotted: section.key)
+_PROTOTYPE_KEYS = {"model_bits": "model_bits", "uplink_bandwidth_hz": "uplink.bandwidth_hz",
                    "uplink_rate_power_w": "uplink.rate_power_w", "uplink_energy_power_w": "uplink.energy_power_w",
                    "d2d_bandwidth_hz": "d2d.bandwidth_hz", "d2d_rate_power_w": "d2d.rate_power_w",
                    "d2d_energy_power_w": "d2d.energy_power_w", "d2d_connect_radius_m": "d2d.connect_radius_m",
                    "backhaul_delay_s": "backhaul.fixed_delay_s", "backhaul_rate_bps": "backhaul.rate_bps",
                    "backhaul_energy_power_w": "backhaul.energy_power_w"}
+_NOISE_KEY = "noise_psd_dbm_hz_effective"
+
+
+def _sections(keys) -> dict:
+    """The layout of the file's "constants" from its dotted ``keys``: {key: None} for a number, {section: (keys,)}
+    for a table of numbers."""
+    out: dict = {}
+    for key in keys:
+        top, _, sub = key.partition(".")
+        out[top] = out.get(top, ()) + (sub,) if sub else None
+    return out
+
+
+_PAPER_CONSTANTS = _sections([*_PROTOTYPE_KEYS.values(), _NOISE_KEY])
 
 
 def _at(document: dict, key: str):
@@ -196,7 +211,7 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
     _check_paper_format(data)
     try:
         c = data["constants"]
-        values = {field: float(_at(c, key)) for field, key in PAPER_CONSTANTS.items()}
+        values = {field: float(_at(c, key)) for field, key in _PROTOTYPE_KEYS.items()}
         e_ids = np.array([e["id"] for e in data["edge_servers"]], dtype=np.int64)
         e_pos = np.array([e["position"] for e in data["edge_servers"]], dtype=float)
         devs = data["devices"]
@@ -209,14 +224,14 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
         l_to = [lk["to"] for lk in links]
         l_gain = np.array([lk["gain"] for lk in links], dtype=float)
         aggs = data.get("d2d_aggregators", {})
-        noise = float(dbm_to_w(c["noise_psd_dbm_hz_effective"]))
+        noise = float(dbm_to_w(c[_NOISE_KEY]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ScenarioError(f"paper-format field {exc!s}: missing or malformed (see shared/data/README.md)") from None
     try:
         proto = PrototypeConstants(**values)
     except ScenarioError as exc:  # named as the file names it: constants.<key>
         field = str(exc).split(" = ", 1)[0].removeprefix("prototype.")
-        raise ScenarioError(f"constants.{PAPER_CONSTANTS[field]}{str(exc)[len('prototype.' + field):]}") from None
+        raise ScenarioError(f"constants.{_PROTOTYPE_KEYS[field]}{str(exc)[len('prototype.' + field):]}") from None
     e_index = {int(i): k for k, i in enumerate(e_ids)}
     d_index = {int(i): k for k, i in enumerate(d_ids)}
     edge = np.array([e_index.get(int(h), -1) for h in home_ids])
@@ -245,12 +260,6 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
                     meta={"source": "paper-format", "profile": dataclasses.asdict(profile)})
 
 
-_PAPER_CONSTANTS = {"model_bits": None, "noise_psd_dbm_hz_effective": None,
-                    "uplink": ("bandwidth_hz", "rate_power_w", "energy_power_w"),
-                    "d2d": ("bandwidth_hz", "rate_power_w", "energy_power_w", "connect_radius_m"),
-                    "backhaul": ("fixed_delay_s", "rate_bps", "energy_power_w")}
-
-
 def _check_paper_format(data: dict) -> None:
     """Every key and type of a paper-format document (unknown keys refused), before anything is built."""
     err = ScenarioError
@@ -263,7 +272,7 @@ def _check_paper_format(data: dict) -> None:
     for key, sub in _PAPER_CONSTANTS.items():
         if sub is None:
             as_number(c[key], f"constants.{key}", err)
-            if key == "noise_psd_dbm_hz_effective":  # the range of noise_psd_w_per_hz, in dBm/Hz
+            if key == _NOISE_KEY:  # the range of noise_psd_w_per_hz, in dBm/Hz
                 as_number(c[key], f"constants.{key}", err, low=-270.0, high=-70.0)
         else:
             for name, v in check_keys(c[key], f"constants.{key}", sub, err, required=sub).items():
@@ -312,7 +321,8 @@ def paper_scenario(profile: DeviceProfile | None = None) -> Scenario:
 
 
 # ---------------------------------------------------------------------- random generators
-def paper(seed: int = 0, profile: DeviceProfile | None = None, n_edges: int = 10, devices_per_edge: int = 4,
+def paper(seed: int = 0, profile: DeviceProfile | None = None, n_edges: int = PAPER_LAYOUT["n_edges"],
+          devices_per_edge: int = PAPER_LAYOUT["devices_per_edge"],
           area_m: float = 5000.0, min_edge_separation_m: float = 500.0, centre_radius_m: float = 1000.0,
           device_radius_m: float = 500.0, proto: PrototypeConstants | None = None) -> Scenario:
     """A fresh draw of the paper prototype's distribution.

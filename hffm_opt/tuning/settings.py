@@ -241,9 +241,10 @@ def _space(search: dict) -> tuple[dict, tuple[str, ...]]:
         reject("search.schedulers", names, "must be a non-empty list of scheduler names")
     for n in names:
         get_scheduler(n)  # SchedulerError names an unknown scheduler
-    if first_repeat(names) is not None:
-        reject("search.schedulers", names, f"{first_repeat(names)!r} is given twice (each once: a repeated one would "
-                                          "be sampled more often)")
+    twice = first_repeat(names)
+    if twice is not None:
+        reject("search.schedulers", names, f"{twice!r} is given twice (each once: a repeated one would be sampled "
+                                          "more often)")
     space = {"scheduler": CategoricalDistribution(tuple(names)),
              "e_agg": _range("search.e_agg", search["e_agg"], int, False),
              "deadline_factor": _range("search.deadline_factor", search["deadline_factor"], float, False),

@@ -1,4 +1,5 @@
-"""The rows of ``hffm-opt run``: a method that chooses its own E_agg reports the plans' choice."""
+"""The rows of ``hffm-opt run``: a method that chooses its own E_agg reports the plans' choice; each seed's own
+figures beside the means."""
 
 from hffm_opt.analysis.closed_loop import Method, MethodRun, plans_e_agg, summarise, write
 from hffm_opt.learners.history import History
@@ -27,3 +28,19 @@ def test_files_and_legends_name_the_e_agg_each_plan_ran_with(tmp_path):
     write(runs, {"results": summarise(runs, 60.0), "target_accuracy": 60.0}, tmp_path)
     names = sorted(p.name for p in tmp_path.glob("history_*.json"))
     assert names == ["history_optimal-own-e-agg_E16_seed0.json", "history_optimal-own-e-agg_E2_seed1.json"]
+
+
+def test_a_row_keeps_each_seeds_figures_for_seed_by_seed_comparisons():
+    """The README compares methods seed by seed (e.g. energy to the target on every seed): each seed's figures are in
+    the row, in seed order, None where a seed never reached the target."""
+    method = Method("greedy", "Greedy", "greedy", 8)
+
+    def run(seed, served, energy):
+        records = [{"round": 1, "time_s": 3.0, "energy_j": energy / 2, "accuracy": 50.0, "served_accuracy": 50.0},
+                   {"round": 2, "time_s": 6.0, "energy_j": energy, "accuracy": served, "served_accuracy": served}]
+        return MethodRun(method, seed, History(records, {"e_agg": 8, "latency_s": 3.0, "energy_j": energy / 2}))
+
+    (row,) = summarise([run(4, 70.0, 10.0), run(5, 55.0, 12.0)], 60.0)
+    assert row["per_seed"] == {"seed": [4, 5], "served_accuracy": [70.0, 55.0], "time_to_target_s": [6.0, None],
+                               "energy_to_target_j": [10.0, None], "time_s": [6.0, 6.0], "total_energy_j": [10.0, 12.0]}
+    assert row["energy_to_target_j"] == 10.0 and row["n_reached"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -60,7 +61,8 @@ def test_an_exact_mode_far_too_large_says_so_in_one_short_line(capsys):
     assert main(["optimize", "--scenario", "paper", "--e-agg", "8", "--coverage", "cluster", "--exact"]) == 2
     out, err = capsys.readouterr()
     line = (out + err).strip().splitlines()[-1]
-    assert "exact mode = 2.78e+132 association x module-assignment choices: above the limit of 20000" in line
+    assert re.search(r"exact mode = \d\.\d\de\+\d{3} association x module-assignment choices: above the limit of "
+                     r"20000", line), line
     assert len(line) < 250
 
 

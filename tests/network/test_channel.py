@@ -51,7 +51,6 @@ def test_load_price_is_accurate_where_the_closed_form_cancels():
     for x in (1e-30, 1e-12, 1e-8, 1e-4):
         assert channel.load_price(x) == pytest.approx(x * x / 2 + x ** 3 / 3 + x ** 4 / 8 + x ** 5 / 30, rel=1e-15,
                                                       abs=0)
-    assert (1e-9 - 1.0) * np.exp(1e-9) + 1.0 != pytest.approx(1e-18 / 2, rel=1e-3, abs=0)  # the cancellation avoided
     big = np.array([0.5, 0.75, 1.0, 3.0, 20.0, 300.0])
     assert channel.load_price(big) == pytest.approx((big - 1.0) * np.exp(big) + 1.0, rel=1e-14, abs=0)
     below, above = np.nextafter(0.5, 0.0), 0.5  # the series and the closed form meet at the switch

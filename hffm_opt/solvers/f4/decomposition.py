@@ -34,7 +34,6 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from ..._version import __version__
-from ...errors import exact_too_large
 from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel
@@ -48,7 +47,14 @@ from .descent import descend, descent_applies
 from .free_floor import free_latency_floor
 from .objectives import minimise_latency, minimise_weighted
 from .screening import structure_bound
-from .structures import cluster_exact_choices, cluster_structures, count_exact_choices, neighbours, set_structure
+from .structures import (
+    cluster_exact_choices,
+    cluster_structures,
+    count_exact_choices,
+    exact_too_large,
+    neighbours,
+    set_structure,
+)
 
 EXACT_LIMIT = 20_000  # rooted spanning arborescences (plus direct) the exact mode enumerates at most
 EXACT_CLUSTER_LIMIT = 200  # a cluster with at most this many structures is enumerated (certified) by optimal too

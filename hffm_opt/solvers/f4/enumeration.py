@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._version import __version__
-from ...errors import exact_too_large
 from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel, candidate_edges, covers, edge_allowed
@@ -36,7 +35,7 @@ from ..result import Result, Status
 from .bounds import fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, solve_cluster
 from .screening import structure_bound
-from .structures import cluster_exact_choices, cluster_structures, set_structure
+from .structures import cluster_exact_choices, cluster_structures, exact_too_large, set_structure
 
 CHOICES_LIMIT = 20_000  # association x assignment combinations the exact mode enumerates at most
 MAX_ENUMERATED_CANDIDATES = 12  # a device with more trainable modules counts 2^n - 1 module sets (no listing)

@@ -1,6 +1,7 @@
 """The discrete part of F4 in one cluster: its structures (direct uploads, or an aggregator and a relay tree over
 usable D2D links), the candidates the search prices, every rooted spanning arborescence for the exact mode, and
-the single moves of local search. A structure is None (direct) or (root device, parent array over the members).
+the single moves of local search, and the error of an exact mode with too many choices. A structure is None (direct)
+or (root device, parent array over the members).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import itertools
 
 import numpy as np
 
+from ...errors import InstanceTooLarge
 from ...formulations.cluster import cluster_data
 from ...formulations.relay_tree import build_relay_tree
 from ...network.channel import link_energy, transmit_time
@@ -19,6 +21,13 @@ from ..fast.arborescence import min_arborescence
 from ..milp import solve_milp
 
 F2_MAX_N = 12  # clusters up to this size also get the F2 relay-tree MILP's tree as a candidate (milp_solver given)
+
+
+def exact_too_large(count: float, what: str, limit: float) -> InstanceTooLarge:
+    """The error of an exact mode that would enumerate ``count`` ``what`` (e.g. "discrete choices"), above ``limit``;
+    a count of more than 15 digits is shown to 3 significant digits."""
+    shown = f"{count:.0f}" if count < 1e15 else f"{count:.3g}"
+    return InstanceTooLarge(f"exact mode = {shown} {what}: above the limit of {limit:.0f}; use 'optimal'")
 
 
 def set_structure(plan: Plan, scenario: Scenario, e: int, members: np.ndarray, structure) -> Plan:
