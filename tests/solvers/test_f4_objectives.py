@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from conftest import small_clustered as small
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from hffm_opt.errors import ConfigError
@@ -51,6 +51,7 @@ def test_screening_bounds_every_structure_and_predicts_feasibility(seed, e_agg, 
 
 @settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.generate])
 @given(seed=st.integers(0, 10_000), e_agg=st.sampled_from([2, 8]))
+@example(seed=0, e_agg=2)  # greedy at the floor: the solvers' margin alone made F4 slower
 def test_least_latency_is_certified_and_no_heuristic_is_faster(seed, e_agg):
     s = small(seed, n_e=2, per=3)
     model = joint_model(s, e_agg=e_agg, seed=seed, objective="latency")
@@ -59,8 +60,8 @@ def test_least_latency_is_certified_and_no_heuristic_is_faster(seed, e_agg):
     m = evaluate(s, res.plan)
     assert res.objective == pytest.approx(m.latency_s, rel=1e-12)
     assert res.bound <= res.objective and res.stats["energy_j"] == pytest.approx(m.energy_j, rel=1e-9)
-    for name in SAME_PROBLEM:
-        assert res.bound <= evaluate(s, schedule(s, name, e_agg=e_agg, seed=seed)).latency_s * (1 + 1e-9), name
+    for name in SAME_PROBLEM:  # the least latency reached, not only its floor: no margin above a heuristic's
+        assert res.objective <= evaluate(s, schedule(s, name, e_agg=e_agg, seed=seed)).latency_s, name
     # just below the floor nothing is feasible; at the reached latency (plus the solvers' margin) the energy solve is
     assert optimise(model.at_target(res.bound * (1 - 1e-4))).status == Status.INFEASIBLE
     assert optimise(model.at_target(res.objective / (1 - SAFETY) * (1 + 1e-9))).ok

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._version import __version__
+from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
 from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
@@ -86,10 +87,15 @@ def least_latency(scenario: Scenario, start: Plan, exact_cluster_limit: float) -
     return LatencyFloor(upper / start.e_agg, lower / start.e_agg, certified)
 
 
-def _reached(solve_at, floor: LatencyFloor) -> Result:
-    """The least-energy plan at the least latency: the first margin of :data:`MARGINS` the inner solvers meet."""
-    for margin in MARGINS:
-        res = solve_at(floor.upper * (1 + margin))
+def _reached(solve_at, floor: LatencyFloor, start_s: float) -> Result:
+    """The least-energy plan at the least latency: the first margin of :data:`MARGINS` the inner solvers meet, or
+    first the start's own latency ``start_s`` (s) when it is below the first margin (the start meets it, so the
+    solve does: the plan is never slower than the start)."""
+    targets = [floor.upper * (1 + margin) for margin in MARGINS]
+    if start_s < targets[0]:
+        targets.insert(0, start_s)
+    for target in targets:
+        res = solve_at(target)
         if res.ok and res.status != Status.INFEASIBLE:
             return res
     return res
@@ -115,7 +121,7 @@ def minimise_latency(model: JointModel, solve_at, exact_cluster_limit: float, fl
     default: :func:`least_latency` of the model's start."""
     t0 = time.perf_counter()
     floor = floor or least_latency(model.scenario, model.start, exact_cluster_limit)
-    res = _reached(solve_at, floor)
+    res = _reached(solve_at, floor, evaluate(model.scenario, model.start).latency_s)
     budget = model.energy_budget_j
     what = ("every cluster enumerated: the floor is the least latency" if floor.certified else
             "the floor of the clusters not enumerated is their relaxation's least period")
@@ -169,7 +175,7 @@ def minimise_weighted(model: JointModel, solve_at, exact_cluster_limit: float, f
     :func:`minimise_latency` takes it."""
     t0 = time.perf_counter()
     floor = floor or least_latency(model.scenario, model.start, exact_cluster_limit)
-    first = _reached(solve_at, floor)
+    first = _reached(solve_at, floor, evaluate(model.scenario, model.start).latency_s)
     if not first.ok:
         return _result(model, first, None, None, t0, "weighted", first.message, False)
     w_l, w_e = model.w_latency, model.w_energy
