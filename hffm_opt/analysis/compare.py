@@ -55,6 +55,15 @@ def scenario_for_seed(spec: str, seed: int) -> Scenario:
     return scenario_io.load_scenario(spec)
 
 
+def spec_content(spec: str) -> str | None:
+    """SHA-256 of a scenario file's bytes (None for an embedded name or ``paper-random``). Sweep cells carry it, so
+    their stored results are keyed by what the file holds: an edited file is never answered from its old cells."""
+    import hashlib
+
+    path = Path(spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def compare_cell(cell: dict) -> dict:
     """One row of the table: ``cell`` = ``{"scenario": spec, "seed", "e_agg", "scheduler"}`` (a sweep cell)."""
     scenario = scenario_for_seed(cell["scenario"], cell["seed"])
@@ -73,7 +82,7 @@ def run(specs: list[str], schedulers: list[str], seeds: list[int], e_aggs: list[
     """The tidy table: one row per (scheduler, scenario, seed, e_agg), each a cell of :func:`~.sweep.run_cells`
     (``workers`` local processes or a Dask ``cluster``; with a ``store`` folder finished cells are kept and
     reused, so an interrupted comparison re-run with the same arguments computes only what is missing)."""
-    cells = [{"scenario": spec, "seed": seed, "e_agg": e_agg, "scheduler": name}
+    cells = [{"scenario": spec, "content": spec_content(spec), "seed": seed, "e_agg": e_agg, "scheduler": name}
              for spec in specs for seed in seeds for e_agg in e_aggs for name in schedulers]
     rows, _ = run_cells(compare_cell, cells, workers=workers, cluster=cluster, store=store, progress=progress)
     table = pd.DataFrame(rows)

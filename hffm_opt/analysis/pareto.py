@@ -31,7 +31,7 @@ from ..network.scenario import Scenario
 from ..schedulers import available, get_scheduler, schedule
 from ..schedulers.optimising import joint_model
 from ..solvers.f4.decomposition import optimise
-from .compare import MARKERS, scenario_for_seed, series_style
+from .compare import MARKERS, scenario_for_seed, series_style, spec_content
 from .sweep import run_cells
 
 FRONT_FIELDS = ("latency_s", "energy_j", "access_energy_j", "bound_j", "gap", "status")
@@ -85,8 +85,8 @@ def front_targets(first: dict, points: int, far_s: float | None, heuristics_s: f
         raise ConfigError(f"points = {points!r}: must be an integer >= 2 (both ends)")
     low = first["_target"]
     if far_s is not None and not far_s > low:
-        raise ConfigError(f"max_latency_s = {far_s!r}: must exceed the least latency any plan reaches, {low:.6g} s "
-                          "(the front's near end)")
+        raise ConfigError(f"the front's far end (--max-latency, max_latency_s) = {far_s!r} s: must exceed the least "
+                          f"latency any plan reaches, {low:.6g} s (the front's near end)")
     far = far_s if far_s is not None else max(heuristics_s, 2 * low)
     return [float(t) for t in np.linspace(low, far, points)[1:][::-1]]
 
@@ -149,7 +149,7 @@ def run(spec: str, seed: int, e_agg: int, points: int, schedulers, far_s: float 
     an interrupted run computes only what is missing."""
     if points < 2:
         raise ConfigError(f"points = {points!r}: must be an integer >= 2 (both ends)")
-    base = {"scenario": spec, "seed": seed, "e_agg": e_agg}
+    base = {"scenario": spec, "content": spec_content(spec), "seed": seed, "e_agg": e_agg}
     sweep = {"workers": workers, "cluster": cluster, "store": store, "progress": progress}
     first_wave = [base | {"kind": "heuristic", "scheduler": name} for name in schedulers] + [base | {"kind": "least"}]
     found, _ = run_cells(pareto_cell, first_wave, **sweep)

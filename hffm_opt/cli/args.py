@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,13 @@ SEED_MAX = 2 ** 63 - 1
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose error is one line on stderr (``PROG: error: --flag = 'value': rule``), exit code 2."""
+    """An ArgumentParser whose error is one line on stderr (``PROG: error: --flag = 'value': rule``), exit code 2.
+    A flag must be spelled in full (no prefix of it: ``--seed`` is not ``--seeds``), and the namespace records the
+    destinations of the flags given on the command line (``given``), so a config file never overrides one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         message = " ".join(message.split())
@@ -41,12 +48,37 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         """As ArgumentParser's, but an unknown flag is reported by its command (``hffm-opt schedule: error: ...``)."""
-        namespace, extras = self.parse_known_args(args, namespace)
+        tokens = list(sys.argv[1:] if args is None else args)
+        namespace, extras = self.parse_known_args(tokens, namespace)
+        commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+        command = commands.get(getattr(namespace, "command", None), self)
         if extras:
-            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
-            command = commands.get(getattr(namespace, "command", None), self)
             command.error(f"unrecognized arguments: {' '.join(extras)}")
+        flags = tokens[:tokens.index("--")] if "--" in tokens else tokens
+        namespace.given = frozenset(a.dest for a in command._actions for option in a.option_strings
+                                    if any(t == option or t.startswith(option + "=") for t in flags))
+        _out_not_an_input(command, namespace)
         return namespace
+
+
+INPUT_FLAGS = ("scenario", "plan", "config", "availability_trace")  # the flags that name files a command reads
+
+
+def _out_not_an_input(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> None:
+    """Refuse an ``--out`` file that is one of the command's input files (writing it would destroy the input)."""
+    out = getattr(namespace, "out", None)
+    if not out or not Path(out).is_file():
+        return
+    for dest in INPUT_FLAGS:
+        value = getattr(namespace, dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and Path(item).is_file() and os.path.samefile(item, out):
+                parser.error(f"--out = {out!r}: is the file --{dest.replace('_', '-')} reads; write the output "
+                             "elsewhere")
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: no 2_0, no full-width digits, no exponent
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # a decimal number in ASCII
 
 
 def _rule(function, name: str):
@@ -59,10 +91,9 @@ def count(low: int = 1, high: int | None = None):
 
     def parse(text: str) -> int:
         rule = f"must be an integer in [{low:,}, {high:,}]" if high is not None else f"must be an integer >= {low:,}"
-        try:
-            value = int(str(text).strip(), 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: {rule}") from None
+        if not _INTEGER.fullmatch(str(text).strip()):
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
+        value = int(str(text).strip(), 10)
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
         return value
@@ -93,10 +124,9 @@ def real(low: float = 0.0, high: float = math.inf, open_low: bool = True):
 
     def parse(text: str) -> float:
         rule = f"must be a finite number in {'(' if open_low else '['}{low:g}, {high:g}]"
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: {rule}") from None
+        if not _NUMBER.fullmatch(str(text).strip()):
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
+        value = float(text)
         if not math.isfinite(value) or not (value > low if open_low else value >= low) or value > high:
             raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
         return value
@@ -200,6 +230,10 @@ def check_out(path, kind: str) -> Path:
         if kind == "file":
             if text.endswith(("/", os.sep)) or path.is_dir():
                 raise OutputError(f"{text!r}: is a folder; a file path is expected here")
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                what = "a symbolic link" if path.is_symlink() else "not a regular file (a device, pipe or socket)"
+                raise OutputError(f"{text!r}: is {what}; the file is replaced as a whole, so give a regular file's "
+                                  "path or a new one")
             parent = path.parent
             if not parent.is_dir():
                 raise OutputError(f"{text!r}: its folder {str(parent)!r} does not exist (create it first)")
@@ -273,6 +307,10 @@ def scenario_spec(names: tuple[str, ...]):
         if text not in names:
             from ..network.io import load_scenario
 
+            if not Path(text).exists():
+                close = difflib.get_close_matches(text.lower(), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise argparse.ArgumentTypeError(f"{text!r}: neither one of {list(names)}{hint} nor an existing file")
             try:
                 load_scenario(text)
             except ScenarioError as exc:

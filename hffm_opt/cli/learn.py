@@ -18,7 +18,7 @@ from hffm_opt._io import dumps_json
 from hffm_opt.errors import ConfigError
 from hffm_opt.network.generators import PAPER_LAYOUT
 
-from .args import TRAINING_WORKER, processes, scheduler_e_agg
+from .args import SEED_MAX, TRAINING_WORKER, processes, scheduler_e_agg
 
 TRAIN_E_AGG = 2  # train's E_agg without --e-agg
 DEFAULT_ROUNDS = 32  # edge rounds per method (4 cloud aggregations at E_agg 8; `run` stays under 10 minutes on 2 cores)
@@ -67,6 +67,12 @@ def _config(args):
     the network by :func:`_check_trace` once the network is built)."""
     from ..learners.trainer import TrainConfig
 
+    if args.server_lr is not None and args.edge_optimizer == args.cloud_optimizer == "fedavg":
+        raise ConfigError(f"--server-lr = {args.server_lr}: FedAvg at both tiers has no server learning rate; choose "
+                          "--edge-optimizer or --cloud-optimizer fedavgm or fedadam")
+    if getattr(args, "restart", False) and not args.out:
+        raise ConfigError("--restart: discards the checkpoint in --out, so it needs --out (without it nothing is "
+                          "resumed anyway)")
     _check_trace(args, None)
     return TrainConfig(rounds=args.rounds, lr=args.lr, local_steps=args.local_steps, batch_size=args.batch_size,
                        seed=args.seed, eval_every=args.eval_every, eval_rows=args.eval_rows, device=args.torch_device,
@@ -76,12 +82,16 @@ def _config(args):
 
 
 def _check_trace(args, n_devices: int | None) -> None:
-    """ConfigError for an unreadable or malformed ``--availability-trace`` (or one naming a device the network of
-    ``n_devices`` lacks) before any training."""
+    """ConfigError for an unreadable or malformed ``--availability-trace``, one naming a device the network of
+    ``n_devices`` lacks, or one under which no device is available in any round trained, before any training."""
     if args.availability_trace is not None:
         from ..learners.participation import read_trace
 
-        read_trace(args.availability_trace, n_devices)
+        rows = read_trace(args.availability_trace, n_devices)
+        if not (rows[:, 1] <= args.rounds).any():
+            raise ConfigError(f"--availability-trace = {args.availability_trace!r}: no device is available in any of "
+                              f"the {args.rounds} edge rounds trained (no interval starts by round {args.rounds}); "
+                              "nothing would be trained")
 
 
 def _bar(enabled: bool, desc: str):
@@ -172,6 +182,9 @@ def _cmd_run(args) -> int:
     args.workers = _run_workers(args.workers)
     out = _out_dir(args.out)
     config = _config(args)
+    if args.seed + args.seeds - 1 > SEED_MAX:
+        raise ConfigError(f"--seed = {args.seed}: with --seeds {args.seeds} the last seed, {args.seed + args.seeds - 1}"
+                          f", would exceed {SEED_MAX} (the largest seed)")
     seeds = list(range(args.seed, args.seed + args.seeds))
     setup = _setup(args, seeds[0])  # pre-trains the foundation model (cached) before any worker starts
     _check_trace(args, setup.scenario.n_devices)

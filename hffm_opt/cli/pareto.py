@@ -8,7 +8,6 @@ from pathlib import Path
 from .._io import dumps_json
 from ..analysis.compare import scenario_for_seed
 from ..network.limits import MAX_E_AGG
-from ..schedulers import available
 from .args import add_sweep_flags, count, names, out_path, real, seed
 
 
@@ -19,6 +18,13 @@ def _cell_counter(enabled: bool):
     from tqdm import tqdm
 
     return lambda total: tqdm(total=total, desc="front cells", unit="cell", file=sys.stderr, leave=False).update
+
+
+def _heuristics() -> list[str]:
+    """The schedulers ``--schedulers`` may place: every registered one that is not an optimiser."""
+    from ..analysis.pareto import heuristic_names
+
+    return heuristic_names()
 
 
 def _cmd_pareto(args) -> int:
@@ -60,7 +66,7 @@ def add_commands(sub) -> None:
                    help="embedded name, file, generator .toml or 'paper-random' (drawn with --seed; default paper)")
     p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=8, help="edge rounds per global round (default 8)")
     p.add_argument("--points", type=count(2, 1000), default=12, help="front points, both ends included (default 12)")
-    p.add_argument("--schedulers", type=names(available), default=None,
+    p.add_argument("--schedulers", type=names(_heuristics), default=None,
                    help="comma-separated heuristics to place (default: every registered scheduler that is not an "
                         "optimiser)")
     p.add_argument("--max-latency", type=real(0.0, 1e9), default=None,

@@ -17,6 +17,7 @@ from ..network.io import load_scenario
 from ..network.limits import MAX_E_AGG
 from ..plan import Plan
 from ..schedulers import available, get_scheduler, schedule
+from ..schedulers.optimising import TARGET_FROM
 from .args import add_sweep_flags, count, counts, names, out_path, real, scheduler_e_agg, seed
 
 MAX_BENCH_DEVICES = 100_000  # the largest size `bench` builds (a clustered scenario, analysis.bench.size_layout)
@@ -82,10 +83,43 @@ OBJECTIVE_LABELS = {"energy": ("energy per edge round", " J"), "latency": ("late
                     "weighted": ("w_latency x latency + w_energy x energy per edge round", "")}
 
 
+OPTIMIZE_FLAG_USE = {  # flag destination -> (the objectives it applies to, the solvers it applies to)
+    "target_latency": (("energy",), None), "target_from": (("energy",), None), "energy_budget": (("latency",), None),
+    "w_latency": (("weighted",), None), "w_energy": (("weighted",), None), "w_u": (("energy",), None),
+    "time_limit": (None, ("highs", "gurobi")),
+}
+
+
+def _check_optimize_flags(args) -> None:
+    """Refuse, before any work, a flag of ``optimize`` that the chosen objective or solver would ignore, a missing
+    weight of ``--objective weighted`` and ``--exact`` beside another ``--solver``."""
+    solver = "exact" if args.exact else args.solver
+    if args.exact and "solver" in args.given and args.solver != "exact":
+        raise ConfigError(f"--exact: the same as --solver exact, so it cannot go with --solver {args.solver}")
+    for dest, (objectives, solvers) in OPTIMIZE_FLAG_USE.items():
+        if dest not in args.given:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if objectives is not None and args.objective not in objectives:
+            raise ConfigError(f"{flag} = {getattr(args, dest)!r}: only with --objective {' or '.join(objectives)} "
+                              f"(--objective {args.objective} would ignore it)")
+        if solvers is not None and solver not in solvers:
+            raise ConfigError(f"{flag} = {getattr(args, dest)!r}: only with --solver {' or '.join(solvers)} (the MILPs"
+                              f" it limits; --solver {solver} solves none)")
+    if "target_latency" in args.given and "target_from" in args.given:
+        raise ConfigError(f"--target-from = {args.target_from!r}: only without --target-latency (the target is given)")
+    if args.objective == "weighted":
+        missing = [f for f, d in (("--w-latency", "w_latency"), ("--w-energy", "w_energy")) if getattr(args, d) is None]
+        if missing:
+            raise ConfigError(f"{missing[0]}: required with --objective weighted (the objective is --w-latency x "
+                              "latency + --w-energy x energy)")
+
+
 def _cmd_optimize(args) -> int:
     from ..schedulers.optimising import joint_model
     from ..solvers import solve
 
+    _check_optimize_flags(args)
     model = joint_model(load_scenario(args.scenario), e_agg=args.e_agg, target_latency_s=args.target_latency,
                         seed=args.seed, target_from=args.target_from, objective=args.objective,
                         energy_budget_j=args.energy_budget, w_latency=args.w_latency, w_energy=args.w_energy,
@@ -104,7 +138,8 @@ def _cmd_optimize(args) -> int:
         gap = "-" if res.gap is None else f"{res.gap:.3%}"
         what, unit = OBJECTIVE_LABELS[args.objective]
         bound = "none" if res.bound is None else f"{res.bound}{unit}"
-        print(f"{res.status} ({res.backend}, {res.runtime_s:.2f} s): {what} {res.objective}{unit}, proven "
+        value = "none" if res.objective is None else f"{res.objective}{unit}"
+        print(f"{res.status} ({res.backend}, {res.runtime_s:.2f} s): {what} {value}, proven "
               f"bound {bound}, gap {gap}" + (f"; {res.message}" if res.message else ""))
         if res.ok:
             m = out["metrics"]
@@ -123,10 +158,13 @@ def _config_value(parser: argparse.ArgumentParser, dest: str, value, where: str,
         if not items or not all(isinstance(v, str) and v for v in items):
             raise ConfigError(f"{where} = {short(value)}: must be a scenario name or path, or a list of them")
         return [str(folder / v) if (folder / v).is_file() else v for v in items]
-    if isinstance(value, bool) or isinstance(value, (dict, list)) and not (isinstance(value, list) and value
-                                                                           and action.type is not None):
-        raise ConfigError(f"{where} = {short(value)}: must be a {'list' if action.type else 'string'}, as the flag "
-                          f"--{dest.replace('_', '-')} takes")
+    kind = getattr(action.type, "__name__", "string")
+    wanted = {"list": "a non-empty list", "count": "an integer", "seed": "an integer", "number": "a number"}.get(
+        kind, "a string")
+    given_kind = "list" if isinstance(value, list) else "number" if isinstance(value, (int, float)) else "string"
+    if (isinstance(value, (bool, dict)) or (kind == "list") != isinstance(value, list) or not value and kind == "list"
+            or kind in ("count", "seed", "number") and given_kind == "string"):
+        raise ConfigError(f"{where} = {short(value)}: must be {wanted}, as the flag --{dest.replace('_', '-')} takes")
     text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
     if action.type is None:
         return text
@@ -137,9 +175,10 @@ def _config_value(parser: argparse.ArgumentParser, dest: str, value, where: str,
 
 
 def _apply_config(args, section: str) -> None:
-    """Fill the options left at their defaults from the ``[section]`` table of ``--config FILE.toml`` (options given
-    on the command line win; lists are joined with commas; a relative scenario path that exists next to the file
-    resolves against the file's folder). Every key and value is checked as its flag would be, before any work."""
+    """Fill the options not given on the command line from the ``[section]`` table of ``--config FILE.toml`` (a flag
+    given wins, even at its default value; lists are joined with commas; a relative scenario path that exists next
+    to the file resolves against the file's folder). Every key and value is checked as its flag would be, before
+    any work."""
     if not args.config:
         return
     parser = _PARSERS[section]
@@ -156,10 +195,15 @@ def _apply_config(args, section: str) -> None:
             if key.replace("-", "_") not in options:
                 raise ConfigError(f"[{section}].{key} = {short(table[key])}: not an option of '{section}'"
                                   f"{hint(key.replace('-', '_'), options)}; options: {sorted(options)}")
+        spelled = {}
         for key, value in table.items():
             name = key.replace("-", "_")
+            if name in spelled:
+                raise ConfigError(f"[{section}].{key} = {short(value)}: the same option as [{section}].{spelled[name]}"
+                                  " (give it once)")
+            spelled[name] = key
             value = _config_value(parser, name, value, f"[{section}].{key}", Path(args.config).parent)
-            if getattr(args, name) == parser.get_default(name):
+            if name not in args.given:
                 setattr(args, name, value)
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}") from None
@@ -195,7 +239,7 @@ def _cmd_compare(args) -> int:
     cols = ["scheduler", "e_agg", "n", "latency_s_mean", "latency_s_ci95", "energy_j_mean", "energy_j_ci95",
             "access_energy_j_mean", "latency_ratio", "access_energy_ratio"]
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
-        print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
     if args.out:
         print(f"written to {args.out}/ (rows.csv, summary.csv, compare.json, pareto.png)")
     return 0
@@ -272,7 +316,7 @@ def add_commands(sub) -> None:
     p.add_argument("--e-agg", type=count(1, MAX_E_AGG), default=8)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--target-latency", type=real(0.0, 1e9), help="latency per edge round (s) not to exceed")
-    p.add_argument("--target-from", default="hierarchical-d2d",
+    p.add_argument("--target-from", default="hierarchical-d2d", choices=TARGET_FROM,
                    help="without --target-latency: match this heuristic's latency, or 'fastest' (default: %(default)s)")
     p.add_argument("--solver", default="highs", choices=["highs", "gurobi", "fast", "exact"],
                    help="F4 with F2 MILPs on HiGHS/Gurobi in small clusters, F4 without MILPs, or exact enumeration")

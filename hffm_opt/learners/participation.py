@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hffm_opt.errors import ConfigError
+from hffm_opt.network.limits import MAX_DEVICES, MAX_ROUNDS
 
 TRACE_HEADER = ("device", "start_round", "end_round")
 #: stream numbers of the run's auxiliary generators (the minibatch generator is the seed itself)
@@ -46,6 +47,8 @@ def read_trace(path, n_devices: int | None) -> np.ndarray:
     indices against ``n_devices``; None: only that they are not negative, when the network is not known yet)."""
     p = Path(path)
     where = f"availability_trace = {str(path)!r}"
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{where}: not a regular file (a folder, device, pipe or socket)")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -67,13 +70,16 @@ def read_trace(path, n_devices: int | None) -> np.ndarray:
             except ValueError:
                 raise ConfigError(f"{where}: line {line}: {name} = {cell!r}: must be an integer") from None
         device, start, end = values
-        if device < 0 or (n_devices is not None and device >= n_devices):
-            span = f"in [0, {n_devices})" if n_devices is not None else ">= 0"
+        if device < 0 or device >= (n_devices if n_devices is not None else MAX_DEVICES):
+            span = f"in [0, {n_devices if n_devices is not None else MAX_DEVICES:,})"
             raise ConfigError(f"{where}: line {line}: device = {device}: must be a device index {span}")
         if start < 1:
             raise ConfigError(f"{where}: line {line}: start_round = {start}: must be >= 1 (rounds are 1-based)")
         if end < start:
             raise ConfigError(f"{where}: line {line}: end_round = {end}: must be >= start_round = {start}")
+        if end > MAX_ROUNDS:
+            raise ConfigError(f"{where}: line {line}: end_round = {end}: must be at most {MAX_ROUNDS:,} (the most "
+                              "edge rounds a run trains)")
         out.append(values)
     return np.array(out, dtype=np.int64).reshape(-1, 3)
 

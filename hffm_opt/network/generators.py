@@ -22,10 +22,10 @@ from .documents import (
     as_str,
     as_strings,
     as_table,
-    check_depth,
     check_keys,
     first_repeat,
     id_key,
+    short,
 )
 from .limits import MAX_DEVICES, RANGES, check_size
 from .scenario import Cloud, D2DLinks, Devices, EdgeServers, ModuleSpec, PrototypeConstants, Scenario
@@ -260,13 +260,21 @@ def from_paper_format(data: dict, profile: DeviceProfile | None = None, name: st
                     meta={"source": "paper-format", "profile": dataclasses.asdict(profile)})
 
 
+PAPER_UNITS = {"position": "m", "gain": "linear", "bits": "bit", "bandwidth": "Hz", "power": "W",
+               "noise_psd": "dBm/Hz", "time": "s"}  # the units of the paper format's numbers (its `units` table)
+
+
 def _check_paper_format(data: dict) -> None:
     """Every key and type of a paper-format document (unknown keys refused), before anything is built."""
     err = ScenarioError
     check_keys(data, "", {"description", "units", "area_m", "edge_servers", "devices", "d2d_links", "d2d_aggregators",
                           "constants"}, err, required=("edge_servers", "devices", "constants"))
     as_str(data.get("description", ""), "description", err)
-    check_depth(as_table(data.get("units", {}), "units", err), "units", err)
+    units = check_keys(as_table(data.get("units", {}), "units", err), "units", PAPER_UNITS, err)
+    for key, unit in units.items():
+        if unit != PAPER_UNITS[key]:
+            raise err(f"units.{key} = {short(unit)}: must be {PAPER_UNITS[key]!r} (the format's numbers are read in "
+                      "these units; convert the file)")
     as_number(data.get("area_m"), "area_m", err, none=True)
     c = check_keys(data["constants"], "constants", _PAPER_CONSTANTS, err, required=list(_PAPER_CONSTANTS))
     for key, sub in _PAPER_CONSTANTS.items():

@@ -250,7 +250,7 @@ def load_scenario(name_or_path, profile: generators.DeviceProfile | None = None)
     if key in EMBEDDED:
         return generators.paper_scenario(profile)
     path = Path(key)
-    if not path.exists():
+    if not key.strip() or not path.exists():
         raise ScenarioError(f"scenario = {key!r}: neither an embedded scenario {list(EMBEDDED)} nor an existing file")
     data = read_document(path, "scenario", ScenarioError, nesting=False)  # typed fields are checked by the readers
     if "format" in data and data["format"] != FORMAT:

@@ -340,6 +340,7 @@ class Scenario:
             _fail("modules", names, "at least one module must be trainable")
         self._validate_devices()
         self._validate_d2d()
+        self._validate_area()
         rec = self.recorded_aggregators
         if rec.shape != (len(self.edges),):
             _fail("d2d_aggregators.shape", rec.shape, f"must be ({len(self.edges)},)")
@@ -347,6 +348,18 @@ class Scenario:
             a = int(rec[e])
             if a >= len(self.devices) or self.devices.edge[a] != e:
                 _fail(f"d2d_aggregators[edge id={self.edges.ids[e]}]", a, "the aggregator must be a device of that cluster")
+
+    def _validate_area(self):
+        """Every device and edge server inside the ``area_m`` square, [0, area_m] m on each axis, when it is given
+        (a position in other units, or a typo, would otherwise change every gain computed from distances)."""
+        if self.area_m is None:
+            return
+        for kind, part in (("devices", self.devices), ("edge_servers", self.edges)):
+            outside = np.flatnonzero(((part.position_m < 0) | (part.position_m > self.area_m)).any(axis=1))
+            if outside.size:
+                i = outside[0]
+                _fail(f"{kind}[id={part.ids[i]}].position", part.position_m[i].tolist(),
+                      f"outside the area, [0, {self.area_m:g}] m on each axis (area_m)")
 
     def _validate_devices(self):
         d, ids = self.devices, self.devices.ids

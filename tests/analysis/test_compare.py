@@ -4,13 +4,14 @@ JSON has no NaN."""
 
 import json
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from hffm_opt import evaluate, load_scenario, schedule
+from hffm_opt import evaluate, load_scenario, network, schedule
 from hffm_opt.analysis import compare
 from hffm_opt.network import generators
 from hffm_opt.schedulers import registry
@@ -129,3 +130,16 @@ def test_write_produces_the_tables_a_strict_json_and_a_png_and_no_temporary(tmp_
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     compare.write(rows, summary, out)  # writing again replaces the files and leaves nothing else
     assert len(list(out.iterdir())) == 4
+
+
+def test_stored_cells_are_keyed_by_the_scenario_files_content(tmp_path):
+    source = tmp_path / "net.json"
+    doc = json.loads((Path(network.__file__).parent / "data" / "paper_scenario.json").read_text())
+    source.write_text(json.dumps(doc))
+    store = tmp_path / "cells"
+    first = compare.run([str(source)], ["hierarchical"], [0], [2], store=store)
+    doc["constants"]["backhaul"]["rate_bps"] /= 100  # a slower backhaul: a longer round
+    source.write_text(json.dumps(doc))
+    again = compare.run([str(source)], ["hierarchical"], [0], [2], store=store)
+    fresh = compare.run([str(source)], ["hierarchical"], [0], [2])
+    assert again["latency_s"].iloc[0] == fresh["latency_s"].iloc[0] > first["latency_s"].iloc[0]

@@ -116,7 +116,9 @@ def test_layout_flags_of_another_scenario_than_clustered_are_refused_not_ignored
                                         ("device,start,end\n", "header = ['device', 'start', 'end']"),
                                         ("device,start_round,end_round\n-1,1,2\n", "device = -1: must be a device"),
                                         ("device,start_round,end_round\n6,1,2\n", "device = 6: must be a device "
-                                                                               "index in [0, 6)")])
+                                                                               "index in [0, 6)"),
+                                        ("device,start_round,end_round\n", "no device is available in any of the"),
+                                        ("device,start_round,end_round\n0,99,100\n", "no interval starts by round")])
 def test_a_bad_availability_trace_exits_2_before_any_training(command, text, says, tmp_path, capsys, monkeypatch):
     """The trace was read when training started: after the plans (about a minute of `run`). A missing or malformed
     file is refused before anything is built, a device the network lacks once the network is known, before any

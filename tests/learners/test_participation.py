@@ -37,6 +37,7 @@ def test_trace_intervals_are_inclusive_and_one_based(tmp_path):
     ("device,start_round,end_round\n0,0,2\n", "start_round = 0"),
     ("device,start_round,end_round\n1,5,4\n", "end_round = 4: must be >= start_round = 5"),
     ("device,start_round,end_round\n1,1.5,4\n", "start_round = '1.5'"),
+    ("device,start_round,end_round\n0,1,99999999999999999999\n", "end_round = 99999999999999999999: must be at most"),
 ])
 def test_bad_traces_name_line_field_and_rule(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
@@ -123,3 +124,13 @@ def test_history_queries_by_metric(tmp_path):
     assert list(frame["served_a"]) == [55.0, 50.0, 80.0] and list(frame["acc_a"]) == [40.0, 60.0, 70.0]
     with pytest.raises(ConfigError, match="metric"):
         h.time_to(50.0, metric="loss")
+
+
+def test_a_pipe_or_folder_is_refused_without_reading_it(tmp_path):
+    """Reading a FIFO blocked until a writer came (train hung); a folder gave the OS's message."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.csv")
+    for path in (tmp_path / "pipe.csv", tmp_path):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            read_trace(path, 3)

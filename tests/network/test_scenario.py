@@ -134,6 +134,13 @@ def test_a_paper_format_constant_out_of_range_is_named_by_its_key_in_the_file(tm
     (lambda d: d["devices"][1].update(id=0), r"devices\[id=0\]: the id appears more than once"),
     (lambda d: d["edge_servers"][2].update(id=1), r"edge_servers\[id=1\]: the id appears more than once"),
     (lambda d: d.update(format="hffm-opt/plan"), r"format = 'hffm-opt/plan': a scenario file has format"),
+    # numbers in other units, or a position outside the stated area, would change every distance-based gain
+    (lambda d: d["units"].update(position="km"), r"units\.position = 'km': must be 'm' \(the format's numbers"),
+    (lambda d: d["units"].update(weight="kg"), r"units\.weight = 'kg': unknown key"),
+    (lambda d: d["devices"][0].update(position=[-1e6, 9e6]), r"devices\[id=0\]\.position = \[-1000000\.0, 9000000\.0\]:"
+                                                          r" outside the area, \[0, 5000\] m"),
+    (lambda d: d["edge_servers"][1].update(position=[1e7, 10.0]), r"edge_servers\[id=1\]\.position = .*outside"),
+    (lambda d: d.update(area_m=1.0), r"devices\[id=0\]\.position = .*: outside the area, \[0, 1\] m"),
 ])
 def test_paper_format_without_devices_or_with_repeated_ids_is_refused(tmp_path, change, message):
     data = generators.embedded_paper_data()

@@ -8,15 +8,20 @@ import argparse
 import pytest
 from fuzzing import run_cli
 
+from hffm_opt import load_scenario
 from hffm_opt.cli import build_parser
+from hffm_opt.network.io import save_scenario
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     folder = tmp_path_factory.mktemp("flags")
     (folder / "file.txt").write_text("x")
+    (folder / "link.json").symlink_to(folder / "file.txt")
+    save_scenario(load_scenario("paper"), folder / "net.json")
     return {"{dir}": str(folder), "{file}": str(folder / "file.txt"), "{missing}": str(folder / "no" / "p.json"),
-            "{under_file}": str(folder / "file.txt" / "out")}
+            "{under_file}": str(folder / "file.txt" / "out"), "{link}": str(folder / "link.json"),
+            "{net}": str(folder / "net.json")}
 
 
 CASES = [
@@ -44,10 +49,10 @@ CASES = [
     ("optimize", ["--w-u", "-1"], "--w-u = '-1': must be a finite number in [0, 1e+12]"),
     ("optimize", ["--coverage", "some"], "--coverage: invalid choice: 'some'"),
     ("optimize", ["--association", "best"], "--association: invalid choice: 'best'"),
-    ("optimize", ["--energy-budget", "5"], "energy_budget_j = 5.0: only with objective 'latency'"),
-    ("optimize", ["--objective", "weighted", "--w-latency", "1"], "w_energy = None: must be a finite number > 0"),
+    ("optimize", ["--energy-budget", "5"], "--energy-budget = 5.0: only with --objective latency"),
+    ("optimize", ["--objective", "weighted", "--w-latency", "1"], "--w-energy: required with --objective weighted"),
     ("optimize", ["--objective", "latency", "--coverage", "cluster", "--w-u", "1"],
-     "w_U = 1.0: only with the energy objective"),
+     "--w-u = 1.0: only with --objective energy"),
     ("optimize", ["--out", "{dir}"], "is a folder; a file path is expected here"),
     ("compare", ["--seeds", "0"], "--seeds = '0': must be an integer in [1, 10,000]"),
     ("compare", ["--e-agg", "2,,8"], "--e-agg = '2,,8': must be a comma-separated list of integers"),
@@ -119,6 +124,27 @@ CASES = [
     ("schedule", ["--scheduler", "star", "--e-agg", "3"], "--e-agg = 3: the star scheduler aggregates at the cloud"),
     ("train", ["--scheduler", "star", "--e-agg", "8"], "--e-agg = 8: the star scheduler aggregates at the cloud"),
     ("plot", ["--plan", "{file}", "--e-agg", "4", "--out", "/tmp/hffm-m.png"], "--e-agg: makes a plan when no"),
+    # a prefix of a flag is not the flag (compare --seed ran --seeds); digits are ASCII decimal digits only
+    ("compare", ["--seed", "2"], "unrecognized arguments: --seed 2"),
+    ("schedule", ["--sched", "greedy"], "unrecognized arguments: --sched greedy (did you mean --scheduler?)"),
+    ("schedule", ["--e-agg", "2_0"], "--e-agg = '2_0': must be an integer"),
+    ("schedule", ["--e-agg", "\uff12"], "must be an integer in [1, 10,000]"),
+    ("optimize", ["--target-latency", "1_0"], "--target-latency = '1_0': must be a finite number"),
+    # an output replaces its path as a whole: never a device, a link or an input of the same command
+    ("schedule", ["--out", "/dev/null"], "--out = '/dev/null': is not a regular file"),
+    ("schedule", ["--out", "{link}"], "is a symbolic link"),
+    ("schedule", ["--scenario", "{net}", "--out", "{net}"], "is the file --scenario reads"),
+    # a flag the other options would ignore
+    ("optimize", ["--exact", "--solver", "fast"], "--exact: the same as --solver exact, so it cannot go with"),
+    ("optimize", ["--target-latency", "5", "--target-from", "greedy"], "--target-from = 'greedy': only without"),
+    ("optimize", ["--objective", "latency", "--target-from", "greedy"], "--target-from = 'greedy': only with"),
+    ("optimize", ["--solver", "fast", "--time-limit", "5"], "--time-limit = 5.0: only with --solver highs or"),
+    ("optimize", ["--target-from", "gredy"], "--target-from: invalid choice: 'gredy'"),
+    ("train", ["--server-lr", "0.5"], "--server-lr = 0.5: FedAvg at both tiers has no server learning rate"),
+    ("train", ["--restart"], "--restart: discards the checkpoint in --out, so it needs --out"),
+    ("pareto", ["--schedulers", "optimal"], "--schedulers = 'optimal': 'optimal' is unknown"),
+    ("train", ["--scenario", "Clustered"], "neither one of ['paper', 'clustered'] (did you mean 'clustered'?)"),
+    ("run", ["--seed", "9223372036854775807", "--seeds", "2"], "the last seed, 9223372036854775808, would exceed"),
 ]
 
 
