@@ -80,7 +80,7 @@ def _cmd_tune(args) -> int:
             study = tuning.run_worker(args.study, url, settings, args.objective, args.trials, timeout_s=args.timeout,
                                       log=_log, device=args.torch_device)
         else:
-            tuning.prepare(args.study, url, settings, args.objective)
+            tuning.prepare(args.study, url, settings, args.objective, device=args.torch_device)
             _spawn(args, url)
             study = optuna.load_study(study_name=args.study, storage=tuning.storage_for(url, settings))
     except ValueError as exc:  # bad configuration or setup
@@ -93,16 +93,20 @@ def _cmd_tune(args) -> int:
     if args.worker_only:
         return 0
     result = tuning.summary(study, args.objective)
-    if args.objective == "pareto":  # the schedulers at the default configuration, on the same plane
+    failed = tuning.all_failed(study)
+    if args.objective == "pareto" and failed is None:  # the schedulers at the default configuration, on the plane
         if not args.json:
             _log("scoring each searched scheduler at the default configuration ...")
         result["schedulers"] = tuning.default_points(settings, result["pareto"], args.torch_device)
     tuning.write_results(out, study, result)
     plots = tuning.save_plots(study, out, args.objective, result.get("schedulers"))
-    if args.json:
-        print(dumps_json(result))
-    else:
+    if not args.json:
         _print(result, args.objective, out, [p.name for p in plots], study)
+    elif failed is None:  # an error leaves stdout empty with --json (the summary is in summary.json still)
+        print(dumps_json(result))
+    if failed is not None:
+        print(f"hffm-opt tune: error: {failed}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -156,7 +160,8 @@ def _print(result: dict, kind: str, out: Path, plots: list[str], study) -> None:
         print("Pareto front (accuracy % up, energy J down):")
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(pd.DataFrame(result["pareto"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-            print("the searched schedulers at the default configuration (dominated: a front trial is at least as "
-                  "accurate for no more energy):")
-            print(pd.DataFrame(result["schedulers"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            if "schedulers" in result:  # not when every trial failed (no front to compare them with)
+                print("the searched schedulers at the default configuration (dominated: a front trial is at least as "
+                      "accurate for no more energy):")
+                print(pd.DataFrame(result["schedulers"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"written to {out}/ (trials.csv, summary.json{''.join(', ' + p for p in plots)})")

@@ -12,12 +12,23 @@ from .objective import (
     TrialFailed,
     build_plan,
     default_points,
+    make_objective,
     rounds_within,
     scheduler_points,
     scoring_data,
     suggest,
 )
-from .report import IMPORTANCE_MIN_TRIALS, best, counts, dominated_by, pareto_table, save_plots, summary, write_results
+from .report import (
+    IMPORTANCE_MIN_TRIALS,
+    all_failed,
+    best,
+    counts,
+    dominated_by,
+    pareto_table,
+    save_plots,
+    summary,
+    write_results,
+)
 from .settings import (
     CORE,
     DEFAULTS,
@@ -35,7 +46,7 @@ from .workers import FINISHED, StudyLock, mask_text, mask_url, open_study, prepa
 
 __all__ = [
     "CORE", "DEFAULTS", "FINISHED", "IMPORTANCE_MIN_TRIALS", "OBJECTIVES", "OPTION_REQUIRES", "PRUNERS",
-    "TRIAL_ERRORS", "Objective",
+    "TRIAL_ERRORS", "Objective", "all_failed", "make_objective",
     "StudyLock", "TrialFailed", "TuneConfigError", "TuneSettings", "best", "build_plan", "counts", "default_points",
     "dominated_by", "load_settings", "option_applies", "scheduler_points",
     "mask_text", "mask_url", "open_study", "pareto_table", "prepare", "rounds_within", "run_trial", "run_worker",

@@ -26,7 +26,7 @@ from ..learners.evaluation import seeded_rows
 from ..network.scenario import Scenario
 from ..plan import Plan
 from ..schedulers import schedule
-from .settings import CORE, OBJECTIVES, TuneSettings, option_applies, reject, takes_option
+from .settings import CORE, OBJECTIVES, TuneSettings, in_section, option_applies, reject, takes_option
 
 METRIC = "served_accuracy"  # what a trial is scored by, on the validation split
 
@@ -120,6 +120,7 @@ class Objective:
 
     def __init__(self, setup, settings: TuneSettings, kind: str = "accuracy", device: str | None = None):
         from ..learners.device import resolve_device
+        from ..learners.participation import Participation
         from ..learners.trainer import TrainConfig
 
         if kind not in OBJECTIVES:
@@ -130,6 +131,10 @@ class Objective:
         self.config = TrainConfig(**(settings.train | {"eval_split": "validation", "personalised": False}
                                      | ({"device": device} if device else {})))
         resolve_device(self.config.device)  # CUDA where there is none fails the worker, not every trial
+        try:  # availabilities and trace devices against the network, before any trial
+            Participation(self.scenario.n_devices, self.config.availability, self.config.availability_trace)
+        except ConfigError as exc:
+            raise ConfigError(in_section("train", exc)) from None
 
     def __call__(self, trial: optuna.Trial):
         accuracy, attrs = self.score(suggest(trial, self.settings), trial)
@@ -148,8 +153,10 @@ class Objective:
                  "n_stragglers": int(metrics.stragglers.sum())}
         _set(trial, attrs)
         if rounds == 0:
-            raise TrialFailed(f"budget = {budget}: not even one edge round fits (first round ends at "
-                              f"{metrics.round_end_s[0]:.4g} s, {metrics.round_energy_j[0]:.4g} J)")
+            end_s, energy_j = metrics.round_end_s[0], metrics.round_energy_j[0]
+            key = "time_s" if budget.get("time_s") is not None and end_s > budget["time_s"] else "energy_j"
+            raise TrialFailed(f"[budget].{key} = {budget[key]!r}: not even one edge round fits (the first ends at "
+                              f"{end_s:.4g} s, {energy_j:.4g} J)")
         pruned = self.kind == "accuracy" and trial is not None
         every = 1 if pruned else rounds  # per round for the pruner, else only the last round
         config = dataclasses.replace(self.config, rounds=rounds, lr=choice["lr"], eval_every=every)
@@ -179,18 +186,28 @@ def _set(trial: optuna.Trial | None, attrs: dict) -> None:
             trial.set_user_attr(key, value)
 
 
-def default_points(settings: TuneSettings, front: list[dict], device: str | None = None) -> list[dict]:
-    """:func:`scheduler_points` on the settings' learning setup (torch threads as the study's), each marked
-    ``dominated`` where a trial of the Pareto ``front`` (rows with ``accuracy_pct`` and ``energy_j``) is at least
-    as accurate for no more energy."""
+def make_objective(settings: TuneSettings, kind: str = "accuracy", device: str | None = None) -> Objective:
+    """:class:`Objective` on ``learning_setup(**settings.setup)`` with the study's torch threads; building it checks
+    every setting only the learning setup can check (an error names its ``[setup]`` field)."""
     import torch
 
     from ..learners.setup import learning_setup
 
     torch.set_num_threads(settings.study["torch_threads"])
+    try:
+        setup = learning_setup(**settings.setup)
+    except (ValueError, TypeError) as exc:  # TypeError: e.g. a keyword of benchmark_kwargs the loader lacks
+        raise ConfigError(in_section("setup", exc)) from None
+    return Objective(setup, settings, kind, device=device)
+
+
+def default_points(settings: TuneSettings, front: list[dict], device: str | None = None) -> list[dict]:
+    """:func:`scheduler_points` on the settings' learning setup (:func:`make_objective`), each marked ``dominated``
+    where a trial of the Pareto ``front`` (rows with ``accuracy_pct`` and ``energy_j``) is at least as accurate for
+    no more energy."""
     from .report import dominated_by
 
-    points = scheduler_points(Objective(learning_setup(**settings.setup), settings, "pareto", device=device))
+    points = scheduler_points(make_objective(settings, "pareto", device))
     return [p | ({"dominated": dominated_by(front, p)} if "error" not in p else {}) for p in points]
 
 

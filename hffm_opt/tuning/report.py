@@ -57,6 +57,18 @@ def dominated_by(front: list[dict], point: dict) -> bool:
     return any(f["accuracy_pct"] >= point["accuracy_pct"] and f["energy_j"] <= point["energy_j"] for f in front)
 
 
+def all_failed(study: optuna.Study) -> str | None:
+    """Why the study has no score, when every one of its finished trials failed (the first trial's reason); None
+    when some trial completed or was pruned, or none finished."""
+    c = counts(study)
+    if c["n_complete"] or c["n_pruned"] or not c["n_failed"]:
+        return None
+    first = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[0]
+    reason = " ".join(str(first.user_attrs.get("fail_reason", "no reason recorded")).split())
+    return (f"study {study.study_name!r}: no trial was scored, every finished trial failed ({c['n_failed']}); "
+            f"trial {first.number}: {reason}")
+
+
 def summary(study: optuna.Study, kind: str) -> dict:
     """``{"study", "n_complete", "n_pruned", "n_failed", "best"}`` (accuracy) or ``{..., "pareto"}`` (pareto)."""
     out = {"study": study.study_name, **counts(study)}
@@ -70,7 +82,8 @@ def summary(study: optuna.Study, kind: str) -> dict:
 def save_plots(study: optuna.Study, out_dir, kind: str, points: list[dict] | None = None) -> list[Path]:
     """PNG plots of ``optuna.visualization.matplotlib`` into ``out_dir``: optimisation history and parameter
     importances (accuracy; from :data:`IMPORTANCE_MIN_TRIALS` complete trials), Pareto front (pareto, with the
-    schedulers' ``points`` of :func:`~.objective.scheduler_points` beside it). Returns the files written."""
+    schedulers' ``points`` of :func:`~.objective.scheduler_points` beside it); none without a complete trial.
+    Returns the files written."""
     import warnings
 
     import matplotlib
@@ -82,6 +95,8 @@ def save_plots(study: optuna.Study, out_dir, kind: str, points: list[dict] | Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if not n_done:  # nothing to plot (optuna would log a warning)
+        return []
     if kind == "accuracy":
         plots = {"history": lambda: ovm.plot_optimization_history(study, target_name="accuracy %")}
         if n_done >= IMPORTANCE_MIN_TRIALS:

@@ -12,6 +12,7 @@ configuration (``defaults`` of :mod:`.settings`). A storage URL is only ever sho
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -24,8 +25,8 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from .objective import TRIAL_ERRORS, Objective
-from .settings import TuneSettings, reject
+from .objective import TRIAL_ERRORS, make_objective
+from .settings import SEED_MAX, TuneConfigError, TuneSettings, reject
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -122,7 +123,8 @@ def open_study(name: str, storage, settings: TuneSettings, kind: str, *, seed_of
     new, enqueue the default configuration as its first trial. Call under :class:`StudyLock`. Raises
     :class:`TuneConfigError` when the stored study has another objective or other settings."""
     s = settings.study
-    sampler = optuna.samplers.TPESampler(seed=s["seed"] + seed_offset, n_startup_trials=s["tpe_startup"])
+    sampler = optuna.samplers.TPESampler(seed=(s["seed"] + seed_offset) % (SEED_MAX + 1),
+                                         n_startup_trials=s["tpe_startup"])
     if kind == "pareto" or s["pruner"] == "none":
         pruner = optuna.pruners.NopPruner()
     elif s["pruner"] == "median":
@@ -141,9 +143,33 @@ def open_study(name: str, storage, settings: TuneSettings, kind: str, *, seed_of
     elif stored["objective"] != kind or len(study.directions) != len(directions):
         reject("--objective", kind, f"study {name!r} was created with objective {stored['objective']!r}")
     elif stored["settings_digest"] != settings.digest:
-        reject("--config", settings.digest, f"study {name!r} was created with other settings (digest "
-               f"{stored['settings_digest']}); use a new --study name")
+        where = f"study {name!r} in {mask_url(storage.url)} was created with"
+        differs = _differences(stored.get("settings"), settings.text)
+        if not differs:
+            raise TuneConfigError(f"{where} other settings (digest {stored['settings_digest']}, these settings "
+                                  f"{settings.digest}); use another --study name or the same settings")
+        key, here, there = differs[0]
+        n = len(differs) - 1
+        more = f" (and {n} more setting{'s' * (n > 1)})" if n else ""
+        raise TuneConfigError(f"{key} = {here}: {where} {key} = {there}{more}; use another --study name or the same "
+                              "settings")
     return study
+
+
+def _differences(stored: str | None, text: str) -> list[tuple[str, str, str]]:
+    """The settings that differ between the settings texts ``text`` (these) and ``stored`` (a study's), each as
+    ``(field, value here, value there)`` (``[budget].max_rounds``, ``4``, ``3``); none when ``stored`` is unreadable."""
+    try:
+        there, here = json.loads(stored), json.loads(text)
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for section in sorted(set(here) | set(there)):
+        a, b = here.get(section, {}), there.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, ...) != b.get(key, ...):
+                out.append((f"[{section}].{key}", *(repr(t[key]) if key in t else "unset" for t in (a, b))))
+    return out
 
 
 def _trial_id(storage, study: optuna.Study, number: int) -> int:
@@ -216,22 +242,35 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective, storage, hear
     return state
 
 
-def prepare(name: str, url: str, settings: TuneSettings, kind: str) -> None:
-    """Create the study (and its default trial) before several workers start on it."""
+def prepare(name: str, url: str, settings: TuneSettings, kind: str, *, objective=None,
+            device: str | None = None) -> None:
+    """Create the study (and its default trial) before several workers start on it; a new study only once
+    ``objective`` (None: :func:`~.objective.make_objective` on the torch ``device``) is built, so every setting is
+    checked before the study's name is taken."""
     storage = storage_for(url, settings)
+    _checked(name, storage, settings, kind, objective, device)
     with StudyLock(url, f"study:{name}"):
         open_study(name, storage, settings, kind)
+
+
+def _checked(name: str, storage, settings: TuneSettings, kind: str, objective, device: str | None):
+    """``objective``, else for a study not yet stored the one :func:`~.objective.make_objective` builds (which
+    checks every setting); None for a stored study (its settings were checked when it was created)."""
+    if objective is None and name not in optuna.get_all_study_names(storage):
+        return make_objective(settings, kind, device)
+    return objective
 
 
 def run_worker(name: str, url: str, settings: TuneSettings, kind: str, n_trials: int, *, objective=None,
                timeout_s: float | None = None, log=None, device: str | None = None) -> optuna.Study:
     """Work on the study until it holds ``n_trials`` finished trials, or until ``timeout_s`` seconds have passed (no
-    trial starts after that); returns the study. ``objective`` defaults to :class:`Objective` on
-    ``learning_setup(**settings.setup)`` training on the torch ``device`` (None = the settings'). The ``k``-th worker to
-    join seeds its sampler with ``study.seed + k``."""
+    trial starts after that); returns the study. ``objective`` defaults to :func:`~.objective.make_objective`
+    training on the torch ``device`` (None = the settings'), built before a new study is created (every setting is
+    checked before its name is taken). The ``k``-th worker to join seeds its sampler with ``study.seed + k``."""
     if not (isinstance(n_trials, int) and n_trials >= 1):
         reject("--trials", n_trials, "must be an integer >= 1")
     storage = storage_for(url, settings)
+    objective = _checked(name, storage, settings, kind, objective, device)
     lock = StudyLock(url, f"study:{name}")
     with lock:
         first = open_study(name, storage, settings, kind)
@@ -241,12 +280,7 @@ def run_worker(name: str, url: str, settings: TuneSettings, kind: str, n_trials:
     if _finished(study) >= n_trials:
         return study
     if objective is None:
-        import torch
-
-        from ..learners.setup import learning_setup
-
-        torch.set_num_threads(settings.study["torch_threads"])
-        objective = Objective(learning_setup(**settings.setup), settings, kind, device=device)
+        objective = make_objective(settings, kind, device)
     start = time.monotonic()
     while timeout_s is None or time.monotonic() - start < timeout_s:
         with lock:

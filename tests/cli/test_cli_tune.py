@@ -50,19 +50,23 @@ def run_cli(tune):
     return run
 
 
-def test_infeasible_plans_fail_with_reason_and_json_shape(tmp_path, tune, run_cli):
+def test_infeasible_plans_fail_with_reason_and_json_shape(tmp_path, tune):
     # F4 cannot meet a latency target of a microsecond per edge round: every plan is infeasible, every trial fails
     cfg = tiny_config(tmp_path, schedulers='["optimal"]', options="{ target_latency_s = [1e-7, 1e-6] }",
                       default_scheduler="optimal", default_options="target_latency_s = 5e-7")
     args = ("--study", "infeasible", "--trials", 3, "--config", cfg, "--out", tmp_path / "inf")
-    result = run_cli(*args)
+    code, out, err = tune(*args, "--json")  # exit 2 saying why no trial was scored; the summary in its file
+    assert code == 2 and out == "" and err.splitlines()[-1].startswith(
+        "hffm-opt tune: error: study 'infeasible': no trial was scored, every finished trial failed (3); trial 0: "
+        "PlanError: plan.meta.status = 'infeasible'")
+    result = json.loads((tmp_path / "inf" / "summary.json").read_text())
     assert result == {"study": "infeasible", "n_complete": 0, "n_pruned": 0, "n_failed": 3, "best": None}
     trials = optuna.load_study(study_name="infeasible", storage=f"sqlite:///{tmp_path / 'inf' / 'study.db'}").trials
     assert all(t.state.name == "FAIL" and "PlanError: plan.meta.status = 'infeasible'" in t.user_attrs["fail_reason"]
                for t in trials)
-    code, text, _ = tune(*args)  # the study is complete: the report again, as text
+    code, text, err = tune(*args)  # the study is complete: the report again, as text, and the same error
     lines = text.splitlines()
-    assert code == 0 and lines[0] == "study infeasible: 0 complete, 0 pruned, 3 failed"
+    assert code == 2 and len(err.splitlines()) == 1 and lines[0] == "study infeasible: 0 complete, 0 pruned, 3 failed"
     assert [line.split(":")[0] for line in lines[1:4]] == [f"  trial {k} failed" for k in range(3)]
     assert lines[4] == "no complete trial"
 
@@ -135,7 +139,7 @@ def _no_driver_url():
     ("--trials", ["--trials", "0"]),
     ("--workers", ["--workers", "0"]),
     ("--config", ["--config", "{tmp}/missing.toml"]),
-    ("budget.tme_s", ["--config", "{tmp}/bad.toml"]),
+    ("[budget].tme_s", ["--config", "{tmp}/bad.toml"]),
     ("--storage", ["--storage", "NO_DRIVER"]),
 ])
 def test_a_bad_flag_or_config_exits_2_with_one_line_naming_the_field(tmp_path, tune, field, extra):
@@ -173,6 +177,6 @@ def test_a_study_resumes_only_with_its_objective_and_settings(tmp_path, tune):
     other = tiny_config(tmp_path / "other", max_rounds=4)
     code, _, err = tune("--study", "kept", "--storage", url, "--config", other)
     assert code == 2 and len(err.splitlines()) == 1
-    assert err.startswith(f"hffm-opt tune: error: --config = '{load_settings(other).digest}': study 'kept' was "
-                          f"created with other settings (digest {load_settings(cfg).digest})")
+    assert err == f"hffm-opt tune: error: [budget].max_rounds = 4: study 'kept' in {url} was created with " \
+                  "[budget].max_rounds = 3; use another --study name or the same settings\n"
     assert snapshot(url, "kept") == before  # nothing ran

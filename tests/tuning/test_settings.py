@@ -15,29 +15,29 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_settings_errors_name_field_value_and_rule():
-    with pytest.raises(TuneConfigError, match=r"search.lr = \[0.0, 0.1\]: a log-scaled range needs low > 0"):
+    with pytest.raises(TuneConfigError, match=r"\[search\].lr = \[0.0, 0.1\]: a log-scaled range needs low > 0"):
         settings_from_dict({"search": {"lr": [0.0, 0.1]}})
     with pytest.raises(TuneConfigError, match=r"config section = 'serach'"):
         settings_from_dict({"serach": {}})
-    with pytest.raises(TuneConfigError, match=r"defaults.e_agg = 99: must lie in the search space"):
+    with pytest.raises(TuneConfigError, match=r"\[defaults\].e_agg = 99: must lie in the search space"):
         settings_from_dict({"defaults": {"scheduler": "hierarchical", "e_agg": 99, "deadline_factor": 1.2,
                                          "lr": 3e-3, "local_steps": 1}})
-    with pytest.raises(TuneConfigError, match=r"search.options.w_X = \[0.1, 1.0\]: no scheduler"):
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.w_X = \[0.1, 1.0\]: no scheduler"):
         settings_from_dict({"search": {"options": {"w_X": [0.1, 1.0]}}})
-    with pytest.raises(TuneConfigError, match=r"budget.time_s = -1"):
+    with pytest.raises(TuneConfigError, match=r"\[budget\].time_s = -1"):
         settings_from_dict({"budget": {"time_s": -1}})
-    with pytest.raises(TuneConfigError, match=r"study.grace_s = 5: must exceed study.heartbeat_s = 5"):
+    with pytest.raises(TuneConfigError, match=r"\[study\].grace_s = 5: must exceed \[study\].heartbeat_s = 5"):
         settings_from_dict({"study": {"heartbeat_s": 5, "grace_s": 5}})
-    with pytest.raises(TuneConfigError, match=r"setup.n_edgez = 2: unknown key"):
+    with pytest.raises(TuneConfigError, match=r"\[setup\].n_edgez = 2: unknown key"):
         settings_from_dict({"setup": {"n_edgez": 2}})
 
 
 def test_a_scheduler_options_range_holds_only_values_the_scheduler_accepts_of_its_type():
     options = {"coverage": {"choices": ["full", "cluster"]}}
-    with pytest.raises(TuneConfigError, match=r"search.options.w_U = \[-1.0, 10.0\]: every value in the range must be "
-                                              r"valid \(w_U = -1.0: must be a finite number >= 0\)"):
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.w_U = \[-1.0, 10.0\]: every value in the range "
+                                              r"must be valid \(w_U = -1.0: must be a finite number >= 0\)"):
         settings_from_dict({"search": {"options": {**options, "w_U": [-1.0, 10.0]}}})
-    with pytest.raises(TuneConfigError, match=r"search.options.min_trainers = \[0, 3\]: must be integers >= 1"):
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.min_trainers = \[0, 3\]: must be integers >= 1"):
         settings_from_dict({"search": {"options": {**options, "min_trainers": [0, 3]}}})
     space = settings_from_dict({"search": {"options": {**options, "min_trainers": [1, 3], "w_U": [0.0, 10.0]}}}).space
     assert isinstance(space["min_trainers"], IntDistribution)  # an integer option is drawn as an integer
@@ -47,13 +47,13 @@ def test_a_scheduler_options_range_holds_only_values_the_scheduler_accepts_of_it
 def test_choices_and_schedulers_are_each_given_once_and_every_choice_is_valid():
     """A repeated scheduler or choice would be sampled more often, an invalid choice fail (or pass as truthy) in a
     trial: both are refused when the settings load."""
-    with pytest.raises(TuneConfigError, match=r"search.schedulers = \['greedy', 'star', 'greedy'\]: 'greedy' is "
+    with pytest.raises(TuneConfigError, match=r"\[search\].schedulers = \['greedy', 'star', 'greedy'\]: 'greedy' is "
                                               r"given twice"):
         settings_from_dict({"search": {"schedulers": ["greedy", "star", "greedy"], "options": {}}})
-    with pytest.raises(TuneConfigError, match=r"search.options.edge_tiers = \{'choices': \[False, True, True\]\}: "
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.edge_tiers = \{'choices': \[False, True, True\]\}: "
                                               r"each choice once"):
         settings_from_dict({"search": {"options": {"edge_tiers": {"choices": [False, True, True]}}}})
-    with pytest.raises(TuneConfigError, match=r"search.options.edge_tiers = \{'choices': \['yes'\]\}: every choice "
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.edge_tiers = \{'choices': \['yes'\]\}: every choice "
                                               r"must be valid \(edge_tiers = 'yes': must be true or false\)"):
         settings_from_dict({"search": {"options": {"edge_tiers": {"choices": ["yes"]}}}})
     with pytest.raises(TuneConfigError, match=r"every choice must be valid \(coverage = 'clusterz'"):
@@ -95,12 +95,12 @@ def test_options_join_the_space_only_through_a_scheduler_that_takes_them():
     assert s.options == ("target_latency_s", "solver")
     assert s.space["target_latency_s"] == FloatDistribution(0.5, 2.0, log=True)  # low > 0: log scale
     assert s.space["solver"] == CategoricalDistribution(("highs",))
-    with pytest.raises(TuneConfigError, match=r"defaults.target_latency_s = None: missing: the default scheduler "
+    with pytest.raises(TuneConfigError, match=r"\[defaults\].target_latency_s = None: missing: the default scheduler "
                                               r"takes it \(scheduler 'optimal'\)"):
         settings_from_dict({"search": search, "defaults": {"scheduler": "optimal", "solver": "highs", **core}})
-    with pytest.raises(TuneConfigError, match=r"defaults.solver = 'highs': the default scheduler does not take it"):
+    with pytest.raises(TuneConfigError, match=r"\[defaults\].solver = 'highs': the default scheduler does not take it"):
         settings_from_dict({"search": search, "defaults": {"scheduler": "hierarchical", "solver": "highs", **core}})
-    with pytest.raises(TuneConfigError, match=r"search.options.e_agg = \[1, 2\]: is set by the tuner"):
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.e_agg = \[1, 2\]: is set by the tuner"):
         settings_from_dict({"search": {"options": {"e_agg": [1, 2]}}})
 
 
@@ -128,13 +128,13 @@ def test_w_u_is_searched_only_with_coverage_cluster():
         else:
             assert not {"coverage", "w_U", "edge_tiers"} & set(choice), choice
     assert seen == {"full", "cluster"}
-    with pytest.raises(TuneConfigError, match=r"search.options.w_U = \[1.0, 10.0\]: needs search.options.coverage "
-                                              r"with the choice 'cluster'"):
+    with pytest.raises(TuneConfigError, match=r"\[search\].options.w_U = \[1.0, 10.0\]: needs "
+                                              r"\[search\].options.coverage with the choice 'cluster'"):
         settings_from_dict({"search": {"options": {"w_U": [1.0, 10.0], "coverage": {"choices": ["full"]}}}})
     core = {"e_agg": 2, "deadline_factor": 1.2, "lr": 3e-3, "local_steps": 1}
     full = settings_from_dict({"defaults": {"scheduler": "optimal", "coverage": "full", "edge_tiers": False, **core}})
     assert "w_U" not in full.defaults
-    with pytest.raises(TuneConfigError, match=r"defaults.w_U = None: missing"):
+    with pytest.raises(TuneConfigError, match=r"\[defaults\].w_U = None: missing"):
         settings_from_dict({"defaults": {"scheduler": "optimal", "coverage": "cluster", "edge_tiers": False, **core}})
 
 

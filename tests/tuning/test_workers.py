@@ -100,7 +100,7 @@ def test_an_interrupted_trial_is_rerun_with_its_number_and_parameters(tmp_path, 
 
 def test_a_dead_workers_trial_is_requeued_after_the_grace_period_not_before(tmp_path, fast):
     url = sqlite(tmp_path)
-    prepare("dead", url, fast, "accuracy")
+    prepare("dead", url, fast, "accuracy", objective=StandIn(fast))
     storage = storage_for(url, fast)
     study = optuna.load_study(study_name="dead", storage=storage)
     trial = study.ask()  # a worker claims the default trial, draws it, beats once, and dies
