@@ -13,6 +13,9 @@ structure (direct uploads, or any aggregator and spanning relay tree) is at leas
   at least its own modules on its best incoming one within D; the root computes within U and uploads the
   cluster's edge-level bits with the whole band within T; minimised over the root in closed form and over
   (U, D, T) on a zoomed grid whose every cell is bounded by its most generous corner (:func:`tree_lower_bound`).
+  When every member trains its own module set (clusters of up to :data:`DEPTH_MAX_N`), the same grid is searched
+  again with each member's parent's path counted at its least time, per root (:mod:`.depth_bound`), and the
+  larger bound kept.
 
 Every relaxation drops constraints (path lengths, band sharing, link choice) or enlarges bits' time budgets, so
 the sum over clusters (divided by e_agg) is a valid lower bound on the optimum.
@@ -31,7 +34,9 @@ from ...network.scenario import Scenario
 from ...network.topology import link_matrix, usable_links
 from ...plan import Plan
 from ..fast import kkt as fast_kkt
+from .depth_bound import DepthBound
 
+DEPTH_MAX_N = 200  # members: larger clusters skip the relay-depth tightening (its arrays grow as n^2 per point)
 GRID_CELLS = 16  # cells per axis of the split-period grid of :func:`tree_lower_bound`, at each zoom level
 ZOOM_LEVELS = 4  # zoom levels of that grid at most
 ZOOM_RTOL = 1e-3  # zooming stops when the least cell bound is this close to the grid's best point (relative)
@@ -165,7 +170,9 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
     largest T the cell allows; the bound is the least cell value (:func:`cover_cost` over the root and the units).
     The grid (``cells`` per axis) is zoomed ``levels`` times onto the cells whose bound is no more than the best
     point of the grid (the others cannot hold the minimum); the best bound over the levels is returned. One cell
-    gives every phase the whole period."""
+    gives every phase the whole period. With whole module sets the relay-depth costs of
+    :class:`~.depth_bound.DepthBound` are zoomed the same way (their table dense around the plain search's best
+    up phase) and the larger of the two bounds is returned."""
     n, g = len(d.members), d.e_agg
     avail = budget_s - d.backhaul_s - d.downlink_s
     if n == 0:
@@ -206,10 +213,7 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
             e = link_energy(d.edge_bits, t[..., None], d.band_hz, d.up_gain, d.noise)
         return np.where((t[..., None] > 0) & np.isfinite(e), e, np.inf)
 
-    u_lo, u_hi, d_lo, d_hi = 0.0, avail / g, 0.0, (avail / (g - 1) if g > 1 else 0.0)
-    bound = -np.inf
-    for _ in range(levels):
-        ups, downs = np.linspace(u_lo, u_hi, cells + 1), np.linspace(d_lo, d_hi, cells + 1)
+    def plain(ups: np.ndarray, downs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nonroot_up, root_up = up_energy(ups)
         nonroot_down = down_energy(downs)
         left = avail - g * ups[:, None] - (g - 1) * downs[None, :]  # (i, j) time left for the upload at a point
@@ -222,14 +226,46 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
         per_cell = np.maximum(cover_cost(nonroot_up[1:, None] + nonroot_down[None, 1:], roots[1:, 1:],
                                          upload_energy(left[:-1, :-1]), units),
                               spread[1:] + upload_energy(left[:-1, :-1]).min(axis=-1))
+        return points, per_cell
+
+    bound, focus_s = _zoom(plain, avail, g, levels, cells)
+    if units.need.tolist() == [n] and n_units == 1 and 1 < n <= DEPTH_MAX_N and np.isfinite(bound):
+        depth = DepthBound(scenario, d, focus_s, avail / g, split_energy)
+
+        def deep(ups: np.ndarray, downs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with np.errstate(divide="ignore"):  # (i, r) the root's compute, g rounds
+                root_up = np.where(ups[:, None] * d.fmax >= d.cycles, g * d.kappa * d.cycles ** 3 / ups[:, None] ** 2,
+                                   np.inf)
+            up = g * depth.up_costs(ups).sum(axis=-1) + root_up  # (i, r)
+            down = (g - 1) * depth.down_costs(downs).sum(axis=-1) if g > 1 else np.zeros((len(downs), n))
+            left = avail - g * ups[:, None] - (g - 1) * downs[None, :]
+            points = (up[:, None] + down[None] + upload_energy(left)).min(axis=-1)
+            per_cell = (up[1:, None] + down[None, 1:] + upload_energy(left[:-1, :-1])).min(axis=-1)
+            return points, per_cell
+
+        bound = max(bound, _zoom(deep, avail, g, levels, cells)[0])
+    edges = scenario.edges
+    return bound + edges.backhaul_power_w[d.edge] * d.backhaul_s + edges.downlink_power_w[d.edge] * d.downlink_s
+
+
+def _zoom(cells_at, avail: float, g: int, levels: int, cells: int) -> tuple[float, float]:
+    """The least cell bound of ``cells_at(ups, downs) -> (point values (i, j), cell bounds (i - 1, j - 1))`` over
+    the split-period grid (``cells`` per axis), zoomed ``levels`` times onto the cells that may hold the minimum
+    (:func:`tree_lower_bound`), and the up phase (s) of the last level's best cell."""
+    u_lo, u_hi, d_lo, d_hi = 0.0, avail / g, 0.0, (avail / (g - 1) if g > 1 else 0.0)
+    bound, focus = -np.inf, avail / g
+    for _ in range(levels):
+        ups, downs = np.linspace(u_lo, u_hi, cells + 1), np.linspace(d_lo, d_hi, cells + 1)
+        points, per_cell = cells_at(ups, downs)
         best_cell, best_point = float(per_cell.min()), float(points.min())
         bound = max(bound, best_cell)
+        if np.isfinite(best_cell):
+            focus = float(ups[np.unravel_index(np.argmin(per_cell), per_cell.shape)[0] + 1])
         if not np.isfinite(best_cell) or best_point - best_cell <= ZOOM_RTOL * best_point:
             break
         ii, jj = np.nonzero(per_cell <= best_point)
         u_lo, u_hi, d_lo, d_hi = ups[ii.min()], ups[ii.max() + 1], downs[jj.min()], downs[jj.max() + 1]
-    edges = scenario.edges
-    return bound + edges.backhaul_power_w[d.edge] * d.backhaul_s + edges.downlink_power_w[d.edge] * d.downlink_s
+    return bound, focus
 
 
 def cluster_lower_bound(scenario: Scenario, direct_plan: Plan, e: int, budget_s: float,
