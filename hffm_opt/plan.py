@@ -10,6 +10,8 @@ key, a value of the wrong type or shape, or an unknown ``version`` is refused wi
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,7 +65,8 @@ class Plan:
       edge round; ``deadline_s`` the round deadline T for compute + reaching the aggregation point (None = wait
       for everyone); ``relay_mode`` as in :data:`RELAY_MODES`.
     - ``scenario_name``/``scenario_fingerprint``: the scenario the plan was made for (empty for a plan built by
-      hand, which ``evaluate`` accepts for any scenario of its size).
+      hand, which ``evaluate`` accepts for any scenario of its size; a plan file must write the fingerprint, empty
+      or not).
     """
 
     mode: str
@@ -144,8 +147,12 @@ class Plan:
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING]
         if as_table(data, "", err).get("format") != FORMAT:
-            raise err(f"format = {short(data.get('format'))}: a plan file must have format {FORMAT!r}")
+            found = short(data["format"]) if "format" in data else "<missing>"
+            raise err(f"format = {found}: a plan file must have format {FORMAT!r}")
         check_keys(data, "", {"format", "version", *fields}, err, required=required)
+        if "scenario_fingerprint" not in data:
+            raise err("scenario_fingerprint = <missing>: a plan file must name the scenario it was made for (\"\" "
+                      "for a hand-made plan that fits any scenario of its size)")
         check_version(data.get("version", VERSIONS[-1]), "version", VERSIONS, err)
         kwargs = {k: v for k, v in data.items() if k in fields}
         for name in ("mode", "relay_mode", "scheduler", "scenario_name", "scenario_fingerprint"):
@@ -160,8 +167,7 @@ class Plan:
             as_numbers(kwargs[name], name, err, integer=True)
         for name in ("bandwidth_hz", "power_w", "d2d_power_w", "d2d_down_power_w", "cpu_hz"):
             as_numbers(kwargs[name], name, err)
-        _matrix(kwargs["train"], "train", lambda v, w: v if isinstance(v, bool) else
-                as_number(v, w, err, integer=True, low=0, high=1))
+        _matrix(kwargs["train"], "train", lambda v, w: as_number(v, w, err, integer=True, low=0, high=1))
         tier = _matrix(kwargs["tier"], "tier", lambda v, w: as_str(v, w, err, choices=TIERS))
         kwargs["tier"] = [[TIERS.index(t) for t in row] for row in tier]
         return cls(**kwargs)
@@ -174,19 +180,28 @@ class Plan:
     def load(cls, path) -> "Plan":
         """Read a plan written by :meth:`save`; raises :class:`PlanError` naming the file and what is wrong."""
         data = read_document(path, "plan", PlanError)
-        try:
+        with plan_file(path):
             return cls.from_dict(data)
-        except PlanError as exc:
-            raise PlanError(f"plan file {str(path)!r}: {exc}") from None
+
+
+@contextmanager
+def plan_file(path):
+    """Prefix a :class:`PlanError` raised inside with ``plan file '<path>': `` (the file it is about)."""
+    try:
+        yield
+    except PlanError as exc:
+        raise PlanError(f"plan file {str(path)!r}: {exc}") from None
 
 
 def _matrix(value, where: str, cell) -> list:
-    """A rectangular list of lists whose every cell passes ``cell(value, where)``."""
+    """A rectangular list of lists whose every cell passes ``cell(value, where)``; a row whose length differs from
+    the most common one is refused by its index."""
     rows = as_list(value, where, PlanError)
-    width = None
+    for i, row in enumerate(rows):
+        as_list(row, f"{where}[{i}]", PlanError)
+    width = Counter(map(len, rows)).most_common(1)[0][0] if rows else None
     for i, row in enumerate(rows):
         as_list(row, f"{where}[{i}]", PlanError, width)
-        width = len(row)
         for j, v in enumerate(row):
             cell(v, f"{where}[{i}][{j}]")
     return rows

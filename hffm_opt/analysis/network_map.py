@@ -59,17 +59,17 @@ def draw_network(scenario: Scenario, plan: Plan, path) -> dict:
     top = max(float(links["relay_bits"].max(initial=0.0)), float(links["uplink_bits"].max(initial=0.0)), 1.0)
     palette = colormaps["tab20"].colors
     fig, ax = plt.subplots(figsize=(7, 7))
-    ax.add_collection(LineCollection(np.stack([dev_xy[links["uplink"][:, 0]], edge_xy[links["uplink"][:, 1]]], 1),
-                                     linewidths=0.3 + MAX_WIDTH * links["uplink_bits"] / top, colors="0.55",
-                                     alpha=0.6, label="uplink"))
-    ax.add_collection(LineCollection(np.stack([dev_xy[links["relay"][:, 0]], dev_xy[links["relay"][:, 1]]], 1),
-                                     linewidths=0.3 + MAX_WIDTH * links["relay_bits"] / top, colors="tab:red",
-                                     alpha=0.8, label="D2D relay link"))
+    for kind, ends_xy, style in (("uplink", edge_xy, dict(colors="0.55", alpha=0.6, label="uplink")),
+                                 ("relay", dev_xy, dict(colors="tab:red", alpha=0.8, label="D2D relay link"))):
+        if len(links[kind]):  # an empty, labelled collection breaks the legend
+            ax.add_collection(LineCollection(np.stack([dev_xy[links[kind][:, 0]], ends_xy[links[kind][:, 1]]], 1),
+                                             linewidths=0.3 + MAX_WIDTH * links[f"{kind}_bits"] / top, **style))
     colours = np.array(palette)[plan.association % len(palette)]
     ax.scatter(dev_xy[:, 0], dev_xy[:, 1], s=10, c=colours, zorder=3, label="device (colour = cluster)")
     aggregators = plan.aggregator[plan.aggregator >= 0]
-    ax.scatter(dev_xy[aggregators, 0], dev_xy[aggregators, 1], s=90, marker="*", c="gold", edgecolors="k",
-               linewidths=0.5, zorder=4, label="D2D aggregator")
+    if aggregators.size:
+        ax.scatter(dev_xy[aggregators, 0], dev_xy[aggregators, 1], s=90, marker="*", c="gold", edgecolors="k",
+                   linewidths=0.5, zorder=4, label="D2D aggregator")
     ax.scatter(edge_xy[:, 0], edge_xy[:, 1], s=60, marker="s", c="k", zorder=5, label="edge server")
     ax.set_aspect("equal")
     ax.autoscale_view()

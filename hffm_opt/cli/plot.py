@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from .._io import dumps_json
 from ..errors import ConfigError
 from ..network.io import load_scenario
-from ..plan import Plan
+from ..plan import Plan, plan_file
 from ..schedulers import available, schedule
 from .args import scheduler_e_agg
 
@@ -23,7 +25,8 @@ def _cmd_plot(args) -> int:
     args.scheduler = args.scheduler or PLOT_SCHEDULER
     plan = Plan.load(args.plan) if args.plan else schedule(scenario, args.scheduler,
                                                            e_agg=scheduler_e_agg(args, PLOT_E_AGG), seed=args.seed or 0)
-    counts = draw_network(scenario, plan, args.out)
+    with plan_file(args.plan) if args.plan else nullcontext():  # a plan file's faults name the file, as in evaluate
+        counts = draw_network(scenario, plan, args.out)
     print(dumps_json({"out": str(args.out), **counts}))
     return 0
 

@@ -1,7 +1,8 @@
 """``check(scenario, plan)``: every constraint of section 3 of the design; raises :class:`PlanError` naming the
 field, the value and the rule, and returns the relay forest's depths for the accounting. A plan made for another
 scenario (its recorded fingerprint differs) and a plan beyond the size limits (edge rounds, local steps, batch)
-are refused first."""
+are refused first. A plan that trains nothing is refused, and so is an uplink that carries bits on less bandwidth
+than any scenario link may have (:data:`~hffm_opt.network.limits.RANGES`: 1 Hz)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import numpy as np
 from ..errors import PlanError
 from ..network import trees
 from ..network.documents import as_number, short
-from ..network.limits import MAX_BATCH, MAX_E_AGG, MAX_LOCAL_STEPS
+from ..network.limits import MAX_BATCH, MAX_E_AGG, MAX_LOCAL_STEPS, RANGES
 from ..network.scenario import Scenario
 from ..plan import AGG, CLOUD, EDGE, MODES, RELAY_MODES, TIERS, Plan
 
 TOL = 1e-9  # relative tolerance of every capacity check
+LEAST_BANDWIDTH_HZ = RANGES["edge_servers.bandwidth_hz"].low  # of an uplink that carries bits, as of any scenario link
 
 
 def _bad(field_name, value, rule):
@@ -72,12 +74,15 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
     _first((plan.aggregator >= -1) & (plan.aggregator < n), "aggregator", plan.aggregator, eid,
            "must be a device index or -1")
     _first((plan.parent >= -1) & (plan.parent < n), "parent", plan.parent, ids, "must be a device index or -1")
+    _first(plan.parent != np.arange(n), "parent", plan.parent, ids, "a device cannot be its own relay parent")
     _first(np.isfinite(dev.uplink_gain[np.arange(n), a]), "association", eid[a], ids,
            "no uplink gain to that edge server: the association is not allowed")
     mods = scenario.module_arrays
     x = plan.train
     _first(~(x & ~scenario.need).any(axis=1), "train", x.astype(int), ids, "a device may train only modules in Need(u)")
     _first(~(x & ~mods["trainable"]).any(axis=1), "train", x.astype(int), ids, "frozen modules cannot be trained")
+    if not x.any():
+        raise PlanError("train = <all 0>: no device trains any module; nothing to price")
     mem = (scenario.need & ~x) @ mods["memory_bytes"] + x @ (mods["memory_bytes"] + mods["train_memory_bytes"])
     _first(mem <= dev.memory_bytes * (1 + TOL), "memory_bytes", mem, ids, "modules held exceed the device memory")
     _first(plan.cpu_hz <= dev.cpu_hz * (1 + TOL), "cpu_hz", plan.cpu_hz, ids, "exceeds the device's max CPU frequency")
@@ -87,17 +92,23 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
            "exceeds the device's max power")
     t = plan.tier
     _first(((t >= 0) & (t < len(TIERS))).all(axis=1), "tier", t, eid, f"tiers index {TIERS}")
-    _first(~((t == CLOUD) & mods["cluster_local"]).any(axis=1), "tier", t, eid, "a cluster-local module never goes to the cloud")
+    _first(~((t == CLOUD) & mods["cluster_local"]).any(axis=1), "tier", t, eid,
+           "a cluster-local module never goes to the cloud")
     if plan.mode == "star":
         _first(((t == CLOUD) | (mods["cluster_local"] & (t == EDGE))).all(axis=1), "tier", t, eid,
                "a star plan aggregates every module at the cloud (cluster-local modules at the edge)")
         _first(plan.aggregator < 0, "aggregator", plan.aggregator, eid, "a star plan has no D2D aggregation")
 
     d2d = plan.uses_d2d
-    _first(~((t == AGG).any(axis=1) & ~d2d), "tier", t, eid, "the 'aggregator' tier needs a D2D aggregator in the cluster")
+    _first(~((t == AGG).any(axis=1) & ~d2d), "tier", t, eid,
+           "the 'aggregator' tier needs a D2D aggregator in the cluster")
     uplinkers = _uplinkers(plan) if plan.mode == "hierarchical" else np.zeros(n, bool)
-    _first(~uplinkers | (plan.bandwidth_hz > 0), "bandwidth_hz", plan.bandwidth_hz, ids, "a device that uploads needs b_u > 0")
+    _first(~uplinkers | (plan.bandwidth_hz > 0), "bandwidth_hz", plan.bandwidth_hz, ids,
+           "a device that uploads needs b_u > 0")
     _first(~uplinkers | (plan.power_w > 0), "power_w", plan.power_w, ids, "a device that uploads needs p_u > 0")
+    _first(~(uplinkers & _sends_bits(scenario, plan)) | (plan.bandwidth_hz >= LEAST_BANDWIDTH_HZ), "bandwidth_hz",
+           plan.bandwidth_hz, ids, f"an uplink that carries bits needs b_u >= {LEAST_BANDWIDTH_HZ:g} Hz (the least "
+           "bandwidth of any scenario link)")
     used = np.bincount(a, weights=np.where(plan.mode == "hierarchical", plan.bandwidth_hz, 0.0), minlength=n_e)
     _first(used <= scenario.edges.bandwidth_hz * (1 + TOL), "bandwidth_hz(sum over cluster)", used, eid,
            "the cluster's uplink shares exceed the edge bandwidth B_e")
@@ -112,6 +123,16 @@ def _uplinkers(plan: Plan) -> np.ndarray:
     return up
 
 
+def _sends_bits(scenario: Scenario, plan: Plan) -> np.ndarray:
+    """(U,) devices with bits to upload: what a device outside D2D trains, or (a D2D aggregator) what its cluster
+    trains at the edge tier or above."""
+    bits, x = scenario.module_arrays["update_bits"], plan.train
+    trained = np.zeros(plan.tier.shape, bool)
+    np.logical_or.at(trained, plan.association, x)
+    cluster_bits = (trained & (plan.tier >= EDGE)) @ bits
+    return np.where(plan.uses_d2d[plan.association], cluster_bits[plan.association], x @ bits) > 0
+
+
 def _check_tree(scenario: Scenario, plan: Plan) -> Tree:
     n, ids, eid = scenario.n_devices, scenario.devices.ids, scenario.edges.ids
     a, agg, par = plan.association, plan.aggregator, plan.parent  # indices in range: checked by check()
@@ -121,9 +142,14 @@ def _check_tree(scenario: Scenario, plan: Plan) -> Tree:
     member = plan.uses_d2d[a]
     is_root = np.zeros(n, bool)
     is_root[roots] = True
-    _first(~(~member & (par >= 0)), "parent", par, ids, "a device outside a D2D cluster has no relay parent")
+    stray = np.flatnonzero(~member & (par >= 0))
+    if stray.size:
+        u = int(stray[0])
+        _bad(f"parent[{ids[u]}]", int(par[u]), f"a device outside a D2D cluster has no relay parent (its edge server "
+             f"{eid[a[u]]} has aggregator -1)")
     _first(~(is_root & (par >= 0)), "parent", par, ids, "the aggregator is the root of its tree (parent -1)")
-    _first(~(member & ~is_root & (par < 0)), "parent", par, ids, "every non-aggregator device of a D2D cluster needs a parent")
+    _first(~(member & ~is_root & (par < 0)), "parent", par, ids,
+           "every non-aggregator device of a D2D cluster needs a parent")
     child = np.flatnonzero(par >= 0)
     if child.size:
         _first(a[par[child]] == a[child], "parent", ids[par[child]], ids[child], "relay links stay inside the cluster")
@@ -131,7 +157,8 @@ def _check_tree(scenario: Scenario, plan: Plan) -> Tree:
         down_ok = scenario.link_lookup(par[child], child) >= 0
         _first(up_ok & down_ok, "parent", ids[par[child]], ids[child],
                "a relay-tree link must be a listed D2D link in both directions (in range)")
-        _first(plan.d2d_power_w[child] > 0, "d2d_power_w", plan.d2d_power_w[child], ids[child], "a relay link needs power > 0")
+        _first(plan.d2d_power_w[child] > 0, "d2d_power_w", plan.d2d_power_w[child], ids[child],
+               "a relay link needs power > 0")
         down = plan.d2d_down_power_w[child]
         _first(down > 0, "d2d_down_power_w", down, ids[child], "a relay link needs power > 0")
         _first(down <= scenario.devices.pmax_w[par[child]] * (1 + TOL), "d2d_down_power_w", down, ids[child],

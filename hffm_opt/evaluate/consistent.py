@@ -61,7 +61,8 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
         e_up = np.where(late, 0.0, edges.backhaul_power_w[a] * t_link)
         period = float(up.max(initial=0.0))
         crit = _critical(ready, late)
-        lat_parts = zero_parts() | {"compute": t_comp[crit], "uplink": ready[crit] - t_comp[crit], "wait": period - ready[crit]}
+        lat_parts = zero_parts() | {"compute": t_comp[crit], "uplink": ready[crit] - t_comp[crit],
+                                    "wait": period - ready[crit]}
         energy = zero_parts() | {"compute": e_comp.sum(), "uplink": e_up.sum()}
         bits = zero_parts() | {"uplink": s_bits[~late].sum()}
         return Metrics("consistent", 1, period, sum(energy.values()), np.array([period]),
@@ -85,7 +86,8 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     rate_d2d = shannon_rate(bw_d2d, plan.d2d_power_w, link_gain, n0)
     rate_up = shannon_rate(plan.bandwidth_hz, plan.power_w, gain_up, n0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t_hop = np.where(member, np.where(par >= 0, hop_bits / rate_d2d, 0.0), np.where(s_bits > 0, s_bits / rate_up, 0.0))
+        t_hop = np.where(member, np.where(par >= 0, hop_bits / rate_d2d, 0.0),
+                         np.where(s_bits > 0, s_bits / rate_up, 0.0))
     t_reach = np.where(member, trees.path_sum(par, depth, t_hop), t_hop)
     ready = t_comp + t_reach
     _arrives(scenario, t_comp + t_hop, ready)
@@ -110,13 +112,15 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     bits_cloud = (trained_e & (plan.tier == CLOUD)) @ mods["update_bits"]
 
     # downward broadcast inside D2D trees (every round but the last; in the last, aggregator-tier modules only)
-    down_all, e_down_all = _tree_broadcast(plan, depth, member, x, mods["update_bits"], down_gain, n0, bw_d2d, None, n_e)
+    down_all, e_down_all = _tree_broadcast(plan, depth, member, x, mods["update_bits"], down_gain, n0, bw_d2d, None,
+                                           n_e)
     down_agg, e_down_agg = _tree_broadcast(plan, depth, member, x, mods["update_bits"], down_gain, n0, bw_d2d,
                                            tier_dev == AGG, n_e)
     # edge downlink broadcast at the weakest member's rate (only when the edge's downlink power is given)
     min_gain = np.full(n_e, np.inf)
     np.minimum.at(min_gain, a, gain_up)
-    r_down = shannon_rate(edges.bandwidth_hz, edges.downlink_power_w, np.where(np.isfinite(min_gain), min_gain, 0.0), n0)
+    r_down = shannon_rate(edges.bandwidth_hz, edges.downlink_power_w, np.where(np.isfinite(min_gain), min_gain, 0.0),
+                          n0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_dl = np.where((bits_edge_up > 0) & (r_down > 0), bits_edge_up / r_down, 0.0)
     e_dl = edges.downlink_power_w * t_dl
@@ -152,7 +156,8 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
     direct_bits = np.where(member | late, 0.0, s_bits)
     relay_bits = np.where(member & (par >= 0) & live, hop_bits, 0.0)
     bits = {"compute": 0.0, "uplink": g_rounds * direct_bits.sum() + (d2d_cluster * bits_edge_up).sum(),
-            "d2d": g_rounds * relay_bits.sum() + _down_bits(plan, depth, member, x, mods["update_bits"], tier_dev, g_rounds),
+            "d2d": g_rounds * relay_bits.sum()
+            + _down_bits(plan, depth, member, x, mods["update_bits"], tier_dev, g_rounds),
             "downlink": (g_rounds * (t_dl > 0) * bits_edge_up).sum(), "backhaul": bits_cloud.sum()}
 
     e_star = int(np.argmax(cluster_period)) if n_e else 0

@@ -48,3 +48,31 @@ def test_the_plot_command_draws_a_scheduler_plan_and_refuses_a_folder(tmp_path, 
     assert main(["plot", "--scheduler", "hierarchical-d2d", "--e-agg", "8", "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["relay_links"] == 30 and out.stat().st_size > 0
     assert main(["plot", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("name", ["hierarchical", "star", "edge-only"])
+def test_a_plan_without_relay_links_is_drawn(tmp_path, name):
+    s = small_clustered(5, n_e=2, per=3)
+    out = tmp_path / "map.png"
+    counts = draw_network(s, schedule(s, name, e_agg=1 if name == "star" else 2), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and counts["relay_links"] == counts["aggregators"] == 0
+
+
+def test_a_one_device_network_is_drawn(tmp_path):
+    from hffm_opt.network import generators
+
+    s = generators.clustered(1, 1, seed=0)
+    out = tmp_path / "one.png"
+    assert draw_network(s, schedule(s, "hierarchical-d2d", e_agg=2), out)["devices"] == 1
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_names_the_plan_file_of_a_bad_plan(tmp_path, capsys):
+    from hffm_opt.cli import main
+
+    s = small_clustered(5, n_e=2, per=3)
+    doc = schedule(s, "hierarchical", e_agg=2).to_dict() | {"e_agg": 0, "scenario_fingerprint": ""}
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    assert main(["plot", "--plan", str(tmp_path / "bad.json"), "--out", str(tmp_path / "map.png")]) == 2
+    assert capsys.readouterr().err == (f"hffm-opt plot: error: plan file '{tmp_path / 'bad.json'}': e_agg = 0: must "
+                                       "be in [1, 10000]\n")
