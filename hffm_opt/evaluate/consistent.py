@@ -184,16 +184,20 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
 
 
 
+MAX_READY_S = 1e15  # s: no device of any plan is ready later (periods are at most 1e13 s: 1e9 s x E_agg 1e4)
+
+
 def _arrives(scenario: Scenario, own: np.ndarray, ready: np.ndarray) -> None:
     """Refuse a plan under which some device's update never arrives: its own compute + first hop time (``own``,
-    checked first, so the device at fault is named) or its ready time is not finite (a CPU speed or link rate of
-    the plan that rounds to 0 for its load)."""
+    checked first, so the device at fault is named) or its ready time is not finite or above :data:`MAX_READY_S`
+    (a CPU speed or link rate of the plan that is 0, or next to 0, for its load)."""
     for t in (own, ready):
-        bad = np.flatnonzero(~np.isfinite(t))
+        bad = np.flatnonzero(~(t <= MAX_READY_S))
         if bad.size:
             u = int(bad[0])
-            raise PlanError(f"devices[id={scenario.devices.ids[u]}] ready time = {t[u]} s: its update never arrives "
-                            "(the plan's cpu_hz or a link's power and bandwidth give it a rate of 0 for its load)")
+            raise PlanError(f"devices[id={scenario.devices.ids[u]}] ready time = {t[u]:.6g} s: its update never "
+                            f"arrives within {MAX_READY_S:g} s (the plan's cpu_hz or a link's power and bandwidth give "
+                            "it a rate of 0, or next to 0, for its load)")
 
 
 def _critical(ready: np.ndarray, late: np.ndarray) -> int:

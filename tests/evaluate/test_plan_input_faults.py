@@ -56,6 +56,20 @@ def test_an_uplink_that_carries_bits_needs_the_least_bandwidth_of_a_scenario(d2d
     evaluate(s, direct.replace(train=train, bandwidth_hz=band))
 
 
+@pytest.mark.parametrize("field", ["power_w", "d2d_power_w", "cpu_hz"])
+def test_a_rate_next_to_zero_is_refused_not_priced_as_an_astronomic_latency(d2d, field):
+    """A power of 1e-300 W used to be priced as a latency of 2.3e293 s; the optimiser's longest targets (1e9 s per
+    edge round) still pass, their powers well below a picowatt."""
+    s, plan, _ = d2d
+    if field != "d2d_power_w":
+        plan = schedule(s, "hierarchical", e_agg=2)
+    device = int(np.flatnonzero(plan.parent >= 0)[0]) if field == "d2d_power_w" else 1
+    values = getattr(plan, field).copy()
+    values[device] = 1e-300
+    with pytest.raises(PlanError, match=r"ready time = (inf|\S+e\+\d+) s: its update never arrives within 1e\+15 s"):
+        evaluate(s, plan.replace(**{field: values}))
+
+
 def test_a_device_is_not_its_own_relay_parent(d2d):
     s, plan, _ = d2d
     u = int(np.flatnonzero(plan.parent >= 0)[0])
