@@ -37,6 +37,7 @@ from ..fast import kkt as fast_kkt
 from .depth_bound import DepthBound
 
 DEPTH_MAX_N = 200  # members: larger clusters skip the relay-depth tightening (its arrays grow as n^2 per point)
+DEPTH_CELLS = 12  # cells per axis of the relay-depth search's grid (its points cost n^2 each)
 GRID_CELLS = 16  # cells per axis of the split-period grid of :func:`tree_lower_bound`, at each zoom level
 ZOOM_LEVELS = 4  # zoom levels of that grid at most
 ZOOM_RTOL = 1e-3  # zooming stops when the least cell bound is this close to the grid's best point (relative)
@@ -243,7 +244,7 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
             per_cell = (up[1:, None] + down[None, 1:] + upload_energy(left[:-1, :-1])).min(axis=-1)
             return points, per_cell
 
-        bound = max(bound, _zoom(deep, avail, g, levels, cells)[0])
+        bound = max(bound, _zoom(deep, avail, g, levels, min(cells, DEPTH_CELLS))[0])
     edges = scenario.edges
     return bound + edges.backhaul_power_w[d.edge] * d.backhaul_s + edges.downlink_power_w[d.edge] * d.downlink_s
 

@@ -24,7 +24,7 @@ from ...network.scenario import Scenario
 from ...network.topology import link_matrix, usable_links
 
 CANDIDATES = 6  # parents per member priced with their path (the strongest links); the rest by the next gain
-TABLE_POINTS = 64  # evenly spaced times of the up-phase cost table, from the window's start to the longest phase
+TABLE_POINTS = 48  # evenly spaced times of the up-phase cost table, from the window's start to the longest phase
 WINDOW_S = 2.0  # s: the table starts this far below the focus, less the longest path (below it: its first cost)
 
 
@@ -71,11 +71,12 @@ class DepthBound:
         """The table's cost of ``member`` on gain ``j`` at the first tabled time not below ``within_s`` (no more
         than the cost within ``within_s``: costs fall with time; 0 beyond the table); inf where the time is not
         positive."""
-        first, step = self.table_s[0], self.table_s[1] - self.table_s[0]
+        first, step, t = self.table_s[0], self.table_s[1] - self.table_s[0], len(self.table_s)
         with np.errstate(invalid="ignore"):
             w = np.ceil(np.maximum(within_s - first, 0.0) / step)  # the first point not below (rounding: above)
-        inside = w < len(self.table_s)
-        cost = self.table[member, j, np.where(inside, w, 0).astype(np.intp)]
+        inside = w < t
+        flat = (member * self.table.shape[1] + j) * t + np.where(inside, w, 0).astype(np.intp)
+        cost = self.table.ravel()[flat]
         return np.where(within_s > 0, np.where(inside, cost, 0.0), np.inf)
 
     def up_costs(self, up_s: np.ndarray) -> np.ndarray:
