@@ -84,7 +84,12 @@ def check(scenario: Scenario, plan: Plan) -> Tree:
     if not x.any():
         raise PlanError("train = <all 0>: no device trains any module; nothing to price")
     mem = (scenario.need & ~x) @ mods["memory_bytes"] + x @ (mods["memory_bytes"] + mods["train_memory_bytes"])
-    _first(mem <= dev.memory_bytes * (1 + TOL), "memory_bytes", mem, ids, "modules held exceed the device memory")
+    over = np.flatnonzero(mem > dev.memory_bytes * (1 + TOL))
+    if over.size:
+        u = int(over[0])
+        _bad(f"devices[id={ids[u]}].memory_bytes", float(dev.memory_bytes[u]),
+             f"the modules it holds (those it needs, and what training adds for those it trains) take {mem[u]:.6g} "
+             "bytes")
     _first(plan.cpu_hz <= dev.cpu_hz * (1 + TOL), "cpu_hz", plan.cpu_hz, ids, "exceeds the device's max CPU frequency")
     _first(~(x.any(axis=1) & (plan.cpu_hz <= 0)), "cpu_hz", plan.cpu_hz, ids, "a device that trains needs cpu_hz > 0")
     _first(plan.power_w <= dev.pmax_w * (1 + TOL), "power_w", plan.power_w, ids, "exceeds the device's max power")
