@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.resource_tracker
 import multiprocessing.util
 import signal
 import threading
@@ -29,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 from .._io import atomic_write, dumps_json
 from .._version import __version__
 from ..errors import ConfigError
+from ..solvers.pools import ignore_sigint, start_pool
 
 
 def cell_key(fn: Callable, cell: dict) -> str:
@@ -58,7 +60,7 @@ STOP_S = 3.0  # seconds the workers of a stopped sweep have to exit through Pyth
 
 
 def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
+    ignore_sigint()  # Ctrl-C is the parent's to handle: it terminates the pool
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # a worker that is exiting (its pool closed, or terminated) ignores SIGTERM from then on: its exit callbacks
     # (torch's among them) run after multiprocessing's finalizers, and a SystemExit raised inside one is printed
@@ -93,16 +95,17 @@ def _indexed(job: tuple[Callable, int, dict]) -> tuple[int, object]:
 
 
 def _local(fn: Callable, cells: list[dict], todo: list[int], workers: int) -> Iterator[tuple[int, object]]:
-    """(index, result) of the cells ``todo`` as they finish on ``workers`` local processes."""
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+    """(index, result) of the cells ``todo`` as they finish on ``workers`` local processes (which leave Ctrl-C to
+    this one, :mod:`hffm_opt.solvers.pools`)."""
+    multiprocessing.resource_tracker.ensure_running()  # before start_pool: starting the tracker unblocks SIGINT
+    pool = start_pool(multiprocessing.get_context("spawn"), workers, _init_worker)
     try:
         yield from pool.imap_unordered(_indexed, [(fn, i, cells[i]) for i in todo])
         pool.close()  # the workers exit on their own
-    except BaseException:
-        _stop(pool)  # on an error, Ctrl-C or an abandoned sweep no cell keeps running
-        raise
-    finally:
         pool.join()
+    except BaseException:
+        _stop(pool)  # on an error, Ctrl-C or an abandoned sweep no cell keeps running (terminate joins the pool)
+        raise
 
 
 def _dask(fn: Callable, cells: list[dict], todo: list[int], address: str) -> Iterator[tuple[int, object]]:

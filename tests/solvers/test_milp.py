@@ -371,39 +371,3 @@ def test_result_fields_and_time_limit():
         Result(status="done", backend="highs")
     with pytest.raises(ValueError):
         solve_milp(build_relay_tree(ul, ue, dl, de, c), solver="cplex")
-
-
-def _knapsack(seed: int) -> str:
-    """A 60-item, 5-constraint 0/1 knapsack on highspy: branch and bound runs (the scheduler's tasks are used)."""
-    rng = np.random.default_rng(seed)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    n = 60
-    for j in range(n):
-        h.addVar(0.0, 1.0)
-        h.changeColIntegrality(j, highspy.HighsVarType.kInteger)
-        h.changeColCost(j, -float(rng.integers(1, 100)))
-    for _ in range(5):
-        h.addRow(-highspy.kHighsInf, 100.0, n, np.arange(n, dtype=np.int32), rng.integers(1, 30, n).astype(float))
-    h.run()
-    return h.modelStatusToString(h.getModelStatus())
-
-
-def test_forked_workers_solve_after_the_parent_has_solved():
-    """A process forked after HiGHS has solved inherits its scheduler without the threads: without
-    ``forget_highs_threads`` (F4's pool initializer) the child's first solve never returns."""
-    import concurrent.futures
-
-    from hffm_opt.solvers.f4.decomposition import _pool
-
-    assert _knapsack(0) == "Optimal"  # the parent's scheduler now exists
-    pool = _pool(2, ())
-    try:
-        statuses = [f.result(timeout=60) for f in [pool.submit(_knapsack, i) for i in (1, 2)]]
-    except concurrent.futures.TimeoutError:
-        for process in pool._processes.values():
-            process.kill()
-        pytest.fail("a forked worker's HiGHS solve did not return")
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    assert statuses == ["Optimal", "Optimal"]

@@ -29,7 +29,6 @@ import dataclasses
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
 from ...plan import Plan
 from ..milp import forget_highs_threads
+from ..pools import ignore_sigint, start_pool
 from ..result import Result, Status
 from .bounds import cluster_lower_bound, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
@@ -197,7 +197,16 @@ def best_structure(scenario: Scenario, start: Plan, budget: float, exact: bool, 
     return _structure(trial, e, members), alloc, counter[0], certified, exact, priced, floor
 
 
-_JOB: tuple | None = None  # the shared (arguments, keywords) of best_structure in forked workers
+_JOB: tuple | None = None  # the shared (arguments, keywords) of best_structure in a forked worker
+
+
+def _init_worker(job: tuple) -> None:
+    """A forked worker: Ctrl-C left to the parent (:mod:`hffm_opt.solvers.pools`), ``job`` kept (inherited, never
+    pickled), a fresh HiGHS scheduler (:func:`~hffm_opt.solvers.milp.forget_highs_threads`)."""
+    global _JOB
+    ignore_sigint()
+    _JOB = job
+    forget_highs_threads()
 
 
 def _cluster_job(e: int):
@@ -206,12 +215,24 @@ def _cluster_job(e: int):
 
 
 def _pool(workers: int, job: tuple):
-    """A pool of forked processes that see ``job`` (no pickling of the scenario), each with a fresh HiGHS
-    scheduler (:func:`~hffm_opt.solvers.milp.forget_highs_threads`)."""
-    global _JOB
-    _JOB = job
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=forget_highs_threads)
+    """A pool of ``workers`` forked processes that see ``job`` (no pickling of the scenario) and leave Ctrl-C to
+    this process (:func:`~hffm_opt.solvers.pools.start_pool`)."""
+    return start_pool(multiprocessing.get_context("fork"), workers, _init_worker, (job,))
+
+
+def _map_clusters(workers: int, job: tuple, edges: range, progress) -> list:
+    """:func:`best_structure` of each cluster of ``edges`` (in order) on a :func:`_pool`; an error or Ctrl-C
+    terminates the pool at once (a forked worker dies on SIGTERM, even inside a solver)."""
+    pool = _pool(workers, job)
+    try:
+        results = pool.imap(_cluster_job, edges)
+        found = list(progress(results) if progress else results)
+        pool.close()
+        pool.join()
+    except BaseException:
+        pool.terminate()
+        raise
+    return found
 
 
 def optimise(model: JointModel, exact: bool = False, local_search: bool = True, local_search_max_n: int = 12,
@@ -285,8 +306,7 @@ def optimise_energy(model: JointModel, exact: bool = False, local_search: bool =
     edges = range(scenario.n_edges)
     # not inside a sweep's worker process (a daemon may not have children; the sweep already uses the cores)
     if workers > 1 and scenario.n_edges >= 2 * workers and not multiprocessing.current_process().daemon:
-        with _pool(workers, job) as pool:
-            found = list(progress(pool.map(_cluster_job, edges)) if progress else pool.map(_cluster_job, edges))
+        found = _map_clusters(workers, job, edges, progress)
     else:
         found = [best_structure(*job[0], e, **job[1]) for e in (progress(edges) if progress else edges)]
     plan, start_costs = start, _start_costs(scenario, start, model.round_cap_s)
