@@ -8,7 +8,8 @@ processes or on a cluster.
 
 With a ``store`` folder, each result is written atomically to ``store/<key>.json`` as soon as its cell finishes,
 where ``<key>`` hashes the function's name, the cell and the package version: re-running the same sweep reads the
-finished cells back and computes only the missing ones; another sweep, function or version never reuses them.
+finished cells back and computes only the missing ones; another sweep, function or version never reuses them, nor
+a file edited since (each holds the SHA-256 of its cell and result).
 
 A Dask cluster elsewhere: on one machine ``dask scheduler`` (it prints ``tcp://HOST:8786``), on each worker machine
 (with this package installed) ``dask worker tcp://HOST:8786 --nthreads 1``; then pass ``--cluster tcp://HOST:8786``.
@@ -49,11 +50,21 @@ class SweepStats:
     computed: int = 0
 
 
-def _load(path: Path):
+def _digest(cell, result) -> str:
+    """SHA-256 of a stored cell and its result (both as strict JSON), kept beside them."""
+    return hashlib.sha256(dumps_json({"cell": cell, "result": result}).encode()).hexdigest()
+
+
+def _load(path: Path, cell: dict):
+    """The stored result of ``cell``, or None when the file is missing, unreadable, of another cell, or edited
+    since it was written (its digest no longer matches): then the cell is computed again, never trusted."""
     try:
-        return json.loads(path.read_text())["result"]
+        doc = json.loads(path.read_text())
+        if doc["cell"] == json.loads(dumps_json(cell)) and doc["sha256"] == _digest(doc["cell"], doc["result"]):
+            return doc["result"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing, or unreadable: computed again (never trusted half-way)
+        pass
+    return None
 
 
 STOP_S = 3.0  # seconds the workers of a stopped sweep have to exit through Python before they are killed
@@ -147,7 +158,7 @@ def run_cells(fn: Callable[[dict], object], cells: Iterable[dict], *, workers: i
     results: list = [None] * len(cells)
     todo = []
     for i, path in enumerate(paths):
-        found = _load(path) if path is not None and path.exists() else None
+        found = _load(path, cells[i]) if path is not None and path.exists() else None
         if found is None:
             todo.append(i)
         else:
@@ -158,7 +169,9 @@ def run_cells(fn: Callable[[dict], object], cells: Iterable[dict], *, workers: i
     def finish(i: int, result) -> None:
         results[i] = json.loads(dumps_json(result))  # the same strict JSON whether computed now or read back
         if paths[i] is not None:
-            atomic_write(paths[i], dumps_json({"cell": cells[i], "result": result}))
+            cell = json.loads(dumps_json(cells[i]))
+            atomic_write(paths[i], dumps_json({"cell": cell, "result": results[i],
+                                               "sha256": _digest(cell, results[i])}))
         tick()
 
     if cluster and todo:

@@ -60,6 +60,20 @@ def test_the_store_keeps_finished_cells_and_only_missing_ones_are_computed(tmp_p
     assert again[0] == first[0] and again[2] == first[2]  # read back, not recomputed
 
 
+@pytest.mark.parametrize("edit", [lambda d: d["result"].update(x=-5), lambda d: d["result"].update(x="lots"),
+                                  lambda d: d.update(cell={"x": 7})])
+def test_a_stored_cell_edited_since_it_was_written_is_computed_again(tmp_path, edit):
+    """An edited result used to be trusted: a latency of -5 s went into the table, a string made a traceback."""
+    cells = [{"x": x} for x in range(3)]
+    run_cells(_square, cells, store=tmp_path)
+    path = tmp_path / f"{cell_key(_square, cells[1])}.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    again, stats = run_cells(_square, cells, store=tmp_path)
+    assert (stats.reused, stats.computed) == (2, 1) and [r["x"] for r in again] == [0, 1, 4]
+
+
 def test_a_killed_compare_resumes_with_only_the_missing_cells(tmp_path):
     spec = tmp_path / "tiny.toml"  # 2 x 3 devices, re-drawn per seed: `optimal` takes about a second per cell
     spec.write_text('[generator]\nname = "clustered"\nn_edges = 2\ndevices_per_edge = 3\nspacing_m = 800.0\n'
