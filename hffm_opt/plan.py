@@ -98,6 +98,13 @@ class Plan:
         """This plan, recorded as made for ``scenario`` (its name and fingerprint)."""
         return self.replace(scenario_name=scenario.name, scenario_fingerprint=scenario.fingerprint)
 
+    def cluster_modules(self, train: np.ndarray | None = None) -> np.ndarray:
+        """(E, K) bool: the modules each cluster's devices train (``train``: a (U, K) part of :attr:`train`, e.g.
+        without the stragglers; default all of it)."""
+        out = np.zeros(self.tier.shape, bool)
+        np.logical_or.at(out, self.association, self.train if train is None else train)
+        return out
+
     @property
     def uses_d2d(self) -> np.ndarray:
         """(E,) bool: clusters that aggregate over a D2D relay tree."""

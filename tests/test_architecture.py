@@ -14,8 +14,9 @@ import hffm_opt
 
 ROOT = Path(hffm_opt.__file__).parent
 # the boxes of the flow, lowest first (ARCHITECTURE.md); a module may import its own box and lower ones
-LAYERS = {"errors": 0, "_io": 0, "_version": 0, "_cores": 0, "network": 1, "plan": 2, "evaluate": 3, "formulations": 4,
-          "solvers": 5, "schedulers": 6, "learners": 7, "analysis": 8, "tuning": 8, "cli": 9, "__init__": 10}
+LAYERS = {"errors": 0, "_io": 0, "_version": 0, "_cores": 0, "_pools": 0, "network": 1, "plan": 2, "evaluate": 3,
+          "formulations": 4, "solvers": 5, "schedulers": 6, "learners": 7, "analysis": 8, "tuning": 8, "cli": 9,
+          "__init__": 10}
 
 
 def module_name(path: Path) -> str:

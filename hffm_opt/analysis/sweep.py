@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .._io import atomic_write, dumps_json
+from .._pools import ignore_sigint, start_pool
 from .._version import __version__
 from ..errors import ConfigError
-from ..solvers.pools import ignore_sigint, start_pool
 
 
 def cell_key(fn: Callable, cell: dict) -> str:
@@ -107,7 +107,7 @@ def _indexed(job: tuple[Callable, int, dict]) -> tuple[int, object]:
 
 def _local(fn: Callable, cells: list[dict], todo: list[int], workers: int) -> Iterator[tuple[int, object]]:
     """(index, result) of the cells ``todo`` as they finish on ``workers`` local processes (which leave Ctrl-C to
-    this one, :mod:`hffm_opt.solvers.pools`)."""
+    this one, :mod:`hffm_opt._pools`)."""
     multiprocessing.resource_tracker.ensure_running()  # before start_pool: starting the tracker unblocks SIGINT
     pool = start_pool(multiprocessing.get_context("spawn"), workers, _init_worker)
     try:

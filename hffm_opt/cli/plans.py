@@ -12,6 +12,7 @@ from .._io import dumps_json
 from ..analysis.paper_table import PAPER_ROWS, paper_table
 from ..errors import ConfigError, PlanError
 from ..evaluate import evaluate
+from ..formulations.joint import OBJECTIVE_DATA
 from ..network.documents import as_bool, as_table, check_keys, hint, read_document, short
 from ..network.io import load_scenario
 from ..network.limits import MAX_E_AGG
@@ -84,9 +85,11 @@ OBJECTIVE_LABELS = {"energy": ("energy per edge round", " J"), "latency": ("late
 
 
 OPTIMIZE_FLAG_USE = {  # flag destination -> (the objectives it applies to, the solvers it applies to)
-    "target_latency": (("energy",), None), "target_from": (("energy",), None), "energy_budget": (("latency",), None),
-    "w_latency": (("weighted",), None), "w_energy": (("weighted",), None), "w_u": (("energy",), None),
-    "time_limit": (None, ("highs", "gurobi")),
+    **{flag: (OBJECTIVE_DATA[datum], None) for flag, datum in (("target_latency", "target_latency_s"),
+                                                                ("energy_budget", "energy_budget_j"),
+                                                                ("w_latency", "w_latency"), ("w_energy", "w_energy"))},
+    "target_from": (("energy",), None), "w_u": (("energy",), None),  # the reference latency; w_U (joint_model)
+    "time_limit": (None, ("highs", "gurobi")),  # of each F2 MILP
 }
 
 
@@ -246,16 +249,14 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    parser = _PARSERS["bench"]
     if args.learner:  # the options of the other benchmarks would be ignored: refused
         other = [flag for flag, dest in (("--schedulers", "schedulers"), ("--workers", "workers"),
-                                         ("--cluster", "cluster"), ("--config", "config"))
-                 if getattr(args, dest) != parser.get_default(dest)]
+                                         ("--cluster", "cluster"), ("--config", "config")) if dest in args.given]
         if other:
             raise ConfigError(f"{other[0]}: an option of the scheduler benchmarks, not of bench --learner")
     else:
         other = [flag for flag, dest in (("--threads", "threads"), ("--torch-device", "torch_device"))
-                 if getattr(args, dest) != parser.get_default(dest)]
+                 if dest in args.given]
         if other:
             raise ConfigError(f"{other[0]}: an option of bench --learner only (the scheduler benchmarks run no torch)")
     if args.learner:

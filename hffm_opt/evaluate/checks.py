@@ -132,9 +132,7 @@ def _sends_bits(scenario: Scenario, plan: Plan) -> np.ndarray:
     """(U,) devices with bits to upload: what a device outside D2D trains, or (a D2D aggregator) what its cluster
     trains at the edge tier or above."""
     bits, x = scenario.module_arrays["update_bits"], plan.train
-    trained = np.zeros(plan.tier.shape, bool)
-    np.logical_or.at(trained, plan.association, x)
-    cluster_bits = (trained & (plan.tier >= EDGE)) @ bits
+    cluster_bits = (plan.cluster_modules() & (plan.tier >= EDGE)) @ bits
     return np.where(plan.uses_d2d[plan.association], cluster_bits[plan.association], x @ bits) > 0
 
 

@@ -106,8 +106,7 @@ def consistent_metrics(scenario: Scenario, plan: Plan, tree: Tree) -> Metrics:
 
     # what each cluster aggregates (modules trained by its participants), by tier
     tier_dev = plan.tier[a]  # (U, K)
-    trained_e = np.zeros((n_e, x.shape[1]), bool)
-    np.logical_or.at(trained_e, a, x & ~late[:, None])
+    trained_e = plan.cluster_modules(x & ~late[:, None])
     bits_edge_up = (trained_e & (plan.tier >= EDGE)) @ mods["update_bits"]
     bits_cloud = (trained_e & (plan.tier == CLOUD)) @ mods["update_bits"]
 

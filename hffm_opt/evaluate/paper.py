@@ -40,9 +40,7 @@ def paper_metrics(scenario: Scenario, plan: Plan) -> Metrics:
     s_edge = np.zeros(n_e)
     np.maximum.at(s_edge, a, s_bits)
     s2c = proto.backhaul_delay_s + s_edge / proto.backhaul_rate_bps
-    trained = np.zeros((n_e, len(scenario.modules)), bool)
-    np.logical_or.at(trained, a, plan.train)
-    to_cloud = (trained & (plan.tier == CLOUD)).any(axis=1)
+    to_cloud = (plan.cluster_modules() & (plan.tier == CLOUD)).any(axis=1)
     any_cloud = bool(to_cloud.any())
     max_up = np.zeros(n_e)
     np.maximum.at(max_up, a, lat_up)

@@ -167,6 +167,11 @@ def _positive(name: str, value, required: bool) -> None:
         raise ConfigError(f"{name} = {value!r}: must be a finite number > 0")
 
 
+#: each datum of an objective and the objectives it belongs to (a target latency only with ``energy``, ...)
+OBJECTIVE_DATA = {"target_latency_s": ("energy",), "energy_budget_j": ("latency",), "w_latency": ("weighted",),
+                  "w_energy": ("weighted",)}
+
+
 def check_objective(objective: str, target_latency_s, energy_budget_j, w_latency, w_energy) -> None:
     """Raise :class:`~hffm_opt.errors.ConfigError` naming the field when the objective's data do not fit it: a
     target only (and always) with ``energy``, an energy budget only with ``latency``, both weights only (and always)
@@ -177,9 +182,10 @@ def check_objective(objective: str, target_latency_s, energy_budget_j, w_latency
     _positive("energy_budget_j", energy_budget_j, False)
     _positive("w_latency", w_latency, objective == "weighted")
     _positive("w_energy", w_energy, objective == "weighted")
-    for name, value, allowed in (("target_latency_s", target_latency_s, ("energy",)),
-                                 ("energy_budget_j", energy_budget_j, ("latency",)),
-                                 ("w_latency", w_latency, ("weighted",)), ("w_energy", w_energy, ("weighted",))):
+    given = {"target_latency_s": target_latency_s, "energy_budget_j": energy_budget_j, "w_latency": w_latency,
+             "w_energy": w_energy}
+    for name, allowed in OBJECTIVE_DATA.items():
+        value = given[name]
         if value is not None and objective not in allowed:
             raise ConfigError(f"{name} = {value!r}: only with objective {' or '.join(map(repr, allowed))} (objective "
                               f"= {objective!r})")

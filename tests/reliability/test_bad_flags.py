@@ -119,6 +119,7 @@ CASES = [
     ("bench", ["--threads", "2"], "--threads: an option of bench --learner only"),
     ("bench", ["--torch-device", "cuda"], "--torch-device: an option of bench --learner only"),
     ("bench", ["--learner", "--workers", "2"], "--workers: an option of the scheduler benchmarks, not of bench"),
+    ("bench", ["--learner", "--workers", "1"], "--workers: an option of the scheduler benchmarks, not of bench"),
     ("bench", ["--learner", "--schedulers", "greedy"], "--schedulers: an option of the scheduler benchmarks"),
     # star aggregates at the cloud every edge round; a plan file is drawn as it is
     ("schedule", ["--scheduler", "star", "--e-agg", "3"], "--e-agg = 3: the star scheduler aggregates at the cloud"),

@@ -192,10 +192,14 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
         gain, pmax, kappa, fmax = (np.tile(_per_unit(a, n_units), k) for a in (out_gain, d.pmax, d.kappa, d.fmax))
         sends = split_energy(np.tile(bits, k), d.d2d_band_hz, gain, pmax, d.noise, np.tile(cycles, k), kappa, fmax,
                              np.repeat(up_s, n * n_units))
+        return g * sends.reshape(shape), root_compute(up_s)
+
+    def root_compute(up_s: np.ndarray) -> np.ndarray:
+        """(k, n, J) the root's compute within up-phase times ``up_s`` (k,), g rounds (inf beyond its full speed)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = up_s[:, None, None] * d.fmax[:, None] >= units.cycles
             compute = np.where(units.cycles > 0, d.kappa[:, None] * units.cycles ** 3 / up_s[:, None, None] ** 2, 0.0)
-        return g * sends.reshape(shape), g * np.where(ok, compute, np.inf)
+        return g * np.where(ok, compute, np.inf)
 
     def down_energy(down_s: np.ndarray) -> np.ndarray:
         """(k, n, J) each non-root receiving its own modules on its best incoming link, g - 1 times."""
@@ -234,10 +238,7 @@ def tree_lower_bound(scenario: Scenario, d: ClusterData, budget_s: float, levels
         depth = DepthBound(scenario, d, focus_s, avail / g, split_energy)
 
         def deep(ups: np.ndarray, downs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            with np.errstate(divide="ignore"):  # (i, r) the root's compute, g rounds
-                root_up = np.where(ups[:, None] * d.fmax >= d.cycles, g * d.kappa * d.cycles ** 3 / ups[:, None] ** 2,
-                                   np.inf)
-            up = g * depth.up_costs(ups).sum(axis=-1) + root_up  # (i, r)
+            up = g * depth.up_costs(ups).sum(axis=-1) + root_compute(ups)[:, :, 0]  # (i, r)
             down = (g - 1) * depth.down_costs(downs).sum(axis=-1) if g > 1 else np.zeros((len(downs), n))
             left = avail - g * ups[:, None] - (g - 1) * downs[None, :]
             points = (up[:, None] + down[None] + upload_energy(left)).min(axis=-1)

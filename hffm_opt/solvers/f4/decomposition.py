@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from ..._pools import ignore_sigint, start_pool
 from ..._version import __version__
 from ...evaluate import evaluate
 from ...formulations.cluster import cluster_data
@@ -39,7 +40,6 @@ from ...formulations.joint import JointModel
 from ...network.scenario import Scenario
 from ...plan import Plan
 from ..milp import forget_highs_threads
-from ..pools import ignore_sigint, start_pool
 from ..result import Result, Status
 from .bounds import cluster_lower_bound, fixed_energy
 from .cluster import ClusterAllocation, apply_allocation, kept_allocation, solve_cluster
@@ -201,7 +201,7 @@ _JOB: tuple | None = None  # the shared (arguments, keywords) of best_structure 
 
 
 def _init_worker(job: tuple) -> None:
-    """A forked worker: Ctrl-C left to the parent (:mod:`hffm_opt.solvers.pools`), ``job`` kept (inherited, never
+    """A forked worker: Ctrl-C left to the parent (:mod:`hffm_opt._pools`), ``job`` kept (inherited, never
     pickled), a fresh HiGHS scheduler (:func:`~hffm_opt.solvers.milp.forget_highs_threads`)."""
     global _JOB
     ignore_sigint()
@@ -216,7 +216,7 @@ def _cluster_job(e: int):
 
 def _pool(workers: int, job: tuple):
     """A pool of ``workers`` forked processes that see ``job`` (no pickling of the scenario) and leave Ctrl-C to
-    this process (:func:`~hffm_opt.solvers.pools.start_pool`)."""
+    this process (:func:`~hffm_opt._pools.start_pool`)."""
     return start_pool(multiprocessing.get_context("fork"), workers, _init_worker, (job,))
 
 

@@ -1,4 +1,4 @@
-"""Worker pools that leave Ctrl-C to their parent (hffm_opt.solvers.pools), and F4's forked cluster workers."""
+"""Worker pools that leave Ctrl-C to their parent (hffm_opt._pools), and F4's forked cluster workers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import signal
 import numpy as np
 import pytest
 
+from hffm_opt._pools import ignore_sigint, start_pool
 from hffm_opt.solvers.f4.decomposition import _pool
-from hffm_opt.solvers.pools import ignore_sigint, start_pool
 
 
 def sigint_state(_=None) -> tuple[bool, bool]:
